@@ -1,0 +1,184 @@
+"""The exception tree of iofogd.
+
+Every error the daemon raises on purpose derives from :class:`IofogdError` and
+carries data, not just a string, so that each boundary (the HTTP handler, the
+WebSocket session, the CLI) can decide how to present it::
+
+    IofogdError
+    ├── ConfigError                     config.xml, the token file, a bad option value
+    │   ├── ConfigFileError(path, reason)
+    │   └── ConfigValueError(flag, message)
+    ├── RequestError(status, message)   answered as {"status":"failed","error":...}
+    │   ├── BadRequest                  400
+    │   ├── Unauthorized                401
+    │   ├── NotFound                    404
+    │   ├── MethodNotAllowed            405
+    │   ├── PayloadTooLarge(size, limit) 413
+    │   └── ServiceUnavailable          503
+    ├── WebSocketError
+    │   ├── HandshakeError(status, message)
+    │   └── ProtocolError(code, reason) a frame or message broke RFC 6455;
+    │       └── MessageTooBig(size, limit)  the code says which close code
+    ├── ControllerError(message, status)
+    │   ├── ControllerUnreachable
+    │   └── CertificateError
+    ├── ProvisionError(message)
+    └── DockerError(status, message)
+        └── EngineUnavailable
+
+Pure layers raise; adapters decide. Translate foreign exceptions at each
+boundary with ``raise X(...) from exc``.
+"""
+from __future__ import annotations
+
+
+class IofogdError(Exception):
+    """Root of every error iofogd raises on purpose."""
+
+
+# -- configuration -----------------------------------------------------------
+
+
+class ConfigError(IofogdError):
+    """The configuration could not be read, written or changed."""
+
+
+class ConfigFileError(ConfigError):
+    def __init__(self, path: str, reason: str) -> None:
+        super().__init__(f"{path}: {reason}")
+        self.path = path
+        self.reason = reason
+
+
+class ConfigValueError(ConfigError):
+    """An option value failed validation; ``message`` is upstream's exact text."""
+
+    def __init__(self, flag: str, message: str) -> None:
+        super().__init__(message)
+        self.flag = flag
+        self.message = message
+
+
+# -- Local API requests --------------------------------------------------------
+
+
+class RequestError(IofogdError):
+    """A request the Local API refuses; ``status`` is the HTTP status code."""
+
+    status = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadRequest(RequestError):
+    status = 400
+
+
+class Unauthorized(RequestError):
+    status = 401
+
+
+class NotFound(RequestError):
+    status = 404
+
+
+class MethodNotAllowed(RequestError):
+    status = 405
+
+    def __init__(self, method: str, allowed: tuple[str, ...] = ()) -> None:
+        super().__init__(f"Method {method} is not allowed here")
+        self.method = method
+        self.allowed = allowed
+
+
+class PayloadTooLarge(RequestError):
+    status = 413
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"Request body of {size} bytes exceeds the limit of {limit} bytes")
+        self.size = size
+        self.limit = limit
+
+
+class ServiceUnavailable(RequestError):
+    status = 503
+
+
+# -- WebSockets ------------------------------------------------------------------
+
+
+class WebSocketError(IofogdError):
+    """Base of the WebSocket layer's errors."""
+
+
+class HandshakeError(WebSocketError):
+    """The upgrade request was refused; answer it with ``status``."""
+
+    def __init__(self, status: int, message: str, headers: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers
+
+
+class ProtocolError(WebSocketError):
+    """The peer broke RFC 6455; fail the connection with close ``code``."""
+
+    def __init__(self, code: int, reason: str) -> None:
+        super().__init__(f"{reason} (close code {code})")
+        self.code = code
+        self.reason = reason
+
+
+class MessageTooBig(ProtocolError):
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(1009, f"message of {size} bytes exceeds the limit of {limit} bytes")
+        self.size = size
+        self.limit = limit
+
+
+# -- Controller ----------------------------------------------------------------
+
+
+class ControllerError(IofogdError):
+    """The Controller refused a call or could not be reached."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.status = status
+
+
+class ControllerUnreachable(ControllerError):
+    pass
+
+
+class CertificateError(ControllerError):
+    pass
+
+
+class ProvisionError(IofogdError):
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+# -- Docker ----------------------------------------------------------------------
+
+
+class DockerError(IofogdError):
+    """The Docker engine answered with an error; ``status`` is its HTTP status."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"Docker engine error {status}: {message}")
+        self.status = status
+        self.message = message
+
+
+class EngineUnavailable(DockerError):
+    """No engine answers on ``docker_url``."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(0, message)
