@@ -17,8 +17,9 @@ WebSocket session, the CLI) can decide how to present it::
     │   └── ServiceUnavailable          503
     ├── WebSocketError
     │   ├── HandshakeError(status, message)
-    │   └── ProtocolError(code, reason) a frame or message broke RFC 6455;
-    │       └── MessageTooBig(size, limit)  the code says which close code
+    │   ├── ProtocolError(code, reason) a frame or message broke RFC 6455;
+    │   │   └── MessageTooBig(size, limit)  the code says which close code
+    │   └── ConnectionClosed(code, reason)  sending on a closing/closed session
     ├── ControllerError(message, status)
     │   ├── ControllerUnreachable
     │   └── CertificateError
@@ -137,6 +138,15 @@ class MessageTooBig(ProtocolError):
         super().__init__(1009, f"message of {size} bytes exceeds the limit of {limit} bytes")
         self.size = size
         self.limit = limit
+
+
+class ConnectionClosed(WebSocketError):
+    """The session is closing or closed; nothing more can be sent on it."""
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        super().__init__(f"connection closed (close code {code}) {reason}".rstrip())
+        self.code = code
+        self.reason = reason
 
 
 # -- Controller ----------------------------------------------------------------
