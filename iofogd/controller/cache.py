@@ -1,0 +1,120 @@
+"""Offline cache of what the Controller last sent (agent-spec 6.9).
+
+Theory of operation: every time the agent fetches the microservice list, the
+registries or the edge resources from the Controller, it writes them to a file
+next to config.xml; at start, when the Controller cannot be reached, the daemon
+reads them back so that microservices keep running and ``/v2/config/get``
+keeps answering while offline.
+
+The file format is upstream's, so that files written by the Java agent are
+read and ours are readable by it::
+
+    {"checksum": "<sha1 hex of base64(<data as JSON text>)>", "timestamp": <ms>, "data": [...]}
+
+Upstream ignores a file whose checksum does not match; so do we, with a
+warning. Writes are atomic (temporary file, fsync, rename, fsync of the
+directory) so that a power cut leaves either the old file or the new one.
+"""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+log = logging.getLogger(__name__)
+
+MICROSERVICES = "microservices.json"
+REGISTRIES = "registries.json"
+EDGE_RESOURCES = "edge_resources.json"
+NAMES = (MICROSERVICES, REGISTRIES, EDGE_RESOURCES)
+
+
+def data_text(data: list[Any]) -> str:
+    """The JSON text the checksum covers: compact, as Java's ``JsonArray.toString()``."""
+    return json.dumps(data, separators=(",", ":"), ensure_ascii=False)
+
+
+def checksum(data: list[Any]) -> str:
+    """sha1 hex of base64 of the data's JSON text (agent-spec 6.9)."""
+    encoded = base64.b64encode(data_text(data).encode("utf-8"))
+    return hashlib.sha1(encoded).hexdigest()
+
+
+def encode(data: list[Any], timestamp_ms: int) -> bytes:
+    """The whole cache file for ``data``."""
+    doc = {"checksum": checksum(data), "timestamp": timestamp_ms, "data": data}
+    return json.dumps(doc, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def decode(raw: bytes) -> list[Any]:
+    """The data of a cache file; ``ValueError`` when it is unreadable or its checksum is wrong."""
+    doc = json.loads(raw.decode("utf-8"))
+    if not isinstance(doc, dict) or not isinstance(doc.get("data"), list):
+        raise ValueError("not a cache document with a 'data' list")
+    data: list[Any] = doc["data"]
+    if doc.get("checksum") != checksum(data):
+        raise ValueError("checksum mismatch")
+    return data
+
+
+class OfflineCache:
+    """The three cache files in ``directory`` (upstream: /etc/iofog-agent/)."""
+
+    def __init__(self, directory: str | os.PathLike[str], *, clock: Callable[[], float] = time.time) -> None:
+        self.directory = Path(directory)
+        self._clock = clock
+
+    def path(self, name: str) -> Path:
+        if name not in NAMES:
+            raise ValueError(f"unknown cache file {name!r}")
+        return self.directory / name
+
+    def save(self, name: str, data: list[Any]) -> None:
+        """Write ``data`` atomically; an ``OSError`` is logged, never raised (the cache is best effort)."""
+        target = self.path(name)
+        raw = encode(data, int(self._clock() * 1000))
+        tmp = ""
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=self.directory)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(raw)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+            tmp = ""
+            dir_fd = os.open(self.directory, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)
+            finally:
+                os.close(dir_fd)
+        except OSError as exc:
+            log.warning("offline cache %s not written: %s", target, exc)
+        finally:
+            if tmp:
+                try:
+                    os.unlink(tmp)
+                except OSError:
+                    pass
+
+    def load(self, name: str) -> list[Any] | None:
+        """The cached data, or None when the file is absent, unreadable or corrupt (warning logged)."""
+        target = self.path(name)
+        try:
+            raw = target.read_bytes()
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            log.warning("offline cache %s not readable: %s", target, exc)
+            return None
+        try:
+            return decode(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            log.warning("offline cache %s ignored: %s", target, exc)
+            return None
