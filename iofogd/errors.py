@@ -19,7 +19,8 @@ WebSocket session, the CLI) can decide how to present it::
     │   ├── HandshakeError(status, message)
     │   ├── ProtocolError(code, reason) a frame or message broke RFC 6455;
     │   │   └── MessageTooBig(size, limit)  the code says which close code
-    │   └── ConnectionClosed(code, reason)  sending on a closing/closed session
+    │   ├── ConnectionClosed(code, reason)  sending on a closing/closed session
+    │   └── EnvelopeError(message)      a malformed ioFog 0x0D/0x0E payload
     ├── ControllerError(message, status)
     │   ├── ControllerUnreachable
     │   └── CertificateError
@@ -147,6 +148,14 @@ class ConnectionClosed(WebSocketError):
         super().__init__(f"connection closed (close code {code}) {reason}".rstrip())
         self.code = code
         self.reason = reason
+
+
+class EnvelopeError(WebSocketError):
+    """A binary frame's ioFog envelope (0x0D message, 0x0E receipt) is malformed."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
 
 
 # -- Controller ----------------------------------------------------------------

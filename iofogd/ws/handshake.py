@@ -1,0 +1,88 @@
+"""The opening handshake, server side (RFC 6455 section 4.2), sans I/O.
+
+:func:`validate_request` checks an upgrade request and returns the headers of
+the ``101 Switching Protocols`` response, or raises
+:class:`iofogd.errors.HandshakeError` carrying the status to answer with: 400
+for a malformed request, 426 with ``Sec-WebSocket-Version: 13`` for a version
+we do not speak (section 4.4).  No sub-protocol and no extension is ever
+negotiated: ioFog's Agent offers none (spec 2.1), so ``permessage-deflate``
+offered by Node's ``ws`` is declined by leaving it out of the response.
+"""
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+from typing import List, Optional, Protocol, Tuple
+
+from iofogd.errors import HandshakeError
+
+GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # section 1.3
+VERSION = "13"
+
+HeaderList = Tuple[Tuple[str, str], ...]
+
+
+class Headers(Protocol):
+    """What we need of ``http.server``'s ``self.headers`` (or a plain dict)."""
+
+    def get(self, __name: str) -> Optional[str]: ...
+
+
+def accept_key(key: str) -> str:
+    """``Sec-WebSocket-Accept`` for a client's ``Sec-WebSocket-Key`` (section 4.2.2 step 5)."""
+    digest = hashlib.sha1((key + GUID).encode("ascii")).digest()
+    return base64.b64encode(digest).decode("ascii")
+
+
+def _values(headers: Headers, name: str) -> List[str]:
+    """Every occurrence of a header, since e.g. ``Connection`` may be repeated."""
+    get_all = getattr(headers, "get_all", None)
+    if get_all is not None:
+        found = get_all(name)
+        return [str(v) for v in found] if found else []
+    value = headers.get(name)
+    return [] if value is None else [value]
+
+
+def _tokens(headers: Headers, name: str) -> List[str]:
+    return [t.strip().lower() for v in _values(headers, name) for t in v.split(",")]
+
+
+def _single(headers: Headers, name: str) -> str:
+    values = _values(headers, name)
+    if len(values) != 1:
+        raise HandshakeError(400, f"expected exactly one {name} header")
+    return values[0].strip()
+
+
+def validate_request(method: str, headers: Headers) -> HeaderList:
+    """Check an upgrade request (section 4.2.1); return the 101 response headers."""
+    if method != "GET":
+        raise HandshakeError(400, "a WebSocket handshake must be a GET request")
+    if not _values(headers, "Host"):
+        raise HandshakeError(400, "missing Host header")
+    if "websocket" not in _tokens(headers, "Upgrade"):
+        raise HandshakeError(400, "missing or invalid Upgrade header (expected websocket)")
+    if "upgrade" not in _tokens(headers, "Connection"):
+        raise HandshakeError(400, "missing or invalid Connection header (expected Upgrade)")
+    key = _single(headers, "Sec-WebSocket-Key")
+    try:
+        raw = base64.b64decode(key.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError):
+        raw = b""
+    if len(raw) != 16:
+        raise HandshakeError(400, "Sec-WebSocket-Key must be 16 bytes in base64")
+    version = _single(headers, "Sec-WebSocket-Version")
+    if version != VERSION:
+        # Section 4.4: tell the client which version we speak.
+        raise HandshakeError(
+            426,
+            f"unsupported WebSocket version {version!r}; this server speaks 13",
+            headers=(("Sec-WebSocket-Version", VERSION),),
+        )
+    return (
+        ("Upgrade", "websocket"),
+        ("Connection", "Upgrade"),
+        ("Sec-WebSocket-Accept", accept_key(key)),
+    )

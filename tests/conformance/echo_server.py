@@ -1,0 +1,124 @@
+"""A WebSocket echo server built from :mod:`iofogd.ws`, the target of the conformance run.
+
+``python -m tests.conformance.echo_server --port N`` serves ``ws://127.0.0.1:N/<any path>``
+and echoes every text and binary message unchanged, as the Autobahn|Testsuite
+fuzzing client requires.  Limits are raised above the 16 MiB messages and 4 MiB
+fragmented messages of sections 9.x (recipes/autobahn.md); everything else is the
+daemon's code path: ``ThreadingHTTPServer`` + :func:`iofogd.ws.session.accept`.
+
+The tests start it in-process with :func:`serve` on a free port, optionally with
+a :class:`~iofogd.ws.control.ControlHub` answering ``/v2/control/socket/id/<id>``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Optional, Tuple, Type
+
+from iofogd.errors import HandshakeError
+from iofogd.ws.control import ControlHub, control_socket_id
+from iofogd.ws.protocol import Message
+from iofogd.ws.session import SessionLimits, SessionRegistry, WebSocketSession, accept
+
+log = logging.getLogger(__name__)
+
+ECHO_LIMITS = SessionLimits(max_message_size=32 << 20, max_frame_size=32 << 20)
+
+
+def echo(session: WebSocketSession, message: Message) -> None:
+    if isinstance(message.data, str):
+        session.send_text(message.data)
+    else:
+        session.send_binary(message.data)
+
+
+class EchoServer(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+    def __init__(
+        self,
+        address: Tuple[str, int],
+        limits: SessionLimits = ECHO_LIMITS,
+        hub: Optional[ControlHub] = None,
+        handler: Type[BaseHTTPRequestHandler] | None = None,
+    ) -> None:
+        super().__init__(address, handler or EchoHandler)
+        self.limits = limits
+        self.hub = hub
+        self.registry = SessionRegistry()
+
+
+class EchoHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: EchoServer
+
+    def do_GET(self) -> None:
+        server = self.server
+        try:
+            session = accept(self, limits=server.limits)
+        except HandshakeError as exc:
+            body = json.dumps({"status": "failed", "error": exc.message}).encode()
+            self.send_response(exc.status)
+            for name, value in exc.headers:
+                self.send_header(name, value)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        server.registry.add(session)
+        hub = server.hub
+        control_id = control_socket_id(self.path) if hub is not None else None
+        try:
+            if hub is not None and control_id is not None:
+                hub.register(control_id, session)
+                session.run(hub.on_message)
+            else:
+                session.run(echo)
+        finally:
+            if hub is not None:
+                hub.unregister(session)
+            server.registry.discard(session)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (stdlib name)
+        log.debug("%s " + format, self.address_string(), *args)
+
+
+def serve(
+    port: int = 0, *, limits: SessionLimits = ECHO_LIMITS, hub: Optional[ControlHub] = None
+) -> Tuple[EchoServer, threading.Thread]:
+    """Start an echo server on 127.0.0.1:``port`` (0: a free one) in a thread."""
+    server = EchoServer(("127.0.0.1", port), limits, hub)
+    thread = threading.Thread(target=server.serve_forever, name="echo-server", daemon=True)
+    thread.start()
+    return server, thread
+
+
+def stop(server: EchoServer) -> None:
+    server.registry.close_all(wait=2.0)
+    server.shutdown()
+    server.server_close()
+
+
+def main(argv: Optional[list[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--port", type=int, default=9001)
+    parser.add_argument("--host", default="127.0.0.1")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    server = EchoServer((args.host, args.port))
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.registry.close_all()
+        server.server_close()
+
+
+if __name__ == "__main__":
+    main()
