@@ -1,0 +1,97 @@
+# Shared by scripts/build-deb.sh and scripts/prove-*.sh (sourced, POSIX sh).
+# Host packages, and bookworm chroots for the packaging proofs:
+#   need_debs PKG...           apt-get install the missing ones (root)
+#   chroot_base ARCH           cached pristine debootstrap (minbase) of bookworm
+#   chroot_up ARCH DIR         fresh copy of it in DIR, /proc /sys /dev /run mounted
+#   chroot_down                unmount everything chroot_up mounted (trap-safe)
+#   in_chroot CMD...           run CMD in the chroot with a clean environment
+# Cache: $IOFOGD_PROVE_CACHE (default /var/cache/iofogd-prove): the pristine
+# chroots and the downloaded .debs, so a rerun downloads nothing.
+
+SUITE=bookworm
+MIRROR="${IOFOGD_PROVE_MIRROR:-http://deb.debian.org/debian}"
+CACHE="${IOFOGD_PROVE_CACHE:-/var/cache/iofogd-prove}"
+CHROOT=""
+MOUNTED=""
+
+log() { printf '%s [%s] %s\n' "$(date +%H:%M:%S)" "${0##*/}" "$*" >&2; }
+die() { log "FAIL: $*"; exit 1; }
+
+need_debs() {
+    missing=""
+    for pkg in "$@"; do
+        dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' \
+            || missing="$missing $pkg"
+    done
+    [ -z "$missing" ] && return 0
+    log "apt-get install$missing"
+    apt-get update -qq
+    # shellcheck disable=SC2086 # a word list
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $missing >/dev/null
+}
+
+chroot_base() {
+    arch="$1"
+    base="$CACHE/$SUITE-$arch"
+    [ -x "$base/usr/bin/apt-get" ] && return 0
+    need_debs debootstrap
+    mkdir -p "$CACHE/debs-$arch"
+    rm -rf "$base.tmp"
+    if [ "$arch" = "$(dpkg --print-architecture)" ]; then
+        log "debootstrap $SUITE $arch"
+        debootstrap --variant=minbase --arch="$arch" --cache-dir="$CACHE/debs-$arch" \
+            "$SUITE" "$base.tmp" "$MIRROR" >"$CACHE/debootstrap-$arch.log" 2>&1 \
+            || { tail -n 20 "$CACHE/debootstrap-$arch.log" >&2; die "debootstrap $arch"; }
+    else
+        # Foreign architecture: first stage here, second stage under qemu-user
+        # (binfmt_misc with the F flag, so no qemu binary is copied in).
+        log "debootstrap $SUITE $arch (foreign, qemu-user)"
+        debootstrap --foreign --variant=minbase --arch="$arch" --cache-dir="$CACHE/debs-$arch" \
+            "$SUITE" "$base.tmp" "$MIRROR" >"$CACHE/debootstrap-$arch.log" 2>&1 \
+            && chroot "$base.tmp" /debootstrap/debootstrap --second-stage \
+                >>"$CACHE/debootstrap-$arch.log" 2>&1 \
+            || { tail -n 20 "$CACHE/debootstrap-$arch.log" >&2; die "debootstrap $arch"; }
+    fi
+    # Package installs in the chroot must not start services (no init runs there).
+    printf '#!/bin/sh\nexit 101\n' >"$base.tmp/usr/sbin/policy-rc.d"
+    chmod 755 "$base.tmp/usr/sbin/policy-rc.d"
+    rm -rf "$base.tmp/var/cache/apt/archives/"*.deb
+    mv "$base.tmp" "$base"
+}
+
+mount_in() {  # mount_in TARGET MOUNT-ARGS...
+    target="$CHROOT$1"
+    shift
+    mkdir -p "$target"
+    mount "$@" "$target"
+    MOUNTED="$target $MOUNTED"
+}
+
+chroot_up() {
+    arch="$1"
+    CHROOT="$2"
+    chroot_base "$arch"
+    chroot_down
+    rm -rf "$CHROOT"
+    mkdir -p "$(dirname "$CHROOT")"
+    cp -a "$CACHE/$SUITE-$arch" "$CHROOT"
+    cp /etc/resolv.conf "$CHROOT/etc/resolv.conf" 2>/dev/null || true
+    mount_in /proc -t proc proc
+    mount_in /sys -t sysfs sysfs
+    mount_in /dev --bind /dev
+    mount_in /dev/pts --bind /dev/pts
+    mount_in /run -t tmpfs -o mode=0755,nosuid,nodev tmpfs
+    mount_in /var/cache/apt/archives --bind "$CACHE/debs-$arch"
+}
+
+chroot_down() {
+    for target in $MOUNTED; do
+        umount "$target" 2>/dev/null || umount -l "$target" 2>/dev/null || true
+    done
+    MOUNTED=""
+}
+
+in_chroot() {
+    chroot "$CHROOT" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
+        LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive "$@"
+}
