@@ -124,7 +124,7 @@ FRAMES: Tuple[FrameVector, ...] = (
 
 # RFC 6455 section 1.3: the handshake example.
 HANDSHAKE_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
-HANDSHAKE_ACCEPT = "s3pPLMBiTxaQ9kBOmbgAi7fGVsk="
+HANDSHAKE_ACCEPT = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
 
 # ioFog envelopes (spec 2.6; compatibility.md).
 RECEIPT_ID = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"  # 32 characters, as the Agent's ids
