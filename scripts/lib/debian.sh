@@ -95,3 +95,33 @@ in_chroot() {
     chroot "$CHROOT" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=/root \
         LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive "$@"
 }
+
+# The two .debs the proofs install: the work tree's version and the same
+# rebuilt as a newer one (for the upgrade). Sets DEB1 and DEB2.
+build_debs() {  # build_debs DIR
+    top=$(cd "$(dirname "$0")/.." && pwd)
+    v=$(sed -n '1s/^iofogd (\([^)]*\)).*/\1/p' "$top/packaging/deb/changelog")
+    DEB1="$1/iofogd_${v}_all.deb"
+    DEB2="$1/iofogd_${v}+proof1_all.deb"
+    if [ ! -e "$DEB1" ] || [ ! -e "$DEB2" ]; then
+        log "building $DEB1 and $DEB2"
+        sh "$top/scripts/build-deb.sh" --out "$1" >/dev/null
+        sh "$top/scripts/build-deb.sh" --out "$1" --version "$v+proof1" >/dev/null
+    fi
+}
+
+free_port() {
+    python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+
+# Polls `iofog-agent status` in the chroot until its first line says RUNNING.
+wait_running() {  # wait_running PORT TIMEOUT-SECONDS
+    i=0
+    while [ "$i" -lt "$2" ]; do
+        first=$(in_chroot iofog-agent --port "$1" status 2>/dev/null | head -n 1) || true
+        case "$first" in *": RUNNING"*) log "status: $first"; return 0 ;; esac
+        sleep 1
+        i=$((i + 1))
+    done
+    return 1
+}

@@ -1,0 +1,136 @@
+#!/bin/sh
+# Proof of the Debian package from a clean Debian bookworm (debootstrap chroot):
+# `apt install ./iofogd_*.deb` pulls the dependencies from the archive; the
+# user, group, config.xml, token and directories exist as promised; the daemon
+# starts (directly: no systemd is PID 1 in a chroot) and `iofog-agent status`
+# says RUNNING; an upgrade to a newer build keeps token, config.xml and the
+# node identity; remove keeps the files; purge leaves none behind.
+#
+#   scripts/prove-deb.sh [--arch amd64|arm64|armhf] [--debs DIR]
+#
+# Root; loopback only. Needs debootstrap (installed if missing) and, for a
+# foreign --arch, qemu-user-static (scripts/prove-pi.sh sets that up).
+# Work dir ./run/prove-deb-ARCH; cache $IOFOGD_PROVE_CACHE (/var/cache/iofogd-prove).
+set -eu
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+. "$ROOT/scripts/lib/debian.sh"
+
+ARCH=$(dpkg --print-architecture)
+DEBS="$ROOT/run/debs"
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --arch) ARCH="$2"; shift 2 ;;
+        --debs) DEBS="$2"; shift 2 ;;
+        *) echo "usage: $0 [--arch ARCH] [--debs DIR]" >&2; exit 2 ;;
+    esac
+done
+# qemu-user is slow: give the daemon longer to come up there.
+WAIT=60
+[ "$ARCH" = "$(dpkg --print-architecture)" ] || WAIT=300
+START=$(date +%s)
+DAEMON_PID=""
+
+stop_daemon() {
+    [ -n "$DAEMON_PID" ] || return 0
+    kill -TERM "$DAEMON_PID" 2>/dev/null || true
+    wait "$DAEMON_PID" || true
+    DAEMON_PID=""
+}
+cleanup() {
+    stop_daemon
+    chroot_down
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+build_debs "$DEBS"
+chroot_up "$ARCH" "$ROOT/run/prove-deb-$ARCH"
+PORT=$(free_port)
+
+# The daemon as the service runs it: the package's user, its groups, foreground.
+start_daemon() {
+    chroot "$CHROOT" /usr/bin/env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 \
+        setpriv --reuid iofog-agent --regid iofog-agent --init-groups \
+        iofogd --address 127.0.0.1 --port "$PORT" >>"$CHROOT/tmp/iofogd.out" 2>&1 &
+    DAEMON_PID=$!
+    wait_running "$PORT" "$WAIT" || { tail -n 30 "$CHROOT/tmp/iofogd.out" >&2; die "daemon not RUNNING"; }
+}
+
+# mode owner:group of a path in the chroot
+perms() { in_chroot stat -c '%a %U:%G' "$1"; }
+expect() {  # expect WHAT GOT WANTED
+    [ "$2" = "$3" ] || die "$1: got '$2', expected '$3'"
+    log "ok: $1 = $3"
+}
+identity() {  # hashes of what an upgrade must keep
+    in_chroot sh -c 'sha256sum /etc/iofog-agent/local-api /etc/iofog-agent/config.xml; id -u iofog-agent'
+}
+
+# A Docker engine's group, as docker.io creates it: the user must join it.
+in_chroot groupadd --system docker
+
+log "apt install ./$(basename "$DEB1") ($ARCH)"
+cp "$DEB1" "$DEB2" "$CHROOT/tmp/"
+in_chroot apt-get update -qq
+in_chroot apt-get install -y -q --no-install-recommends "/tmp/$(basename "$DEB1")" \
+    >"$ROOT/run/prove-deb-$ARCH.apt.log" 2>&1 \
+    || { tail -n 30 "$ROOT/run/prove-deb-$ARCH.apt.log" >&2; die "apt install"; }
+for dep in python3 python3-psutil adduser; do
+    in_chroot dpkg-query -W -f='${Status}' "$dep" | grep -q 'install ok installed' \
+        || die "dependency $dep not installed"
+done
+log "ok: dependencies pulled from the archive: python3 python3-psutil adduser"
+
+expect "/usr/bin/iofogd" "$(in_chroot sh -c 'test -x /usr/bin/iofogd && test -x /usr/bin/iofog-agent && echo present')" present
+expect "groups of iofog-agent" "$(in_chroot id -nG iofog-agent | tr ' ' '\n' | sort | tr '\n' ' ')" "docker iofog-agent "
+expect "login shell" "$(in_chroot getent passwd iofog-agent | cut -d: -f7)" /usr/sbin/nologin
+for dir in /etc/iofog-agent /var/lib/iofog-agent /var/log/iofog-agent; do
+    expect "$dir" "$(perms $dir)" "750 iofog-agent:iofog-agent"
+done
+expect "config.xml" "$(perms /etc/iofog-agent/config.xml)" "640 iofog-agent:iofog-agent"
+expect "local-api token" "$(perms /etc/iofog-agent/local-api)" "640 iofog-agent:iofog-agent"
+expect "token format" "$(in_chroot sh -c 'grep -cE "^[A-Za-z0-9]{32}$" /etc/iofog-agent/local-api; wc -c </etc/iofog-agent/local-api')" "1
+32"
+expect "config check" "$(in_chroot setpriv --reuid iofog-agent --regid iofog-agent --init-groups iofogd --check-config >/dev/null 2>&1 && echo ok)" ok
+expect "unit file" "$(in_chroot sh -c 'test -f /lib/systemd/system/iofogd.service && echo present')" present
+
+start_daemon
+stop_daemon
+
+# A provisioned node: its identity is iofog_uuid and access_token in config.xml.
+# (The daemon writes empty elements as <tag/>.)
+in_chroot sed -i -E \
+    -e 's#<iofog_uuid(/>|>[^<]*</iofog_uuid>)#<iofog_uuid>proof-node-uuid-0001</iofog_uuid>#' \
+    -e 's#<access_token(/>|>[^<]*</access_token>)#<access_token>proof-node-token-0001</access_token>#' \
+    /etc/iofog-agent/config.xml
+in_chroot grep -q '<iofog_uuid>proof-node-uuid-0001</iofog_uuid>' /etc/iofog-agent/config.xml \
+    || die "could not write iofog_uuid into config.xml"
+in_chroot touch /var/lib/iofog-agent/proof-state /var/log/iofog-agent/proof-log
+BEFORE=$(identity)
+
+log "upgrade to $(basename "$DEB2")"
+in_chroot apt-get install -y -q --no-install-recommends "/tmp/$(basename "$DEB2")" \
+    >>"$ROOT/run/prove-deb-$ARCH.apt.log" 2>&1 || die "apt upgrade"
+expect "installed version" "$(in_chroot dpkg-query -W -f='${Version}' iofogd)" \
+    "$(dpkg-deb -f "$DEB2" Version)"
+expect "token, config.xml and uid after upgrade" "$(identity)" "$BEFORE"
+start_daemon
+stop_daemon
+expect "node uuid after the upgraded daemon ran" \
+    "$(in_chroot sed -n 's|.*<iofog_uuid>\(.*\)</iofog_uuid>.*|\1|p' /etc/iofog-agent/config.xml)" \
+    proof-node-uuid-0001
+expect "token after the upgraded daemon ran" "$(identity | head -n 1)" "$(echo "$BEFORE" | head -n 1)"
+
+log "apt remove"
+in_chroot apt-get remove -y -q iofogd >>"$ROOT/run/prove-deb-$ARCH.apt.log" 2>&1 || die "apt remove"
+expect "files kept by remove" "$(in_chroot sh -c 'ls /etc/iofog-agent/local-api /etc/iofog-agent/config.xml /var/lib/iofog-agent/proof-state /var/log/iofog-agent/proof-log | wc -l; test -e /usr/bin/iofogd || echo gone')" "4
+gone"
+
+log "apt purge"
+in_chroot apt-get purge -y -q iofogd >>"$ROOT/run/prove-deb-$ARCH.apt.log" 2>&1 || die "apt purge"
+rm -f "$CHROOT/tmp/"iofogd* 
+LEFT=$(in_chroot find / -xdev \( -path /var/cache/apt/archives -o -path /proc -o -path /sys \) -prune \
+    -o -name '*iofog*' -print)
+LEFT_RUN=$(in_chroot find /run -name '*iofog*')
+expect "files left after purge" "$LEFT$LEFT_RUN" ""
+log "PASS prove-deb $ARCH in $(($(date +%s) - START)) s"
