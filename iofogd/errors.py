@@ -26,7 +26,8 @@ WebSocket session, the CLI) can decide how to present it::
     │   └── CertificateError
     ├── ProvisionError(message)
     └── DockerError(status, message)
-        └── EngineUnavailable
+        ├── EngineUnavailable
+        └── EngineUnsupported           the engine's API version is outside ours
 
 Pure layers raise; adapters decide. Translate foreign exceptions at each
 boundary with ``raise X(...) from exc``.
@@ -198,6 +199,13 @@ class DockerError(IofogdError):
 
 class EngineUnavailable(DockerError):
     """No engine answers on ``docker_url``."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(0, message)
+
+
+class EngineUnsupported(DockerError):
+    """The engine answers, but its API version range does not meet ours."""
 
     def __init__(self, message: str) -> None:
         super().__init__(0, message)
