@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 
 _RECV_SIZE = 1 << 16
 _MAX_WAIT = 1.0  # upper bound of one selector wait, so a close() from another thread is noticed
+_LINGER = 2.0  # at most this long for the peer's EOF once the connection is over
 
 
 @dataclasses.dataclass(frozen=True)
@@ -311,7 +312,8 @@ class WebSocketSession:
             return
         self._shutdown(socket.SHUT_WR)
         # Reading to EOF keeps unread bytes from turning our close into a reset.
-        deadline = self._clock() + self.limits.close_timeout
+        # Bounded: a client that never closes its end must not hold the thread.
+        deadline = self._clock() + min(self.limits.close_timeout, _LINGER)
         try:
             while True:
                 left = deadline - self._clock()

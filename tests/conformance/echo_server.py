@@ -93,7 +93,7 @@ def serve(
 ) -> Tuple[EchoServer, threading.Thread]:
     """Start an echo server on 127.0.0.1:``port`` (0: a free one) in a thread."""
     server = EchoServer(("127.0.0.1", port), limits, hub)
-    thread = threading.Thread(target=server.serve_forever, name="echo-server", daemon=True)
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), name="echo-server", daemon=True)
     thread.start()
     return server, thread
 

@@ -1,0 +1,228 @@
+"""iofogd.ws.session: live sessions on a real ThreadingHTTPServer, against independent clients."""
+from __future__ import annotations
+
+import http.client
+import socket
+import time
+
+import pytest
+import websocket  # websocket-client
+from websockets.exceptions import ConnectionClosed as WSClosed
+from websockets.sync.client import connect
+
+from iofogd.errors import ConnectionClosed
+from iofogd.ws.protocol import Message
+from iofogd.ws.session import SessionLimits, WebSocketSession
+from tests.conformance import echo_server
+from tests.conformance.echo_server import EchoServer
+from tests.ws.conftest import RawClient, ServerFactory, frame_bytes, url, wait_for
+
+SMALL = SessionLimits(max_message_size=1000, max_frame_size=1000, ping_interval=0.2, pong_timeout=0.3, close_timeout=0.5)
+
+
+def test_echo_text_and_binary_with_websockets(server: EchoServer) -> None:
+    with connect(url(server), ping_interval=None) as ws:
+        ws.send("héllo wörld")
+        assert ws.recv(timeout=5) == "héllo wörld"
+        ws.send(bytes(range(256)) * 1000)
+        assert ws.recv(timeout=5) == bytes(range(256)) * 1000
+    assert ws.close_code == 1000
+
+
+def test_fragmented_message_is_reassembled(server: EchoServer) -> None:
+    with connect(url(server), ping_interval=None) as ws:
+        ws.send(["frag", "ment", "ed ✓"])
+        assert ws.recv(timeout=5) == "fragmented ✓"
+        ws.send([b"\x00" * 70000, b"\x01"])
+        assert ws.recv(timeout=5) == b"\x00" * 70000 + b"\x01"
+
+
+def test_ping_is_answered_with_its_payload(server: EchoServer) -> None:
+    with connect(url(server), ping_interval=None) as ws:
+        assert ws.ping(b"abcd").wait(5)  # websockets matches the pong by payload
+
+
+def test_sdk_ping_0x09_gets_pong_0x0a_with_websocket_client(server: EchoServer) -> None:
+    ws = websocket.create_connection(url(server), timeout=5)
+    try:
+        ws.ping(b"\x09")
+        opcode, frame = ws.recv_data_frame(control_frame=True)
+        assert (opcode, frame.data) == (websocket.ABNF.OPCODE_PONG, b"\x0a")
+        ws.send_binary(b"\x0b")
+        assert ws.recv() == b"\x0b"
+    finally:
+        ws.close()
+
+
+def test_client_close_code_is_echoed(server: EchoServer) -> None:
+    with connect(url(server), ping_interval=None) as ws:
+        ws.close(4321, "bye")
+    assert (ws.close_code, ws.close_reason) == (4321, "bye")
+    assert wait_for(lambda: len(server.registry) == 0)
+
+
+def test_message_over_the_limit_is_1009(make_server: ServerFactory) -> None:
+    server = make_server(SMALL)
+    with connect(url(server), ping_interval=None) as ws:
+        ws.send(b"x" * 1001)
+        with pytest.raises(WSClosed):
+            ws.recv(timeout=5)
+    assert ws.close_code == 1009
+
+
+def test_fragments_over_the_limit_are_1009(make_server: ServerFactory) -> None:
+    server = make_server(SMALL)
+    with connect(url(server), ping_interval=None) as ws:
+        ws.send([b"x" * 600, b"y" * 600])
+        with pytest.raises(WSClosed):
+            ws.recv(timeout=5)
+    assert ws.close_code == 1009
+
+
+def test_invalid_utf8_is_1007(server: EchoServer) -> None:
+    raw = RawClient(server)
+    raw.send(0x1, b"caf\xc3")
+    assert raw.recv_close()[0] == 1007
+    assert raw.recv_frame() is None  # and the server closes the TCP connection
+    raw.close()
+
+
+def test_unmasked_client_frame_is_1002(server: EchoServer) -> None:
+    raw = RawClient(server)
+    raw.send(0x1, b"hi", masked=False)
+    assert raw.recv_close()[0] == 1002
+    raw.close()
+
+
+def test_reserved_opcode_0x0c_in_a_header_is_1002(server: EchoServer) -> None:
+    raw = RawClient(server)
+    raw.sock.sendall(b"\x8c\x80" + b"\x00" * 4)
+    assert raw.recv_close()[0] == 1002
+    raw.close()
+
+
+def test_frames_sent_right_behind_the_handshake_are_read(server: EchoServer) -> None:
+    # They arrive in the same segment as the request and sit in the handler's rfile buffer.
+    raw = RawClient(server, after_request=frame_bytes(0x2, b"early") + frame_bytes(0x1, b"bird"))
+    assert raw.status_line.startswith("HTTP/1.1 101")
+    assert [raw.recv_frame().payload, raw.recv_frame().payload] == [b"early", b"bird"]  # type: ignore[union-attr]
+    raw.close()
+
+
+def test_dead_peer_is_dropped(make_server: ServerFactory) -> None:
+    server = make_server(SMALL)
+    raw = RawClient(server)  # a "pulled cable": it never answers
+    assert wait_for(lambda: len(server.registry) == 1)
+    ping = raw.recv_frame(timeout=5)
+    assert ping is not None and ping.opcode == 0x9 and ping.payload == b"\x09"
+    assert raw.recv_frame(timeout=5) is None  # dropped after pong_timeout
+    assert wait_for(lambda: len(server.registry) == 0)
+    raw.close()
+
+
+def test_a_peer_answering_pings_with_any_payload_stays(make_server: ServerFactory) -> None:
+    # The Python SDK answers every ping with the single byte 0x0A, not an echo (sdk-wire.md 4.1).
+    server = make_server(SMALL)
+    raw = RawClient(server)
+    deadline = time.monotonic() + 1.5  # five ping intervals
+    pings = 0
+    while time.monotonic() < deadline:
+        frame = raw.recv_frame(timeout=1.0)
+        assert frame is not None, "dropped although it answered"
+        if frame.opcode == 0x9:
+            pings += 1
+            raw.send(0xA, b"\x0a")
+    assert pings >= 2
+    raw.send(0x1, b"still here")
+    frame = raw.recv_frame()
+    while frame is not None and frame.opcode == 0x9:
+        raw.send(0xA, b"\x0a")
+        frame = raw.recv_frame()
+    assert frame is not None and frame.payload == b"still here"
+    raw.close()
+
+
+def test_websockets_keepalive_survives_our_pings(make_server: ServerFactory) -> None:
+    server = make_server(SMALL)
+    with connect(url(server), ping_interval=0.2, ping_timeout=1) as ws:
+        time.sleep(1.0)
+        ws.send("alive")
+        assert ws.recv(timeout=5) == "alive"
+
+
+def test_close_all_sends_1001_to_every_client(server: EchoServer) -> None:
+    ws1 = connect(url(server), ping_interval=None, legacy=True)
+    ws2 = websocket.create_connection(url(server), timeout=5)
+    assert wait_for(lambda: len(server.registry) == 2)
+    server.registry.close_all()
+    with pytest.raises(WSClosed):
+        ws1.recv(timeout=5)
+    assert ws1.close_code == 1001
+    opcode, frame = ws2.recv_data_frame(control_frame=True)
+    assert opcode == websocket.ABNF.OPCODE_CLOSE and frame.data[:2] == b"\x03\xe9"
+    ws2.shutdown()  # type: ignore[no-untyped-call]  # it echoed the close already; close() is a no-op
+    assert wait_for(lambda: len(server.registry) == 0)
+
+
+def test_peer_that_never_answers_our_close_is_dropped(make_server: ServerFactory) -> None:
+    server = make_server(SMALL)
+    raw = RawClient(server)
+    assert wait_for(lambda: len(server.registry) == 1)
+    server.registry.close_all()
+    assert raw.recv_close() == (1001, "going away")
+    while raw.recv_frame(timeout=5) is not None:  # pings may precede the end
+        pass
+    assert wait_for(lambda: len(server.registry) == 0)
+    raw.close()
+
+
+def test_handler_error_is_1011(make_server: ServerFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A message handler that raises is our bug: the peer gets 1011, not the traceback.
+    def broken(session: WebSocketSession, message: Message) -> None:
+        raise ZeroDivisionError
+
+    monkeypatch.setattr(echo_server, "echo", broken)
+    server = make_server()
+    with connect(url(server), ping_interval=None) as ws:
+        ws.send("boom")
+        with pytest.raises(WSClosed):
+            ws.recv(timeout=5)
+    assert (ws.close_code, ws.close_reason) == (1011, "internal error")
+
+
+def test_unsupported_version_is_426(server: EchoServer) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=5)
+    conn.request("GET", "/echo", headers={
+        "Upgrade": "websocket", "Connection": "Upgrade",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==", "Sec-WebSocket-Version": "8",
+    })
+    response = conn.getresponse()
+    assert response.status == 426
+    assert response.getheader("Sec-WebSocket-Version") == "13"
+    conn.close()
+
+
+def test_missing_key_is_400(server: EchoServer) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", server.server_address[1], timeout=5)
+    conn.request("GET", "/echo", headers={"Upgrade": "websocket", "Connection": "Upgrade", "Sec-WebSocket-Version": "13"})
+    assert conn.getresponse().status == 400
+    conn.close()
+
+
+def test_sending_after_close_raises(server: EchoServer) -> None:
+    with connect(url(server), ping_interval=None):
+        assert wait_for(lambda: len(server.registry) == 1)
+        (session,) = server.registry.sessions()
+        session.close(1000)
+        with pytest.raises(ConnectionClosed):
+            session.send_binary(b"late")
+    assert session.wait_closed(5) and session.close_code == 1000
+
+
+def test_abrupt_tcp_close_is_1006(server: EchoServer) -> None:
+    raw = RawClient(server)
+    assert wait_for(lambda: len(server.registry) == 1)
+    (session,) = server.registry.sessions()
+    raw.sock.shutdown(socket.SHUT_RDWR)
+    raw.close()
+    assert session.wait_closed(5) and session.close_code == 1006
