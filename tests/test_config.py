@@ -125,8 +125,8 @@ def test_the_table_is_the_spec_table() -> None:
             assert opt.check is not None and opt.help
     assert {o.long_name: o.flag for o in OPTIONS if o.long_name} == LONG_NAMES
     for name, flag in LONG_NAMES.items():
-        opt = option_by_long_name(name)
-        assert opt is not None and opt.flag == flag
+        by_name = option_by_long_name(name)
+        assert by_name is not None and by_name.flag == flag
     assert option_by_flag("zz") is None and option_by_long_name("log-level") is None
 
 
@@ -587,7 +587,10 @@ def test_listeners_see_old_and_new(tmp_path: Path) -> None:
     store = make_store(tmp_path)
     seen: List[Tuple[int, int]] = []
     store.add_listener(lambda old, new: seen.append((old.log_file_count, new.log_file_count)))
-    store.add_listener(lambda old, new: 1 / 0)         # a failing listener is logged, not fatal
+    def failing(old: Config, new: Config) -> None:
+        raise RuntimeError("listener bug")
+
+    store.add_listener(failing)                        # a failing listener is logged, not fatal
     store.apply({"lc": "5"})
     store.apply({"lc": "x"})                           # refused: no call
     store.apply({"lc": "6"})
