@@ -14,6 +14,8 @@ WebSocket session, the CLI) can decide how to present it::
     │   ├── NotFound                    404
     │   ├── MethodNotAllowed            405
     │   ├── PayloadTooLarge(size, limit) 413
+    │   ├── LengthRequired              411 (chunked bodies are refused)
+    │   ├── NotImplementedYet           501 (an endpoint iofogd does not serve yet)
     │   └── ServiceUnavailable          503
     ├── WebSocketError
     │   ├── HandshakeError(status, message)
@@ -103,6 +105,14 @@ class PayloadTooLarge(RequestError):
         super().__init__(f"Request body of {size} bytes exceeds the limit of {limit} bytes")
         self.size = size
         self.limit = limit
+
+
+class LengthRequired(RequestError):
+    status = 411
+
+
+class NotImplementedYet(RequestError):
+    status = 501
 
 
 class ServiceUnavailable(RequestError):

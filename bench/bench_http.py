@@ -1,0 +1,172 @@
+"""Local API figures: start-to-ready, idle RSS, GET /v2/status throughput and p99.
+
+    python bench/bench_http.py [--runs 5] [--seconds 3] [--clients 32]
+
+Prints medians of several runs; never passes or fails on time. The throughput
+baseline is a bare ThreadingHTTPServer JSON endpoint served from this process,
+loaded by the same load generator (worker processes with keep-alive raw
+sockets), so the ratio compares the daemon with the least a Python HTTP server
+can do on this machine.
+"""
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import multiprocessing
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from tests.daemon_process import free_port  # noqa: E402
+
+
+def start_daemon(root: str, port: int) -> tuple[subprocess.Popen[bytes], float]:
+    env = dict(os.environ, PYTHONPATH=REPO)
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "iofogd", "--root", root, "--address", "127.0.0.1",
+                             "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    token_path = os.path.join(root, "etc/iofog-agent/local-api")
+    while True:
+        try:
+            with open(token_path) as f:
+                token = f.read().strip()
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            conn.request("GET", "/v2/version", headers={"Authorization": token})
+            if conn.getresponse().status == 200:
+                return proc, time.perf_counter() - t0
+        except (OSError, http.client.HTTPException):
+            pass
+        if proc.poll() is not None:
+            raise RuntimeError("iofogd exited during start-up")
+        time.sleep(0.002)
+
+
+def rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+class Baseline(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        body = json.dumps({"status": "ok", "value": "about 1.00 MiB"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def _client(port: int, request: bytes, seconds: float, out: list[float]) -> None:
+    s = socket.create_connection(("127.0.0.1", port))
+    s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    f = s.makefile("rb")
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        t0 = time.perf_counter()
+        s.sendall(request)
+        length = 0
+        while True:
+            line = f.readline()
+            if line in (b"\r\n", b""):
+                break
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":")[1])
+        f.read(length)
+        out.append(time.perf_counter() - t0)
+    s.close()
+
+
+def _worker(port: int, request: bytes, clients: int, seconds: float, q: "multiprocessing.Queue[list[float]]") -> None:
+    results: list[list[float]] = [[] for _ in range(clients)]
+    threads = [threading.Thread(target=_client, args=(port, request, seconds, r)) for r in results]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    q.put([x for r in results for x in r])
+
+
+def load(port: int, request: bytes, clients: int, seconds: float) -> tuple[float, float]:
+    """(requests/s, p99 ms) with ``clients`` keep-alive connections over two processes."""
+    procs = 2
+    q: multiprocessing.Queue[list[float]] = multiprocessing.Queue()
+    workers = [multiprocessing.Process(target=_worker, args=(port, request, clients // procs, seconds, q))
+               for _ in range(procs)]
+    for w in workers:
+        w.start()
+    latencies = [x for _ in workers for x in q.get()]
+    for w in workers:
+        w.join()
+    latencies.sort()
+    p99 = latencies[int(len(latencies) * 0.99)] * 1000 if latencies else 0.0
+    return len(latencies) / seconds, p99
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--clients", type=int, default=32)
+    args = ap.parse_args()
+
+    ready, rss = [], []
+    for _ in range(args.runs):
+        with tempfile.TemporaryDirectory() as root:
+            proc, t = start_daemon(root, free_port())
+            ready.append(t * 1000)
+            time.sleep(1.0)
+            rss.append(rss_mib(proc.pid))
+            proc.terminate()
+            proc.wait()
+    print(f"start-to-ready (exec to first 200 on /v2/version): median {statistics.median(ready):.1f} ms "
+          f"(runs: {', '.join(f'{x:.0f}' for x in ready)})")
+    print(f"idle RSS after 1 s: median {statistics.median(rss):.1f} MiB")
+
+    baseline = ThreadingHTTPServer(("127.0.0.1", 0), Baseline)
+    baseline.daemon_threads = True
+    threading.Thread(target=baseline.serve_forever, daemon=True).start()
+    base_port = baseline.server_address[1]
+    with tempfile.TemporaryDirectory() as root:
+        port = free_port()
+        proc, _ = start_daemon(root, port)
+        with open(os.path.join(root, "etc/iofog-agent/local-api")) as f:
+            token = f.read().strip()
+        req = (f"GET /v2/status HTTP/1.1\r\nHost: x\r\nAuthorization: {token}\r\n\r\n").encode()
+        base_req = b"GET /status HTTP/1.1\r\nHost: x\r\n\r\n"
+        ours, base = [], []
+        for _ in range(args.runs):
+            base.append(load(base_port, base_req, args.clients, args.seconds))
+            ours.append(load(port, req, args.clients, args.seconds))
+        proc.terminate()
+        proc.wait()
+    baseline.shutdown()
+    o_rps = statistics.median(r for r, _ in ours)
+    b_rps = statistics.median(r for r, _ in base)
+    print(f"GET /v2/status, {args.clients} keep-alive clients: median {o_rps:.0f} req/s, "
+          f"p99 {statistics.median(p for _, p in ours):.2f} ms")
+    print(f"baseline bare ThreadingHTTPServer JSON: median {b_rps:.0f} req/s, "
+          f"p99 {statistics.median(p for _, p in base):.2f} ms")
+    print(f"ratio iofogd/baseline: {o_rps / b_rps:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""The App: every service a request handler may use, built by daemon.py.
+
+Handlers receive the App as an argument and never build anything themselves.
+Services that a later subsystem provides (provisioning, pruning, the Docker
+layer) are Optional: while one is None its endpoints answer 503 and say so,
+never a fake success.
+"""
+from __future__ import annotations
+
+import hmac
+import os
+import threading
+from dataclasses import dataclass
+from typing import Callable, Optional, Protocol
+
+from iofogd.config import ConfigStore, Paths, read_token
+from iofogd.errors import ConfigFileError
+from iofogd.reports import NetworkInfo
+from iofogd.state import AgentState
+from iofogd.system.status import ResourceSampler
+
+
+class Provisioner(Protocol):
+    def provision(self, key: str) -> str: ...      # returns the node uuid; raises ProvisionError
+    def deprovision(self) -> str: ...              # returns the message; raises ProvisionError
+
+
+class TokenFile:
+    """The admin token in etc/iofog-agent/local-api.
+
+    Re-read only when the file changes (stat per check), so an admin who
+    replaces it is obeyed at once without a read per request. Compared exactly
+    and in constant time (upstream compared case-insensitively, spec 1.5).
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        self._stamp: tuple[int, int, int] | None = None
+        self._token = ""
+
+    def current(self) -> str:
+        try:
+            st = os.stat(self.path)
+        except OSError:
+            return ""
+        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
+        with self._lock:
+            if stamp != self._stamp:
+                try:
+                    self._token = read_token(self.path)
+                except ConfigFileError:
+                    self._token = ""
+                self._stamp = stamp
+            return self._token
+
+    def matches(self, presented: str) -> bool:
+        token = self.current()
+        if presented.startswith("Bearer "):
+            presented = presented[len("Bearer "):]
+        if not token or not presented:
+            return False
+        return hmac.compare_digest(presented.strip().encode(), token.encode())
+
+
+@dataclass
+class App:
+    paths: Paths
+    config: ConfigStore
+    state: AgentState
+    sampler: ResourceSampler
+    token: TokenFile
+    network: Callable[[], NetworkInfo]
+    fog_type: Callable[[], str]
+    provisioner: Optional[Provisioner] = None
+    prune: Optional[Callable[[], int]] = None

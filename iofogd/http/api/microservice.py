@@ -1,0 +1,26 @@
+"""Endpoints microservices call (spec 1.6.1, 1.6.7), no token, as the SDKs expect."""
+from __future__ import annotations
+
+import json
+
+from iofogd.app import App
+from iofogd.errors import BadRequest
+from iofogd.http.request import Request, Response
+
+
+def get_config(request: Request, app: App) -> Response:
+    request.require_json_type()
+    mid = request.json_object().get("id")
+    if not isinstance(mid, str) or not mid.strip():
+        raise BadRequest("Incorrect content/data: field 'id' must be a non-empty string")
+    config = app.state.snapshot().microservice_configs.get(mid)
+    if config is None:
+        raise BadRequest(f"No configuration found for the id {mid}")
+    # `config` is the string the Controller sent; SDKs JSON-parse it themselves.
+    return Response.json({"status": "okay", "config": config})
+
+
+def edge_resources(request: Request, app: App) -> Response:
+    # A JSON array serialized into a string (double-encoded), as the SDKs read it.
+    resources = list(app.state.snapshot().edge_resources)
+    return Response.json({"edgeResources": json.dumps(resources, separators=(",", ":"))})

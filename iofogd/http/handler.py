@@ -1,0 +1,233 @@
+"""The Local API's request handler: parse, bound, dispatch, map errors to JSON.
+
+One wrapper (:meth:`LocalApiHandler._dispatch`) turns every error into the one
+error shape ``{"status":"failed","error":...}`` with the right status code;
+an unexpected exception is a logged 500 whose details never reach the client.
+"""
+from __future__ import annotations
+
+import http.client
+import logging
+from http.server import BaseHTTPRequestHandler
+from io import BufferedIOBase
+from typing import Any, Optional
+
+from iofogd.errors import (
+    BadRequest,
+    ConfigError,
+    ConfigValueError,
+    ControllerError,
+    DockerError,
+    HandshakeError,
+    IofogdError,
+    LengthRequired,
+    MethodNotAllowed,
+    NotImplementedYet,
+    PayloadTooLarge,
+    RequestError,
+    Unauthorized,
+)
+from iofogd.http.request import Request, Response, error_response
+from iofogd.http.routes import CONTROL_SOCKET_PREFIX, MESSAGE_SOCKET_PREFIX, resolve
+from iofogd.http.server import LocalApiServer
+
+log = logging.getLogger(__name__)
+
+
+class _HeaderBudget:
+    """Wraps rfile while headers are parsed: more than ``limit`` bytes of header
+    lines make http.client raise, which http.server answers with 431."""
+
+    def __init__(self, raw: BufferedIOBase, limit: int) -> None:
+        self._raw = raw
+        self._left = limit
+
+    def readline(self, size: int = -1) -> bytes:
+        line = self._raw.readline(size)
+        self._left -= len(line)
+        if self._left < 0:
+            raise http.client.LineTooLong("header block")
+        return line
+
+
+def _status_of(exc: IofogdError) -> int:
+    if isinstance(exc, RequestError):
+        return exc.status
+    if isinstance(exc, ConfigValueError):
+        return 400
+    if isinstance(exc, (DockerError, ControllerError)):
+        return 503
+    return 500
+
+
+class LocalApiHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"   # keep-alive; every response carries Content-Length
+    server_version = "iofogd"
+    sys_version = ""
+    server: LocalApiServer
+
+    idle = True
+
+    def version_string(self) -> str:
+        return self.server_version
+
+    def setup(self) -> None:
+        super().setup()
+        # Bounds a silent client: a read that waits longer ends the connection.
+        self.connection.settimeout(self.server.limits.idle_timeout)
+        self.server.track(self)
+
+    def finish(self) -> None:
+        self.server.untrack(self)
+        try:
+            super().finish()
+        except OSError:
+            pass  # the peer is gone; nothing left to flush
+
+    def handle_one_request(self) -> None:
+        self.idle = True
+        if self.server.stopping:
+            self.close_connection = True
+            return
+        try:
+            super().handle_one_request()
+        except (TimeoutError, ConnectionError) as exc:
+            log.debug("connection from %s ended: %s", self.client_address, exc)
+            self.close_connection = True
+
+    def parse_request(self) -> bool:
+        self.idle = False
+        raw = self.rfile
+        self.rfile = _HeaderBudget(raw, self.server.limits.max_header_bytes)  # type: ignore[assignment]
+        try:
+            return super().parse_request()
+        finally:
+            self.rfile = raw
+
+    # http.server calls send_error for what it rejects itself (400, 414, 431,
+    # 501, 505): answer those in our JSON shape too.
+    def send_error(self, code: int, message: Optional[str] = None, explain: Optional[str] = None) -> None:
+        self.close_connection = True
+        self._write(error_response(code, message or self.responses.get(code, ("Error",))[0]))
+
+    def do_GET(self) -> None:
+        self._dispatch()
+
+    do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = do_GET
+
+    # -- the one dispatch path -------------------------------------------------------
+
+    def _dispatch(self) -> None:
+        path, _, query = self.path.partition("?")
+        if path.startswith(CONTROL_SOCKET_PREFIX) and self.command == "GET":
+            self._upgrade(path)
+            return
+        try:
+            response = self._handle(path, query)
+        except IofogdError as exc:
+            status = _status_of(exc)
+            if status >= 500 and not isinstance(exc, RequestError):
+                log.error("%s %s failed: %s", self.command, path, exc)
+            headers: tuple[tuple[str, str], ...] = ()
+            if isinstance(exc, MethodNotAllowed):
+                headers = (("Allow", ", ".join(exc.allowed)),)
+            message = exc.message if isinstance(exc, (RequestError, ConfigValueError)) else str(exc)
+            response = error_response(status, message, headers)
+        except Exception:
+            log.exception("%s %s: unexpected error", self.command, path)
+            response = error_response(500, "Internal server error")
+        self._write(response)
+
+    def _handle(self, path: str, query: str) -> Response:
+        if path.startswith(MESSAGE_SOCKET_PREFIX):
+            self._discard_body()
+            raise NotImplementedYet("The message socket is not implemented in this build of iofogd yet")
+        try:
+            route, handler = resolve(self.command, path)
+        except RequestError:
+            self._discard_body()
+            raise
+        body = self._read_body()
+        app = self.server.app
+        if route.auth and not app.token.matches(self.headers.get("Authorization", "")):
+            raise Unauthorized("Incorrect access token")
+        return handler(Request(self.command, path, query, self.headers, body), app)
+
+    def _content_length(self) -> int:
+        if self.headers.get("Transfer-Encoding"):
+            # Chunked bodies are refused outright: they would need their own
+            # bound, and no client of this API sends them.
+            self.close_connection = True
+            raise LengthRequired("Chunked request bodies are not accepted; send Content-Length")
+        value = self.headers.get("Content-Length")
+        if value is None:
+            return 0
+        try:
+            length = int(value)
+        except ValueError as exc:
+            self.close_connection = True
+            raise BadRequest(f"Invalid Content-Length: {value}") from exc
+        if length < 0:
+            self.close_connection = True
+            raise BadRequest(f"Invalid Content-Length: {value}")
+        limit = self.server.limits.max_body_bytes
+        if length > limit:
+            self.close_connection = True  # the body stays unread
+            raise PayloadTooLarge(length, limit)
+        return length
+
+    def _read_body(self) -> bytes:
+        length = self._content_length()
+        body = self.rfile.read(length) if length else b""
+        if len(body) != length:
+            self.close_connection = True
+            raise BadRequest("Request body ended before Content-Length bytes")
+        return body
+
+    def _discard_body(self) -> None:
+        try:
+            self._read_body()
+        except RequestError:
+            self.close_connection = True
+
+    def _upgrade(self, path: str) -> None:
+        hook = self.server.websocket
+        if hook is None:
+            self._write(error_response(501, "WebSockets are not available in this build of iofogd"))
+            return
+        try:
+            hook(self, path)
+        except (HandshakeError, RequestError) as exc:
+            # Refused before the 101: answer as HTTP (400, or 426 with
+            # Sec-WebSocket-Version: 13, RFC 6455 section 4.4).
+            self.close_connection = True
+            status = exc.status
+            extra = exc.headers if isinstance(exc, HandshakeError) else ()
+            self._write(error_response(status, exc.message, extra))
+        self.close_connection = True  # after a session the socket is done with HTTP
+
+    # -- output --------------------------------------------------------------------
+
+    def _write(self, response: Response) -> None:
+        try:
+            self.send_response(response.status)
+            if response.content_type:
+                self.send_header("Content-Type", response.content_type)
+            self.send_header("Content-Length", str(len(response.body)))
+            for name, value in response.headers:
+                self.send_header(name, value)
+            if self.close_connection or self.server.stopping:
+                self.close_connection = True
+                self.send_header("Connection", "close")
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(response.body)
+        except OSError as exc:
+            self.close_connection = True
+            log.debug("could not answer %s: %s", self.client_address, exc)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("%s - %s", self.address_string(), format % args)
+
+    def log_error(self, format: str, *args: Any) -> None:
+        log.info("%s - %s", self.address_string(), format % args)

@@ -1,0 +1,66 @@
+"""The Local API's route table, pure: (method, path) -> handler and its checks.
+
+Upstream matched prefixes of the raw URI including the query (spec 1.2), so
+``/v2/logout`` reached the log handler. We match the path exactly, after the
+query string is cut off; the two WebSocket routes carry an id segment.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from iofogd.app import App
+from iofogd.errors import MethodNotAllowed, NotFound, NotImplementedYet
+from iofogd.http.api import admin, gps, microservice
+from iofogd.http.request import Request, Response
+
+Handler = Callable[[Request, App], Response]
+
+
+@dataclass(frozen=True)
+class Route:
+    methods: dict[str, Handler]
+    auth: bool = False          # the admin token is required (spec 1.5)
+
+
+def _not_yet(what: str) -> Handler:
+    def handler(request: Request, app: App) -> Response:
+        raise NotImplementedYet(f"{what} is not implemented in this build of iofogd yet")
+    return handler
+
+
+# WebSocket upgrades are recognised by the HTTP handler itself (it owns the
+# socket); these names are the prefixes of their paths.
+CONTROL_SOCKET_PREFIX = "/v2/control/socket/id/"
+MESSAGE_SOCKET_PREFIX = "/v2/message/socket/id/"
+
+_bus = _not_yet("The message bus")
+
+ROUTES: dict[str, Route] = {
+    "/v2/status": Route({"GET": admin.status}, auth=True),
+    "/v2/info": Route({"GET": admin.info}, auth=True),
+    "/v2/version": Route({"GET": admin.version}, auth=True),
+    "/v2/config": Route({"POST": admin.config}, auth=True),
+    "/v2/commandline": Route({"POST": admin.commandline}, auth=True),
+    "/v2/provision": Route({"POST": admin.provision}, auth=True),
+    "/v2/deprovision": Route({"DELETE": admin.deprovision}, auth=True),
+    "/v2/prune": Route({"POST": admin.prune}, auth=True),
+    "/v2/gps": Route({"GET": gps.get, "POST": gps.post}),
+    "/v2/config/get": Route({"POST": microservice.get_config}),
+    "/v2/edgeResources": Route({"GET": microservice.edge_resources}),
+    "/v2/messages/next": Route({"POST": _bus}),
+    "/v2/messages/new": Route({"POST": _bus}),
+    "/v2/messages/query": Route({"POST": _bus}),
+    "/v2/log": Route({"POST": _not_yet("Microservice logging")}),
+}
+
+
+def resolve(method: str, path: str) -> tuple[Route, Handler]:
+    """The route and handler for a request; NotFound or MethodNotAllowed otherwise."""
+    route = ROUTES.get(path)
+    if route is None:
+        raise NotFound(f"Request not found: {path}")
+    handler = route.methods.get(method)
+    if handler is None:
+        raise MethodNotAllowed(method, tuple(route.methods))
+    return route, handler

@@ -1,0 +1,117 @@
+"""The Local API server: a ThreadingHTTPServer with the limits http.server lacks.
+
+CPython's server caps neither the number of connections nor their idle time
+(Lib/socketserver.py), so a slow or hostile client could tie the daemon up.
+Here every accepted socket gets a timeout, connections beyond
+``max_connections`` get an immediate 503 and are closed, and shutdown closes
+idle keep-alive connections at once while in-flight requests finish (handler
+threads are not daemonic, so ``server_close()`` joins them).
+"""
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from dataclasses import dataclass
+from http.server import ThreadingHTTPServer
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+from iofogd.app import App
+
+if TYPE_CHECKING:
+    from iofogd.http.handler import LocalApiHandler
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class HttpLimits:
+    max_body_bytes: int = 1024 * 1024
+    max_header_bytes: int = 16 * 1024
+    max_connections: int = 64
+    idle_timeout: float = 30.0      # seconds a connection may sit without a request
+
+
+_BUSY_RESPONSE = (
+    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+    b"Connection: close\r\nContent-Length: 62\r\n\r\n"
+    b'{"status":"failed","error":"Too many connections, try again"}\n'
+)
+
+
+class LocalApiServer(ThreadingHTTPServer):
+    daemon_threads = False          # shutdown waits for in-flight requests
+    block_on_close = True
+    allow_reuse_address = True
+    request_queue_size = 64
+
+    def __init__(
+        self,
+        address: tuple[str, int],
+        handler_class: type[LocalApiHandler],
+        app: App,
+        limits: HttpLimits,
+        websocket: Optional[Callable[[LocalApiHandler, str], None]] = None,
+    ) -> None:
+        self.app = app
+        self.limits = limits
+        # Called with (handler, path) for a WebSocket upgrade; None while no
+        # WebSocket layer is wired (the handler then answers 501).
+        self.websocket = websocket
+        self.stopping = False
+        self._slots = threading.BoundedSemaphore(limits.max_connections)
+        self._handlers: set[LocalApiHandler] = set()
+        self._handlers_lock = threading.Lock()
+        if ":" in address[0]:
+            self.address_family = socket.AF_INET6
+        super().__init__(address, handler_class)
+
+    # -- connection cap ----------------------------------------------------------
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self._slots.acquire(blocking=False):
+            log.warning("refusing %s: %d connections open", client_address, self.limits.max_connections)
+            try:
+                request.settimeout(1.0)
+                request.sendall(_BUSY_RESPONSE)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+    # -- tracking for shutdown ---------------------------------------------------
+
+    def track(self, handler: LocalApiHandler) -> None:
+        with self._handlers_lock:
+            self._handlers.add(handler)
+
+    def untrack(self, handler: LocalApiHandler) -> None:
+        with self._handlers_lock:
+            self._handlers.discard(handler)
+
+    def close_idle_connections(self) -> None:
+        """Stop serving: idle keep-alive connections are closed now, busy ones
+        after their current response."""
+        self.stopping = True
+        with self._handlers_lock:
+            handlers = list(self._handlers)
+        for h in handlers:
+            if h.idle:
+                try:
+                    h.connection.shutdown(socket.SHUT_RD)
+                except OSError:
+                    pass
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        log.exception("unhandled error serving %s", client_address)

@@ -1,0 +1,94 @@
+"""AgentState: what the daemon knows right now, behind one lock.
+
+Writers are the daemon's threads (start-up, Controller sync, the microservice
+reconciler); readers (request handlers) get a frozen :class:`StateSnapshot` and
+never hold the lock while they format an answer.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
+
+# Upstream's ModulesStatus and ControllerStatus (spec 0.4), as the CLI shows them.
+STARTING = "STARTING"
+RUNNING = "RUNNING"
+STOPPED = "STOPPED"
+
+CONTROLLER_OK = "ok"
+CONTROLLER_NOT_PROVISIONED = "not provisioned"
+CONTROLLER_BROKEN_CERTIFICATE = "broken certificate"
+CONTROLLER_NOT_CONNECTED = "not connected"
+
+
+@dataclass(frozen=True)
+class StateSnapshot:
+    daemon_status: str = STARTING
+    started_at: float = 0.0
+    controller_status: str = CONTROLLER_NOT_CONNECTED
+    # Microservice uuid -> its config string exactly as the Controller sent it (spec 1.6.1).
+    microservice_configs: dict[str, str] = field(default_factory=dict)
+    edge_resources: tuple[Any, ...] = ()
+    running_microservices: int = 0
+    messages_processed: int = 0
+    docker_error: str | None = None
+
+
+class AgentState:
+    """The one mutable record of the daemon's state."""
+
+    def __init__(self, clock: Callable[[], float] = time.time) -> None:
+        self._lock = threading.Lock()
+        self._snapshot = StateSnapshot(started_at=clock())
+        self._config_listeners: list[Callable[[str], object]] = []
+        self._edge_listeners: list[Callable[[], object]] = []
+
+    def snapshot(self) -> StateSnapshot:
+        with self._lock:
+            return self._snapshot
+
+    def update(self, **changes: Any) -> StateSnapshot:
+        with self._lock:
+            self._snapshot = replace(self._snapshot, **changes)
+            return self._snapshot
+
+    def on_config_changed(self, listener: Callable[[str], object]) -> None:
+        """Call ``listener(microservice_id)`` when that microservice's config changes."""
+        self._config_listeners.append(listener)
+
+    def on_edge_resources_changed(self, listener: Callable[[], object]) -> None:
+        self._edge_listeners.append(listener)
+
+    def set_microservice_configs(self, configs: dict[str, str]) -> list[str]:
+        """Replace the configs; tell listeners about every new or changed one (spec 2.5).
+
+        This is the one call through which configurations enter the daemon: the
+        Controller sync calls it, and so do tests until a Controller is at hand.
+        Returns the ids whose config is new or changed.
+        """
+        with self._lock:
+            old = self._snapshot.microservice_configs
+            changed = [mid for mid, cfg in configs.items() if old.get(mid) != cfg]
+            self._snapshot = replace(self._snapshot, microservice_configs=dict(configs))
+        for mid in changed:
+            for listener in self._config_listeners:
+                listener(mid)
+        return changed
+
+    def set_edge_resources(self, resources: list[Any]) -> bool:
+        """Replace the edge resources; signal listeners when they changed."""
+        with self._lock:
+            new = tuple(resources)
+            if new == self._snapshot.edge_resources:
+                return False
+            self._snapshot = replace(self._snapshot, edge_resources=new)
+        for listener in self._edge_listeners:
+            listener()
+        return True
+
+    def count_message(self, n: int = 1) -> None:
+        with self._lock:
+            self._snapshot = replace(
+                self._snapshot, messages_processed=self._snapshot.messages_processed + n
+            )

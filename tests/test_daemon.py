@@ -1,0 +1,183 @@
+"""The daemon's lifecycle: start, signals, reload, crash safety, files it creates."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from tests.daemon_process import REPO, RunningDaemon
+
+
+def test_creates_its_files_under_the_root(daemon: RunningDaemon) -> None:
+    etc = os.path.join(daemon.root, "etc/iofog-agent")
+    token_path = os.path.join(etc, "local-api")
+    mode = stat.S_IMODE(os.stat(token_path).st_mode)
+    assert mode == 0o640
+    token = open(token_path).read()
+    assert len(token) == 32 and token.isalnum() and token.isascii()
+    assert os.path.isfile(os.path.join(etc, "config.xml"))
+    assert os.path.isfile(os.path.join(etc, "config-bck.xml"))
+    assert os.path.isdir(os.path.join(daemon.root, "var/lib/iofog-agent"))
+    assert os.path.isfile(os.path.join(daemon.root, "var/log/iofog-agent/iofog-agent.0.log"))
+
+
+def test_token_survives_restart(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    d = RunningDaemon(str(tmp_path / "r")).start()
+    token = d.token
+    d.stop()
+    d2 = RunningDaemon(d.root, port=d.port).start()
+    try:
+        assert d2.token == token
+        assert d2.request("GET", "/v2/version")[0] == 200
+    finally:
+        d2.stop()
+
+
+def test_sigterm_finishes_in_flight_and_exits_0(daemon: RunningDaemon) -> None:
+    idle = socket.create_connection(("127.0.0.1", daemon.port))  # an idle keep-alive client
+    results: list[int] = []
+
+    def slow_client() -> None:
+        # A request whose body arrives slowly is in flight when SIGTERM lands.
+        with socket.create_connection(("127.0.0.1", daemon.port)) as s:
+            body = b'{"status-frequency":"12"}'
+            s.sendall(b"POST /v2/config HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                      b"Authorization: " + daemon.token.encode()
+                      + b"\r\nContent-Length: " + str(len(body)).encode() + b"\r\n\r\n" + body[:5])
+            time.sleep(0.5)
+            s.sendall(body[5:])
+            results.append(int(s.recv(4096).split()[1]))
+
+    t = threading.Thread(target=slow_client)
+    t.start()
+    time.sleep(0.2)
+    started = time.monotonic()
+    assert daemon.stop(signal.SIGTERM) == 0
+    t.join()
+    assert results == [200]
+    assert time.monotonic() - started < 10
+    assert idle.recv(10) == b""  # closed by the daemon, not left hanging
+    idle.close()
+    assert "stopped" in daemon.log()
+
+
+def test_sighup_reloads_config(daemon: RunningDaemon) -> None:
+    path = os.path.join(daemon.root, "etc/iofog-agent/config.xml")
+    text = open(path).read()
+    assert "<status_update_freq>30</status_update_freq>" in text
+    with open(path, "w") as f:
+        f.write(text.replace("<status_update_freq>30<", "<status_update_freq>42<"))
+    assert daemon.proc is not None
+    daemon.proc.send_signal(signal.SIGHUP)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        if daemon.request("GET", "/v2/info")[2]["status-update-frequency"] == "42":
+            break
+        time.sleep(0.05)
+    assert daemon.request("GET", "/v2/info")[2]["status-update-frequency"] == "42"
+
+
+def test_corrupt_config_falls_back_to_backup(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    d = RunningDaemon(str(tmp_path / "r")).start()
+    d.request("POST", "/v2/config", {"status-frequency": "17"})
+    d.stop()
+    with open(os.path.join(d.root, "etc/iofog-agent/config.xml"), "w") as f:
+        f.write("<config><status_update_freq>")
+    d2 = RunningDaemon(d.root, port=d.port).start()
+    try:
+        assert d2.request("GET", "/v2/info")[2]["status-update-frequency"] == "17"
+    finally:
+        d2.stop()
+    assert "config-bck.xml" in d2.log()
+
+
+def test_both_configs_corrupt_refuses_with_one_line(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    etc = tmp_path / "etc/iofog-agent"
+    etc.mkdir(parents=True)
+    (etc / "config.xml").write_text("<config>")
+    (etc / "config-bck.xml").write_text("not xml")
+    out = subprocess.run([sys.executable, "-m", "iofogd", "--root", str(tmp_path), "--port", "1"],
+                         capture_output=True, text=True, cwd=REPO, timeout=30)
+    assert out.returncode == 1
+    lines = out.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("iofogd: cannot start:")
+
+
+def test_check_config(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    out = subprocess.run([sys.executable, "-m", "iofogd", "--root", str(tmp_path), "--check-config"],
+                         capture_output=True, text=True, cwd=REPO, timeout=30)
+    assert out.returncode == 0, out.stderr
+
+
+def test_kill_9_during_config_writes_leaves_a_loadable_config(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    d = RunningDaemon(str(tmp_path / "r")).start()
+    stop = threading.Event()
+    written: list[str] = []
+
+    def burst() -> None:
+        n = 10
+        while not stop.is_set():
+            n += 1
+            try:
+                if d.request("POST", "/v2/config", {"status-frequency": str(n)})[0] == 200:
+                    written.append(str(n))
+            except OSError:
+                return
+
+    threads = [threading.Thread(target=burst) for _ in range(4)]
+    for t in threads:
+        t.start()
+    time.sleep(1.0)
+    assert d.proc is not None
+    d.proc.kill()
+    stop.set()
+    for t in threads:
+        t.join()
+    d.stop()
+    assert written, "no write completed before the kill"
+    d2 = RunningDaemon(d.root, port=d.port).start()
+    try:
+        value = d2.request("GET", "/v2/info")[2]["status-update-frequency"]
+        # Any value a client was told was written, or one in flight at the kill.
+        assert int(value) >= 11
+    finally:
+        d2.stop()
+
+
+def test_ready_notification(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    sock_path = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listener:
+        listener.bind(sock_path)
+        listener.settimeout(15)
+        d = RunningDaemon(str(tmp_path / "r"), env={"NOTIFY_SOCKET": sock_path}).start()
+        try:
+            assert listener.recv(100) == b"READY=1"
+        finally:
+            d.stop()
+        assert listener.recv(100) == b"STOPPING=1"
+
+
+@pytest.mark.parametrize("hide_psutil", [False, True])
+def test_status_figures_with_and_without_psutil(tmp_path, hide_psutil: bool) -> None:  # type: ignore[no-untyped-def]
+    env = {}
+    if hide_psutil:
+        shim = tmp_path / "shim"
+        shim.mkdir()
+        (shim / "psutil.py").write_text("raise ImportError('psutil hidden for this test')\n")
+        env["PYTHONPATH"] = str(shim)
+    d = RunningDaemon(str(tmp_path / "r"), env=env).start()
+    try:
+        body = d.request("GET", "/v2/status")[2]
+        rss = float(body["memory-usage"].split()[1])
+        assert 5 < rss < 500
+        assert float(body["system-available-memory"].split()[0]) > 0
+        assert f"resource figures from {'proc' if hide_psutil else 'psutil'}" in d.log()
+    finally:
+        d.stop()
