@@ -14,3 +14,34 @@ def daemon(tmp_path) -> Iterator[RunningDaemon]:  # type: ignore[no-untyped-def]
         yield d
     finally:
         d.stop()
+
+
+@pytest.fixture
+def inproc_daemon(tmp_path):  # type: ignore[no-untyped-def]
+    """The daemon in this process, so a test can reach its state directly (the
+    one internal call through which microservice configs enter, for example)."""
+    import argparse
+    import threading
+    import time
+
+    from iofogd.config import ConfigStore, Paths, ensure_token
+    from iofogd.daemon import Daemon
+    from iofogd.state import RUNNING
+
+    paths = Paths.from_root(str(tmp_path / "root"))
+    store = ConfigStore(paths)
+    store.load()
+    ensure_token(paths.token_file)
+    args = argparse.Namespace(address="127.0.0.1", port=0, root=paths.root, check_config=False)
+    daemon = Daemon(paths, store, args)
+    thread = threading.Thread(target=daemon.run, name="inproc-daemon")
+    thread.start()
+    deadline = time.monotonic() + 10
+    while daemon.state.snapshot().daemon_status != RUNNING and time.monotonic() < deadline:
+        time.sleep(0.01)
+    daemon.port = daemon.server.server_address[1]  # type: ignore[attr-defined]
+    try:
+        yield daemon
+    finally:
+        daemon.stop.set()
+        thread.join(30)
