@@ -340,7 +340,7 @@ class ControllerStandIn:
         self._thread: threading.Thread | None = None
         self._hang = threading.Event()
         self._release = threading.Event()
-        self._faults: list[tuple[str, int, Any, int | None]] = []
+        self._faults: list[tuple[str, str | None, int, Any, int | None]] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -398,8 +398,12 @@ class ControllerStandIn:
             self._hang.clear()
             self._release.set()
 
-    def fail(self, status: int | None, *, route: str = "", body: Any = None, times: int | None = None) -> None:
-        """Answer requests whose route starts with ``route`` with ``status`` (``None`` clears all faults)."""
+    def fail(
+        self, status: int | None, *, route: str = "", method: str | None = None, body: Any = None,
+        times: int | None = None,
+    ) -> None:
+        """Answer requests whose route starts with ``route`` (and of ``method``, if given) with ``status``,
+        ``times`` times or for ever; ``fail(None)`` clears all faults."""
         with self.lock:
             if status is None:
                 self._faults.clear()
@@ -409,17 +413,17 @@ class ControllerStandIn:
                 body = {"name": name, "message": f"stand-in fault {status}"}
                 if status >= 500:
                     body["stack"] = f"Error: stand-in fault {status}\n    at <stand-in>"
-            self._faults.append((route, status, body, times))
+            self._faults.append((route, method, status, body, times))
 
-    def _fault_for(self, route: str) -> _Reply | None:
+    def _fault_for(self, method: str, route: str) -> _Reply | None:
         with self.lock:
-            for i, (prefix, status, body, times) in enumerate(self._faults):
-                if route.startswith(prefix):
+            for i, (prefix, only, status, body, times) in enumerate(self._faults):
+                if route.startswith(prefix) and only in (None, method):
                     if times is not None:
                         if times <= 1:
                             del self._faults[i]
                         else:
-                            self._faults[i] = (prefix, status, body, times - 1)
+                            self._faults[i] = (prefix, only, status, body, times - 1)
                     return _Reply(status, body)
         return None
 
@@ -888,7 +892,7 @@ class _Handler(BaseHTTPRequestHandler):
         if route is None:
             self._send(_Reply(404, html=f"Cannot {self.command} {path}"))
             return
-        fault = st._fault_for(route)
+        fault = st._fault_for(self.command, route)
         if fault is not None:
             self._send(fault)
             return
