@@ -24,7 +24,7 @@ import dataclasses
 import enum
 import struct
 import sys
-from typing import Union
+from typing import NamedTuple, Union
 
 from iofogd.errors import MessageTooBig, ProtocolError
 
@@ -93,9 +93,11 @@ class Frame:
     rsv3: bool = False
 
 
-@dataclasses.dataclass(frozen=True)
-class Header:
-    """Everything before the payload; ``size`` is the number of header bytes."""
+class Header(NamedTuple):
+    """Everything before the payload; ``size`` is the number of header bytes.
+
+    A NamedTuple rather than a frozen dataclass: one is built per frame on the hot path.
+    """
 
     opcode: Opcode
     fin: bool
@@ -209,16 +211,24 @@ def serialize_frame(frame: Frame, *, mask: bytes | None) -> bytes:
         | (0x10 if frame.rsv3 else 0)
         | frame.opcode
     )
+    return encode(b0, frame.payload, mask)
+
+
+def encode(b0: int, payload: bytes, mask: bytes | None = None) -> bytes:
+    """Encode a frame from its first header byte (FIN, RSV, opcode) and payload.
+
+    The shortest length form is always used (section 5.2).
+    """
     mask_bit = 0x80 if mask is not None else 0
-    n = len(frame.payload)
+    n = len(payload)
     if n < 126:
-        head = struct.pack("!BB", b0, mask_bit | n)
+        head = bytes((b0, mask_bit | n))
     elif n < 0x10000:
         head = struct.pack("!BBH", b0, mask_bit | 126, n)
     else:
         head = struct.pack("!BBQ", b0, mask_bit | 127, n)
     if mask is None:
-        return head + frame.payload
+        return head + payload
     if len(mask) != 4:
         raise ValueError("a masking key is 4 bytes")
-    return head + mask + apply_mask(frame.payload, mask)
+    return head + mask + apply_mask(payload, mask)

@@ -49,14 +49,13 @@ from iofogd.ws.frames import (
     CLOSE_NO_STATUS,
     CLOSE_NORMAL,
     CONTROL_OPCODES,
-    Frame,
     Header,
     Opcode,
     apply_mask,
+    encode,
     invalid_data,
     parse_header,
     protocol_error,
-    serialize_frame,
 )
 
 # The SDKs' keepalive (spec 2.2/2.3): ping payload 0x09 is answered with 0x0A.
@@ -237,8 +236,8 @@ class Connection:
         return self._frame(opcode, payload)
 
     def _frame(self, opcode: Opcode, payload: bytes) -> bytes:
-        mask = self._mask_source(4) if self.client else None
-        return serialize_frame(Frame(opcode, payload), mask=mask)
+        # Unfragmented, no RSV bits: the first header byte is FIN | opcode.
+        return encode(0x80 | opcode, payload, self._mask_source(4) if self.client else None)
 
     @staticmethod
     def _close_payload(code: int, reason: str) -> bytes:
@@ -271,6 +270,8 @@ class Connection:
 
     def _parse(self) -> None:
         buf = self._buf
+        if self._header is None and len(buf) < 2:
+            return  # the common "nothing more buffered" call
         pos = 0
         masked = not self.client
         while self.state is not State.CLOSED and not self._events:
