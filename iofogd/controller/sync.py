@@ -13,7 +13,9 @@ Theory of operation. Three threads, each stopped by one ``threading.Event``:
   all. The first cycle after start or provisioning fetches everything and
   pushes our config instead of taking the Controller's (agent-spec 6.5).
   ``reboot``, ``version``, ``tunnel``, ``diagnostics`` and ``isImageSnapshot``
-  are logged as not supported by iofogd and acknowledged.
+  are logged as not supported by iofogd and acknowledged. ``routerChanged``
+  needs nothing more: it comes with ``config``, whose answer carries
+  ``routerHost`` and ``routerPort``.
 * liveness: every ``ping_freq`` s, ``GET status``. The first ping decides
   whether the offline cache (agent-spec 6.9) is loaded at start.
 
@@ -25,6 +27,9 @@ changes loops ping first and skip their cycle if the ping fails, so the agent
 recovers within one period once the Controller is back.
 
 The daemon owns everything local and hands it in through :class:`AgentPort`.
+Time: ``clock`` (epoch seconds) is injectable; the loops wait on Events with
+the port's frequencies, so tests use small frequencies or call the
+``*_once`` methods, which run one cycle synchronously.
 Every call has connect and read timeouts (see :mod:`iofogd.controller.client`),
 so a hung Controller delays a loop by at most those, never the agent.
 """
@@ -255,6 +260,8 @@ class ControllerSync:
     def start(self) -> None:
         """Start the three threads; returns at once (the Local API never waits for the Controller)."""
         self._stop.clear()
+        for event in self._wake.values():
+            event.clear()
         loops: list[tuple[str, Callable[[], object], Callable[[], float], bool]] = [
             ("ping", self._first_ping_then_ping, lambda: self.ping_freq, False),
             ("status", self.status_once, lambda: self.port.controller_settings().status_update_freq, False),
