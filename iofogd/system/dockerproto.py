@@ -431,6 +431,11 @@ def parse_docker_time(value: str) -> Optional[int]:
     return ms + int((frac or "0")[:3].ljust(3, "0"))
 
 
+def started_at(inspect: Mapping[str, Any]) -> Optional[int]:
+    """Epoch ms of an inspected container's last start, or None."""
+    return parse_docker_time(str((inspect.get("State") or {}).get("StartedAt") or ""))
+
+
 def cpu_sample(stats: Mapping[str, Any]) -> tuple[int, int, int]:
     """(container total usage, system usage, online cpus) of a stats body, in ns."""
     cpu = stats.get("cpu_stats") or {}

@@ -27,6 +27,7 @@ import json
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
@@ -73,6 +74,7 @@ class Microservices:
         backoff_max: float = 60.0,
         stuck_after: int = 10,
         stuck_window: float = 600.0,
+        stats_interval: float = 5.0,
     ) -> None:
         self._factory = client_factory
         self.node_uuid = node_uuid
@@ -84,6 +86,7 @@ class Microservices:
         self.backoff_max = backoff_max
         self.stuck_after = stuck_after
         self.stuck_window = stuck_window
+        self.stats_interval = stats_interval
         self._lock = threading.Lock()       # guards the fields below
         self._run_lock = threading.Lock()   # one engine-changing operation at a time
         self._desired: Optional[dict[str, dict[str, Any]]] = None   # None: no list yet
@@ -92,6 +95,7 @@ class Microservices:
         self._engine_ok: Optional[bool] = None
         self._engine_error: Optional[str] = "the Docker engine has not been contacted yet"
         self._running = 0
+        self._sampled_at = float("-inf")
         self._wake = threading.Event()
 
     # -- inputs ----------------------------------------------------------------
@@ -225,7 +229,7 @@ class Microservices:
                  inspect: dict[str, Any], now: float) -> None:
         """An existing, matching container: adopt it, or restart it with back-off."""
         state = proto.container_state(inspect)
-        started = proto.parse_docker_time(str((inspect.get("State") or {}).get("StartedAt") or ""))
+        started = proto.started_at(inspect)
         self._update(entry, container_id=inspect["Id"], start_ms=started, percentage=100.0)
         if state == "RUNNING":
             self._update(entry, status="RUNNING", error=None)
@@ -248,8 +252,7 @@ class Microservices:
             entry.restarts.append(now)
             entry.next_try = now + self._backoff(len(entry.restarts))
         self._update(entry, status="RESTARTING")
-        client.start_container(inspect["Id"])
-        self._update(entry, status="STARTING")
+        self._start(client, entry, str(inspect["Id"]))
 
     def _deploy(self, client: DockerClient, ms: dict[str, Any], entry: _Entry) -> None:
         """Pull (falling back to a local image), create and start (spec 7.2)."""
@@ -282,11 +285,16 @@ class Microservices:
             client.remove_container(name, force=True)
             container_id = client.create_container(name, config)
         self._update(entry, status="STARTING", container_id=container_id)
+        self._start(client, entry, container_id)
+        self._update(entry, failures=0)
+        log.info("started %s (%s) from %s", name, container_id[:12], image)
+
+    def _start(self, client: DockerClient, entry: _Entry, container_id: str) -> None:
+        """Start, then record the state and start time the engine reports."""
         client.start_container(container_id)
         inspect = client.inspect_container(container_id) or {}
-        started = proto.parse_docker_time(str((inspect.get("State") or {}).get("StartedAt") or ""))
-        self._update(entry, status=proto.container_state(inspect), start_ms=started, failures=0)
-        log.info("started %s (%s) from %s", name, container_id[:12], image)
+        started = proto.started_at(inspect)
+        self._update(entry, status=proto.container_state(inspect), start_ms=started)
 
     @staticmethod
     def _auth(registry: Optional[dict[str, Any]]) -> Optional[str]:
@@ -339,29 +347,41 @@ class Microservices:
                 log.warning("removal of %s failed: %s", name, exc.message)
 
     def _refresh_usage(self, client: DockerClient, containers: list[dict[str, Any]]) -> None:
-        """Running count and per-container CPU/memory from one-shot stats (spec 6.6)."""
+        """Running count every pass; CPU/memory every ``stats_interval`` (spec 6.6).
+
+        A one-shot stats call waits for the engine's next 1 s collection tick, so
+        the samples are taken concurrently: one tick serves them all.
+        """
         running = [c for c in containers if self._is_ours(c) and _name(c).startswith(proto.NAME_PREFIX)
                    and proto.container_state(c) == "RUNNING"]
-        for item in running:
-            uuid = _name(item)[len(proto.NAME_PREFIX):]
-            with self._lock:
-                entry = self._entries.get(uuid)
-            if entry is None or entry.container_id != item["Id"]:
-                continue
-            try:
-                stats = client.stats_once(item["Id"])
-            except EngineUnavailable:
-                raise
-            except DockerError as exc:
-                log.debug("stats of %s: %s", uuid, exc.message)
-                continue
-            sample = proto.cpu_sample(stats)
-            with self._lock:
+        now = self._clock()
+        with self._lock:
+            self._running = len(running)
+            due = now - self._sampled_at >= self.stats_interval
+            targets = [(entry, item["Id"]) for item in running
+                       for entry in [self._entries.get(_name(item)[len(proto.NAME_PREFIX):])]
+                       if entry is not None and entry.container_id == item["Id"]]
+        if not due or not targets:
+            return
+        with ThreadPoolExecutor(max_workers=min(8, len(targets))) as pool:
+            results = list(pool.map(lambda target: self._stats(client, target[1]), targets))
+        with self._lock:
+            self._sampled_at = now
+            for (entry, _), stats in zip(targets, results):
+                if stats is None:
+                    continue
+                sample = proto.cpu_sample(stats)
                 entry.cpu = proto.cpu_percent(entry.cpu_sample, sample)
                 entry.cpu_sample = sample
                 entry.memory = proto.memory_bytes(stats)
-        with self._lock:
-            self._running = len(running)
+
+    @staticmethod
+    def _stats(client: DockerClient, container_id: str) -> Optional[dict[str, Any]]:
+        try:
+            return client.stats_once(container_id)
+        except DockerError as exc:   # gone meanwhile, or the engine: the next pass will tell
+            log.debug("stats of %s: %s", container_id[:12], exc.message)
+            return None
 
     # -- deprovision and prune -------------------------------------------------
 
