@@ -226,3 +226,28 @@ def test_abrupt_tcp_close_is_1006(server: EchoServer) -> None:
     raw.sock.shutdown(socket.SHUT_RDWR)
     raw.close()
     assert session.wait_closed(5) and session.close_code == 1006
+
+
+def test_echo_server_runs_as_a_module() -> None:
+    import subprocess
+    import sys
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "tests.conformance.echo_server", "--port", str(port)])
+    try:
+        def listening() -> bool:
+            try:
+                socket.create_connection(("127.0.0.1", port), 0.5).close()
+                return True
+            except OSError:
+                return False
+
+        assert wait_for(listening, 10)
+        with connect(f"ws://127.0.0.1:{port}/x", ping_interval=None, max_size=None) as ws:
+            ws.send(b"\x00" * (2 << 20))  # above the daemon's 1 MiB: the echo target's limits are raised
+            assert ws.recv(timeout=10) == b"\x00" * (2 << 20)
+    finally:
+        proc.terminate()
+        proc.wait(10)
