@@ -14,6 +14,12 @@ from datetime import datetime
 from iofogd import __version__
 from iofogd.app import App
 from iofogd.config import OPTIONS
+from iofogd.controller.provision import (
+    DEPROVISION_IN_PROGRESS,
+    DEPROVISION_MSG,
+    ProvisionResult,
+    provision_text,
+)
 from iofogd.errors import ConfigError, IofogdError, ProvisionError, ServiceUnavailable
 from iofogd.reports import LINE_SEP, info_report, info_text, status_report, status_text
 
@@ -128,24 +134,23 @@ def _provision(app: App, args: list[str]) -> CommandResult:
     if app.provisioner is None:
         raise ServiceUnavailable("Provisioning is not available in this build of iofogd yet")
     key = args[0]
-    head = f'Provisioning with key "{key}" ... Result: {NL}'
     try:
         uuid = app.provisioner.provision(key)
     except ProvisionError as exc:
-        return CommandResult(
-            f'{head}Provision failed with error message: "{exc.message}"', ok=False, status=500
-        )
-    return CommandResult(f"{head}Provision success - Iofog UUID is {uuid}")
+        failed = ProvisionResult(ok=False, error=exc.message)
+        return CommandResult(provision_text(key, failed), ok=False, status=500)
+    return CommandResult(provision_text(key, ProvisionResult(ok=True, uuid=uuid)))
 
 
 def _deprovision(app: App) -> CommandResult:
     if app.provisioner is None:
         raise ServiceUnavailable("Deprovisioning is not available in this build of iofogd yet")
-    head = "Deprovisioning from controller ... \n"
     try:
-        return CommandResult(head + app.provisioner.deprovision())
+        message = app.provisioner.deprovision()
     except ProvisionError as exc:
-        return CommandResult(head + exc.message, ok=False, status=500)
+        separator = "" if exc.message == DEPROVISION_IN_PROGRESS else "\n"
+        return CommandResult(DEPROVISION_MSG.format(result=separator + exc.message), ok=False, status=500)
+    return CommandResult(DEPROVISION_MSG.format(result="\n" + message))
 
 
 def _prune(app: App) -> CommandResult:

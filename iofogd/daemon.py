@@ -20,8 +20,11 @@ from types import FrameType
 from typing import Callable, Optional, Sequence
 
 from iofogd import __version__
+from iofogd.agent import ControllerPort, Provisioning
 from iofogd.app import App, TokenFile
 from iofogd.config import Config, ConfigStore, Paths, ensure_token, java_level, python_log_level
+from iofogd.controller.cache import OfflineCache
+from iofogd.controller.sync import ControllerSync
 from iofogd.errors import ConfigError, IofogdError
 from iofogd.http.api.sockets import SocketEndpoints
 from iofogd.http.handler import LocalApiHandler
@@ -140,6 +143,11 @@ class Daemon:
             network=self.network.current,
             fog_type=lambda: self.store.current.fog_type,
         )
+        self.port = ControllerPort(store, self.state, self.sampler, self.network.current, None)
+        self.sync = ControllerSync(self.port, cache=OfflineCache(paths.etc_dir))
+        self.app.provisioner = Provisioning(store, self.port, self.sync)
+        # Every local change is PATCHed to the Controller (spec 4.5, 6.7).
+        store.add_listener(lambda old, new: self.sync.config_changed())
         self.sessions = SessionRegistry()
         self.control = ControlHub()
         # A changed microservice config or edge resource list reaches the
@@ -164,6 +172,7 @@ class Daemon:
         self._spawn("network", lambda: self.network.run(self.stop))
         self._spawn("control-retry", lambda: self.control.run(self.stop))
         self._spawn("local-api", self.server.serve_forever)
+        self.sync.start()  # returns at once: the API never waits for the Controller
         self.state.update(daemon_status=RUNNING)
         host, port = self.server.server_address[:2]
         log.info("iofogd %s serving the Local API on %s:%s (resource figures from %s)",
@@ -189,6 +198,7 @@ class Daemon:
         sd_notify("STOPPING=1")
         log.info("stopping")
         self.state.update(daemon_status=STOPPED)
+        self.sync.stop()
         self.server.shutdown()                 # no new connections
         self.server.close_idle_connections()   # in-flight requests finish
         self.sessions.close_all(wait=2.0)      # 1001 Going Away to every WebSocket

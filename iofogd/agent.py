@@ -1,0 +1,199 @@
+"""The daemon's side of the Controller: what sync reads and changes, and provisioning.
+
+:class:`ControllerPort` implements :class:`iofogd.controller.sync.AgentPort`
+over the daemon's own parts (config store, state, sampler, network watcher,
+microservices), and :class:`Provisioning` implements the App's provisioner.
+daemon.py builds both; nothing here builds anything.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from typing import Any, Callable, Optional, Protocol
+
+from iofogd.config import ConfigStore
+from iofogd.controller.client import ControllerClient
+from iofogd.controller.provision import deprovision as tell_deprovision
+from iofogd.controller.provision import provision as ask_provision
+from iofogd.controller.sync import ControllerSettings, ControllerSync
+from iofogd.errors import ConfigError, ProvisionError, ServiceUnavailable
+from iofogd.reports import NetworkInfo
+from iofogd.state import CONTROLLER_NOT_CONNECTED, CONTROLLER_NOT_PROVISIONED, AgentState
+from iofogd.system.status import ResourceSampler
+
+log = logging.getLogger(__name__)
+
+MIB = 1024 * 1024
+# Provisioning is a user action: give the Controller more time than a sync call.
+PROVISION_TIMEOUTS = (10.0, 30.0)
+
+
+class MicroserviceLayer(Protocol):
+    """What the Controller side needs of the microservice layer (system/microservices.py)."""
+
+    def set_desired(self, microservices: list[dict[str, Any]], registries: list[dict[str, Any]]) -> None: ...
+    def statuses(self) -> list[dict[str, Any]]: ...
+    def running_count(self) -> int: ...
+    def stop_all(self) -> None: ...
+    def prune_unused(self) -> int: ...
+
+
+class ControllerPort:
+    """The AgentPort of the sync loops (see iofogd.controller.sync)."""
+
+    def __init__(self, store: ConfigStore, state: AgentState, sampler: ResourceSampler,
+                 network: Callable[[], NetworkInfo], microservices: Optional[MicroserviceLayer],
+                 clock: Callable[[], float] = time.time) -> None:
+        self.store = store
+        self.state = state
+        self.sampler = sampler
+        self.network = network
+        self.microservices = microservices
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._microservices: list[dict[str, Any]] = []
+        self._registries: list[dict[str, Any]] = []
+
+    def controller_settings(self) -> ControllerSettings:
+        c = self.store.current
+        cert = c.controller_cert if c.controller_cert and os.path.isfile(c.controller_cert) else None
+        return ControllerSettings(
+            controller_url=c.controller_url, controller_cert=cert, secure_mode=c.secure_mode,
+            uuid=c.iofog_uuid, token=c.access_token,
+            status_update_freq=float(c.status_update_freq), get_changes_freq=float(c.get_changes_freq),
+        )
+
+    def status_payload(self) -> dict[str, Any]:
+        snap = self.state.snapshot()
+        res = self.sampler.snapshot()
+        cfg = self.store.current
+        now_ms = int(self.clock() * 1000)
+        facts: dict[str, Any] = {
+            "daemonStatus": snap.daemon_status,
+            "daemonOperatingDuration": now_ms - int(snap.started_at * 1000),
+            "daemonLastStart": int(snap.started_at * 1000),
+            "memoryUsage": res.memory_rss_bytes / MIB,
+            "diskUsage": res.archive_bytes / MIB,
+            "cpuUsage": res.cpu_percent,
+            "memoryViolation": res.memory_rss_bytes > cfg.memory_limit_mb * MIB,
+            "diskViolation": res.archive_bytes > cfg.disk_limit_gb * 1024 * MIB,
+            "cpuViolation": res.cpu_percent > cfg.cpu_limit,
+            "systemAvailableDisk": res.disk_available_bytes,
+            "systemAvailableMemory": res.memory_available_bytes,
+            "systemTotalCpu": res.system_cpu_percent,
+            "ipAddress": self.network().address or "",
+            "processedMessages": snap.messages_processed,
+            "lastStatusTime": now_ms,
+        }
+        with self._lock:
+            facts["repositoryCount"] = len(self._registries)
+        if self.microservices is not None:
+            facts["microserviceStatus"] = self.microservices.statuses()
+        return facts
+
+    def controller_config(self) -> dict[str, Any]:
+        return dict(self.store.controller_view(self.network().interface))
+
+    def apply_controller_config(self, cfg: dict[str, Any]) -> None:
+        report = self.store.apply_controller(cfg)
+        for flag, message in report.errors:
+            log.warning("controller config -%s refused: %s", flag, message)
+
+    def apply_microservices(self, microservices: list[dict[str, Any]]) -> None:
+        configs = {str(m["uuid"]): str(m.get("config") or "") for m in microservices if m.get("uuid")}
+        # New or changed configs reach the microservices' control sockets as 0x0C.
+        self.state.set_microservice_configs(configs)
+        with self._lock:
+            self._microservices = list(microservices)
+            registries = list(self._registries)
+        if self.microservices is not None:
+            self.microservices.set_desired(microservices, registries)
+
+    def apply_registries(self, registries: list[dict[str, Any]]) -> None:
+        with self._lock:
+            self._registries = list(registries)
+            microservices = list(self._microservices)
+        if self.microservices is not None:
+            self.microservices.set_desired(microservices, registries)
+
+    def apply_edge_resources(self, resources: list[dict[str, Any]]) -> None:
+        self.state.set_edge_resources(resources)
+
+    def prune(self) -> int:
+        if self.microservices is None:
+            raise ServiceUnavailable("Docker support is not wired in this build")
+        return self.microservices.prune_unused()
+
+    def microservice_uuids(self) -> list[str]:
+        with self._lock:
+            return [str(m["uuid"]) for m in self._microservices if m.get("uuid")]
+
+    def deprovision_locally(self, reason: str) -> None:
+        log.warning("deprovisioning locally: %s", reason)
+        try:
+            self.store.set_identity("", "")
+        except ConfigError as exc:
+            log.error("could not clear the node identity: %s", exc)
+        with self._lock:
+            self._microservices = []
+        self.state.set_microservice_configs({})
+        self.state.update(controller_status=CONTROLLER_NOT_PROVISIONED)
+        if self.microservices is not None:
+            self.microservices.set_desired([], [])
+            self.microservices.stop_all()
+
+    def set_controller_state(self, state: str) -> None:
+        self.state.update(controller_status=state)
+
+
+class Provisioning:
+    """The App's provisioner: ``provision <key>`` and ``deprovision`` (spec 6.2, 6.3)."""
+
+    def __init__(self, store: ConfigStore, port: ControllerPort, sync: ControllerSync) -> None:
+        self.store = store
+        self.port = port
+        self.sync = sync
+        self._busy = threading.Lock()   # one provisioning or deprovisioning at a time
+
+    def _client(self, token: Optional[str]) -> ControllerClient:
+        s = self.port.controller_settings()
+        return ControllerClient(s.controller_url, token=token, cert_path=s.controller_cert,
+                                secure_mode=s.secure_mode, connect_timeout=PROVISION_TIMEOUTS[0],
+                                read_timeout=PROVISION_TIMEOUTS[1])
+
+    def provision(self, key: str) -> str:
+        if not self._busy.acquire(blocking=False):
+            raise ProvisionError("Provisioning in progress")
+        try:
+            if self.port.controller_settings().provisioned:
+                self._deprovision()  # upstream deprovisions first (spec 6.2)
+            result = ask_provision(self._client(None), key, self.store.current.fog_type)
+            if not result.ok:
+                raise ProvisionError(result.error)
+            try:
+                self.store.set_identity(result.uuid, result.token)
+            except ConfigError as exc:
+                raise ProvisionError(f"Provisioned as {result.uuid} but could not store it: {exc}") from exc
+            self.port.set_controller_state(CONTROLLER_NOT_CONNECTED)
+            self.sync.resync()
+            return result.uuid
+        finally:
+            self._busy.release()
+
+    def deprovision(self) -> str:
+        if not self._busy.acquire(blocking=False):
+            raise ProvisionError("Provisioning in progress")
+        try:
+            if not self.port.controller_settings().provisioned:
+                raise ProvisionError("Failure - not provisioned")
+            self._deprovision()
+            return "Success - tokens, identifiers and keys removed"
+        finally:
+            self._busy.release()
+
+    def _deprovision(self) -> None:
+        settings = self.port.controller_settings()
+        tell_deprovision(self._client(settings.token), self.port.microservice_uuids())
+        self.port.deprovision_locally("deprovisioned by the admin")
