@@ -39,7 +39,10 @@ SRC="$WORK/iofogd"
 mkdir -p "$SRC"
 # The work tree as it is (not HEAD), without caches, venvs or build output.
 (cd "$ROOT" && tar -cf - --exclude=__pycache__ --exclude='*.egg-info' \
-    iofogd packaging setup.cfg pyproject.toml $(ls README* LICENSE* 2>/dev/null)) | tar -xf - -C "$SRC"
+    iofogd packaging setup.cfg pyproject.toml) | tar -xf - -C "$SRC"
+for doc in "$ROOT"/README* "$ROOT"/LICENSE*; do
+    [ ! -e "$doc" ] || cp "$doc" "$SRC/"
+done
 cp -a "$SRC/packaging/deb" "$SRC/debian"
 cp "$SRC/packaging/systemd/iofogd.service" "$SRC/debian/iofogd.service"
 

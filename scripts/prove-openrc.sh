@@ -25,7 +25,9 @@ ARCH=$(dpkg --print-architecture)
 
 cleanup() {
     # supervise-daemon runs outside any service manager here: stop it ourselves.
-    [ -n "$CHROOT" ] && in_chroot rc-service iofogd stop >/dev/null 2>&1 || true
+    if [ -n "$CHROOT" ]; then
+        in_chroot rc-service iofogd stop >/dev/null 2>&1 || true
+    fi
     chroot_down
 }
 trap cleanup EXIT

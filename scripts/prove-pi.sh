@@ -17,8 +17,8 @@ BINFMT=/proc/sys/fs/binfmt_misc
 [ -e "$BINFMT/register" ] || mount -t binfmt_misc binfmt_misc "$BINFMT"
 for arch in "$@"; do
     case "$arch" in
-        arm64) qemu=qemu-aarch64 ;;
-        armhf) qemu=qemu-arm ;;
+        arm64) qemu="qemu-aarch64" ;;
+        armhf) qemu="qemu-arm" ;;
         *) die "unknown arch $arch" ;;
     esac
     if [ ! -e "$BINFMT/$qemu" ]; then

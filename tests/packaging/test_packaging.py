@@ -204,6 +204,22 @@ def test_openrc_script() -> None:
     assert "--check-config" in text
 
 
+SHELL_SCRIPTS = [
+    "scripts/build-deb.sh", "scripts/prove-deb.sh", "scripts/prove-openrc.sh",
+    "scripts/prove-wheel.sh", "scripts/prove-pi.sh", "scripts/lib/debian.sh",
+    "packaging/deb/iofogd.postinst", "packaging/deb/iofogd.postrm", "packaging/openrc/iofogd",
+]
+
+
+@pytest.mark.skipif(shutil.which("shellcheck") is None,
+                    reason="needs shellcheck: apt-get install shellcheck")
+def test_shell_scripts_are_posix_sh() -> None:
+    # Maintainer scripts run under dash, the OpenRC script under busybox ash too.
+    run = subprocess.run(["shellcheck", "-s", "sh", "-S", "warning", *SHELL_SCRIPTS],
+                         cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stdout
+
+
 # -- the proofs ------------------------------------------------------------------------
 
 PROVE = os.environ.get("IOFOGD_PROVE_PACKAGING") == "1"
@@ -242,3 +258,4 @@ def test_prove_openrc() -> None:
 )
 def test_prove_pi() -> None:
     prove("prove-pi.sh")
+
