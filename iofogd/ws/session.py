@@ -288,7 +288,7 @@ class WebSocketSession:
                 try:
                     self.ping()
                 except ConnectionClosed:
-                    return None
+                    return 0.0  # closing began meanwhile, or the write failed: look again
                 deadlines.append(now + limits.pong_timeout)
             else:
                 deadlines.append(self._last_rx + limits.ping_interval)
