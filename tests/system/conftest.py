@@ -84,8 +84,9 @@ def engine() -> Engine:
         image=os.environ.get("IOFOGD_TEST_IMAGE", "iofogd-test/busybox:1"),
         registry=os.environ.get("IOFOGD_TEST_REGISTRY", "127.0.0.1:5000"),
         auth_registry=os.environ.get("IOFOGD_TEST_AUTH_REGISTRY", "127.0.0.1:5001"),
-        user=os.environ.get("IOFOGD_TEST_REGISTRY_USER", ""),
-        password=os.environ.get("IOFOGD_TEST_REGISTRY_PASSWORD", ""),
+        # the defaults are scripts/docker-engine.sh's
+        user=os.environ.get("IOFOGD_TEST_REGISTRY_USER", "iofogd"),
+        password=os.environ.get("IOFOGD_TEST_REGISTRY_PASSWORD", "iofogd-test-secret"),
         engine_dir=os.environ.get("IOFOGD_TEST_ENGINE_DIR") or None,
     )
 
