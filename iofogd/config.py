@@ -58,7 +58,6 @@ import threading
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from typing import Callable, Collection, Dict, List, Mapping, Optional, Sequence, Tuple
-from xml.sax.saxutils import escape
 
 from iofogd.errors import BadRequest, ConfigError, ConfigFileError, ConfigValueError
 
@@ -795,6 +794,12 @@ def parse_config_xml(data: bytes) -> ParsedConfig:
     return ParsedConfig(values, tuple(order), extras, tuple(warnings))
 
 
+def _escape(text: str) -> str:
+    """XML character data escaping (what xml.sax.saxutils.escape does, without
+    importing urllib.request and its dependencies into a small daemon)."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
 def render_config_xml(values: Mapping[str, str], order: Sequence[str] = (),
                       extras: Mapping[str, str] | None = None) -> bytes:
     """The file: the JDK's declaration, tags in their previous order, new ones appended."""
@@ -804,7 +809,7 @@ def render_config_xml(values: Mapping[str, str], order: Sequence[str] = (),
     lines = [XML_DECLARATION, "<config>"]
     for tag in tags:
         text = values[tag] if tag in values else extras[tag]
-        lines.append(f"    <{tag}>{escape(text)}</{tag}>" if text else f"    <{tag}/>")
+        lines.append(f"    <{tag}>{_escape(text)}</{tag}>" if text else f"    <{tag}/>")
     lines.append("</config>")
     return ("\n".join(lines) + "\n").encode("utf-8")
 

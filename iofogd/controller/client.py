@@ -29,10 +29,10 @@ from __future__ import annotations
 import http.client
 import json
 import logging
+import os
 import re
 import socket
 import ssl
-import uuid
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -47,6 +47,16 @@ MAX_RESPONSE = 32 * 1024 * 1024
 def normalize_url(url: str) -> str:
     """``controller_url`` with exactly one trailing slash (agent-spec 6.1: routes are ``<base>agent/...``)."""
     return url.rstrip("/") + "/"
+
+
+def request_id() -> str:
+    """A random (version 4) UUID for the Request-Id header. Formatted here so
+    that the daemon does not import the uuid module (platform, ctypes lookups)."""
+    h = bytearray(os.urandom(16))
+    h[6] = (h[6] & 0x0F) | 0x40   # version 4 (RFC 4122 section 4.4)
+    h[8] = (h[8] & 0x3F) | 0x80   # the RFC 4122 variant
+    x = h.hex()
+    return f"{x[:8]}-{x[8:12]}-{x[12:16]}-{x[16:20]}-{x[20:]}"
 
 
 class _Connection(http.client.HTTPConnection):
@@ -149,7 +159,7 @@ class ControllerClient:
 
     def request(self, method: str, route: str, body: Any = None, *, auth: bool = True) -> Any:
         """Send one call to ``<base>route`` and return the parsed JSON answer (``{}`` for an empty one)."""
-        headers = {"Request-Id": str(uuid.uuid4()), "Content-Type": "application/json", "Accept": "application/json"}
+        headers = {"Request-Id": request_id(), "Content-Type": "application/json", "Accept": "application/json"}
         if auth and self.token:
             headers["Authorization"] = self.token
         payload: bytes | None = None
