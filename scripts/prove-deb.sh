@@ -66,8 +66,17 @@ identity() {  # hashes of what an upgrade must keep
     in_chroot sh -c 'sha256sum /etc/iofog-agent/local-api /etc/iofog-agent/config.xml; id -u iofog-agent'
 }
 
-# A Docker engine's group, as docker.io creates it: the user must join it.
-in_chroot groupadd --system docker
+# A stand-in Docker engine package: ships /usr/sbin/dockerd and creates group
+# docker in its postinst, as docker.io does (it is installed later, below).
+ENGINE="$CHROOT/tmp/proof-engine"
+mkdir -p "$ENGINE/DEBIAN" "$ENGINE/usr/sbin"
+printf 'Package: proof-docker-engine\nVersion: 1.0\nArchitecture: all\nMaintainer: proof <proof@example.org>\nDescription: stand-in engine for scripts/prove-deb.sh\n' \
+    >"$ENGINE/DEBIAN/control"
+printf '#!/bin/sh\nset -e\n[ "$1" != configure ] || getent group docker >/dev/null || groupadd --system docker\n' \
+    >"$ENGINE/DEBIAN/postinst"
+printf '#!/bin/sh\nexit 0\n' >"$ENGINE/usr/sbin/dockerd"
+chmod 755 "$ENGINE/DEBIAN/postinst" "$ENGINE/usr/sbin/dockerd"
+in_chroot dpkg-deb -b /tmp/proof-engine /tmp/proof-engine.deb >/dev/null
 
 log "apt install ./$(basename "$DEB1") ($ARCH)"
 cp "$DEB1" "$DEB2" "$CHROOT/tmp/"
@@ -82,7 +91,8 @@ done
 log "ok: dependencies pulled from the archive: python3 python3-psutil adduser"
 
 expect "/usr/bin/iofogd" "$(in_chroot sh -c 'test -x /usr/bin/iofogd && test -x /usr/bin/iofog-agent && echo present')" present
-expect "groups of iofog-agent" "$(in_chroot id -nG iofog-agent | tr ' ' '\n' | sort | tr '\n' ' ')" "docker iofog-agent "
+groups() { in_chroot id -nG iofog-agent | tr ' ' '\n' | sort | tr '\n' ' '; }
+expect "groups of iofog-agent (no engine yet)" "$(groups)" "iofog-agent "
 expect "login shell" "$(in_chroot getent passwd iofog-agent | cut -d: -f7)" /usr/sbin/nologin
 for dir in /etc/iofog-agent /var/lib/iofog-agent /var/log/iofog-agent; do
     expect "$dir" "$(perms $dir)" "750 iofog-agent:iofog-agent"
@@ -96,6 +106,11 @@ expect "unit file" "$(in_chroot sh -c 'test -f /lib/systemd/system/iofogd.servic
 
 start_daemon
 stop_daemon
+
+# An engine installed after iofogd: the package's dpkg trigger on dockerd
+# puts the user in the engine's new docker group (never in sudo).
+in_chroot dpkg -i /tmp/proof-engine.deb >>"$ROOT/run/prove-deb-$ARCH.apt.log" 2>&1 || die "engine install"
+expect "groups of iofog-agent (engine installed later)" "$(groups)" "docker iofog-agent "
 
 # A provisioned node: its identity is iofog_uuid and access_token in config.xml.
 # (The daemon writes empty elements as <tag/>.)
@@ -128,7 +143,8 @@ gone"
 
 log "apt purge"
 in_chroot apt-get purge -y -q iofogd >>"$ROOT/run/prove-deb-$ARCH.apt.log" 2>&1 || die "apt purge"
-rm -f "$CHROOT/tmp/"iofogd* 
+in_chroot dpkg --purge proof-docker-engine >/dev/null
+rm -rf "$CHROOT/tmp/"iofogd* "$CHROOT/tmp/proof-engine"*
 LEFT=$(in_chroot find / -xdev \( -path /var/cache/apt/archives -o -path /proc -o -path /sys \) -prune \
     -o -name '*iofog*' -print)
 LEFT_RUN=$(in_chroot find /run -name '*iofog*')
