@@ -111,8 +111,9 @@ class Microservices:
                     # a changed item is a reloaded list: forget the stuck verdict (7.3)
                     entry.spec, entry.stuck, entry.failures, entry.next_try = spec, False, 0, 0.0
                     entry.restarts.clear()
-                if ms.get("rebuild"):
-                    entry.rebuild = True
+                    # the Controller sends rebuild=true once, then false (controller-protocol
+                    # 6.4); the same list given again is no second request
+                    entry.rebuild = entry.rebuild or bool(ms.get("rebuild"))
             for uuid in set(self._entries) - set(desired):
                 del self._entries[uuid]
             self._desired = desired

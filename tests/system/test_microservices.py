@@ -116,6 +116,9 @@ def test_rebuild_and_port_changes_recreate(engine: Engine, node: str) -> None:
     m.reconcile_once()
     second = status_of(m, uid)["containerId"]
     assert second != first and engine.client.inspect_container(first) is None
+    m.set_desired([dict(item, rebuild=True)], registries(engine))    # the same list again
+    m.reconcile_once()
+    assert status_of(m, uid)["containerId"] == second
     # the Controller clears rebuild after one GET; the next list must not rebuild again
     m.set_desired([item], registries(engine))
     m.reconcile_once()
