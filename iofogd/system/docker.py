@@ -131,7 +131,7 @@ class DockerClient:
             raise DockerError(status, proto.error_message(status, payload))
         return status, payload
 
-    def _stream(self, method: str, *segments: str, query: Mapping[str, Any], body: Any = None,
+    def stream(self, method: str, *segments: str, query: Mapping[str, Any], body: Any = None,
                 headers: Optional[Mapping[str, str]] = None,
                 on_object: Optional[Callable[[dict[str, Any]], None]] = None) -> None:
         """A streamed call whose errors may arrive inside a 200 (pull, push, import)."""
@@ -216,7 +216,7 @@ class DockerClient:
             if progress is not None:
                 progress(tracker.feed(obj))
 
-        self._stream("POST", "images", "create", query={"fromImage": ref.repository, "tag": ref.pull_tag},
+        self.stream("POST", "images", "create", query={"fromImage": ref.repository, "tag": ref.pull_tag},
                      headers={"X-Registry-Auth": auth} if auth else None, on_object=on_object)
 
     def inspect_image(self, ref: str) -> Optional[dict[str, Any]]:

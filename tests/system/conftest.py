@@ -60,7 +60,7 @@ class Engine:
 
     def push(self, ref: str, auth: Optional[str] = None) -> None:
         parsed = proto.parse_image_ref(ref)
-        self.client._stream("POST", "images", parsed.repository, "push", query={"tag": parsed.pull_tag},
+        self.client.stream("POST", "images", parsed.repository, "push", query={"tag": parsed.pull_tag},
                             headers={"X-Registry-Auth": auth or "e30="})
 
     def wait_exit(self, ref: str) -> None:

@@ -177,3 +177,43 @@ def test_container_lifecycle(engine: Engine, node: str) -> None:
     assert inspect is not None and proto.container_state(inspect) == "EXITING"
     assert client.remove_container(cid, volumes=True) is True
     assert client.inspect_container(cid) is None
+
+
+def test_tcp_urls_reach_the_same_engine(engine: Engine) -> None:
+    """tcp:// through a loopback forwarder to the engine's unix socket (dockerd -H tcp://)."""
+    if not engine.url.startswith("unix://"):
+        pytest.skip("the forwarder needs the engine's unix socket")
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+
+    def pump(src: socket.socket, dst: socket.socket) -> None:
+        try:
+            while True:
+                data = src.recv(65536)
+                if not data:
+                    break
+                dst.sendall(data)
+        except OSError:
+            pass
+        finally:
+            dst.close()
+
+    def forward() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            upstream = socket.socket(socket.AF_UNIX)
+            upstream.connect(engine.url[len("unix://"):])
+            threading.Thread(target=pump, args=(conn, upstream), daemon=True).start()
+            threading.Thread(target=pump, args=(upstream, conn), daemon=True).start()
+
+    threading.Thread(target=forward, daemon=True).start()
+    try:
+        client = DockerClient(f"tcp://127.0.0.1:{listener.getsockname()[1]}", timeout=10)
+        assert client.ping() and client.api_version() == engine.client.api_version()
+        assert client.inspect_image(engine.image) is not None
+    finally:
+        listener.close()

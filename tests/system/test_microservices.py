@@ -213,8 +213,16 @@ def test_a_new_instance_adopts_existing_containers(engine: Engine, node: str) ->
     items = [microservice(u, engine.image, registryId=2) for u in uids]
     first = reconciler(engine, node)
     first.set_desired(items, registries(engine))
-    first.reconcile_once()
+    stop = threading.Event()
+    loop = threading.Thread(target=first.run, args=(stop, 0.2))
+    loop.start()
+    wait_for(lambda: first.running_count() == 2 and all(s["status"] == "RUNNING" for s in first.statuses()))
+    stop.set()                                         # the daemon stops...
+    loop.join(10)
+    assert not loop.is_alive()
     ids = {s["id"]: s["containerId"] for s in first.statuses()}
+    for cid in ids.values():                           # ...and leaves its containers running
+        assert engine.client.inspect_container(cid)["State"]["Running"]  # type: ignore[index]
 
     again = reconciler(engine, node)                   # the daemon restarted
     again.reconcile_once()                             # no list yet: touches nothing
