@@ -102,7 +102,12 @@ class Microservices:
 
     def set_desired(self, microservices: list[dict[str, Any]], registries: list[dict[str, Any]]) -> None:
         """The Controller's ``agent/microservices`` and ``agent/registries`` items (spec 6.8)."""
-        desired = {str(ms["uuid"]): ms for ms in microservices}
+        desired = {}
+        for ms in microservices:
+            if not ms.get("uuid") or not ms.get("imageId"):
+                log.warning("ignoring a microservice without uuid or imageId: %.200s", json.dumps(ms))
+                continue
+            desired[str(ms["uuid"])] = ms
         with self._lock:
             for uuid, ms in desired.items():
                 entry = self._entries.setdefault(uuid, _Entry())

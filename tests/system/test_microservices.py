@@ -51,6 +51,20 @@ def wait_for_file(path: Path) -> str:
     return path.read_text()
 
 
+def test_without_an_engine_nothing_raises(tmp_path: Path) -> None:
+    from iofogd.system.docker import DockerClient
+    client = DockerClient(f"unix://{tmp_path}/absent.sock", timeout=2)
+    m = Microservices(lambda: client, node_uuid="n", agent_address="", time_zone="")
+    assert not m.engine_ok() and m.engine_error() == "the Docker engine has not been contacted yet"
+    m.set_desired([microservice("a1", "busybox"), {"uuid": "no-image"}], [])
+    assert [s["id"] for s in m.statuses()] == ["a1"]          # a malformed item is left out
+    m.reconcile_once()
+    assert not m.engine_ok() and "absent.sock" in (m.engine_error() or "")
+    assert m.statuses() == [{"id": "a1", "status": "UNKNOWN", "percentage": 0.0,
+                             "errorMessage": f"Docker engine unavailable: {m.engine_error()}"}]
+    assert m.running_count() == 0
+
+
 def test_list_in_containers_out(engine: Engine, node: str, tmp_path: Path) -> None:
     out, ro = tmp_path / "out", tmp_path / "ro"
     out.mkdir()
