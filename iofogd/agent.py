@@ -18,7 +18,7 @@ from iofogd.controller.client import ControllerClient
 from iofogd.controller.provision import deprovision as tell_deprovision
 from iofogd.controller.provision import provision as ask_provision
 from iofogd.controller.sync import ControllerSettings, ControllerSync
-from iofogd.errors import ConfigError, ProvisionError, ServiceUnavailable
+from iofogd.errors import ConfigError, IofogdError, ProvisionError, ServiceUnavailable
 from iofogd.reports import NetworkInfo
 from iofogd.state import CONTROLLER_NOT_CONNECTED, CONTROLLER_NOT_PROVISIONED, AgentState
 from iofogd.system.status import ResourceSampler
@@ -132,17 +132,25 @@ class ControllerPort:
 
     def deprovision_locally(self, reason: str) -> None:
         log.warning("deprovisioning locally: %s", reason)
-        try:
-            self.store.set_identity("", "")
-        except ConfigError as exc:
-            log.error("could not clear the node identity: %s", exc)
         with self._lock:
             self._microservices = []
         self.state.set_microservice_configs({})
         self.state.update(controller_status=CONTROLLER_NOT_PROVISIONED)
         if self.microservices is not None:
+            # Before the identity is cleared: the containers to stop carry the old
+            # uuid as their label (spec 6.3). Waiting for them here fixes upstream's
+            # queued STOP tasks that never ran when the daemon was stopped right
+            # after deprovisioning (PR #295 review).
             self.microservices.set_desired([], [])
-            self.microservices.stop_all()
+            try:
+                self.microservices.stop_all()
+            except IofogdError as exc:
+                # No engine is no reason to stay provisioned: leaving always works.
+                log.warning("microservice containers not stopped: %s", exc)
+        try:
+            self.store.set_identity("", "")
+        except ConfigError as exc:
+            log.error("could not clear the node identity: %s", exc)
 
     def set_controller_state(self, state: str) -> None:
         self.state.update(controller_status=state)
