@@ -15,7 +15,7 @@ from typing import Callable, Optional, Protocol
 
 from iofogd.config import ConfigStore, Paths, read_token
 from iofogd.errors import ConfigFileError
-from iofogd.reports import NetworkInfo
+from iofogd.reports import EngineInfo, NetworkInfo
 from iofogd.state import AgentState
 from iofogd.system.status import ResourceSampler
 
@@ -72,5 +72,6 @@ class App:
     token: TokenFile
     network: Callable[[], NetworkInfo]
     fog_type: Callable[[], str]
+    engine: Callable[[], EngineInfo] = lambda: EngineInfo(0, "Docker support is not wired")
     provisioner: Optional[Provisioner] = None
     prune: Optional[Callable[[], int]] = None

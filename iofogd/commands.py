@@ -79,7 +79,7 @@ def help_text() -> str:
 
 
 def _status(app: App) -> CommandResult:
-    report = status_report(app.state.snapshot(), app.sampler.snapshot(), datetime.now())
+    report = status_report(app.state.snapshot(), app.sampler.snapshot(), app.engine(), datetime.now())
     return CommandResult(status_text(report))
 
 

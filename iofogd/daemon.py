@@ -37,12 +37,19 @@ from iofogd.state import (
     STOPPED,
     AgentState,
 )
+from iofogd.reports import EngineInfo, NetworkInfo
+from iofogd.system.docker import DockerClient
+from iofogd.system.microservices import Microservices
 from iofogd.system.network import NetworkWatcher
+from iofogd.system.prune import AutoPruner
 from iofogd.system.status import Probe, ResourceSampler
 from iofogd.ws.control import ControlHub
 from iofogd.ws.session import SessionLimits, SessionRegistry
 
 log = logging.getLogger("iofogd")
+
+LOOPBACK = "127.0.0.1"
+CONTAINER_MONITOR_FREQ = 10.0   # seconds, upstream's intel_amd value (spec 4.2)
 
 _LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
@@ -112,6 +119,22 @@ class LogSetup:
             self._file = None
 
 
+class EngineClients:
+    """One DockerClient per docker_url (it keeps the negotiated API version);
+    a changed URL gets a new one (spec 4.5: the client is re-created)."""
+
+    def __init__(self, docker_url: Callable[[], str]) -> None:
+        self._docker_url = docker_url
+        self._client: Optional[DockerClient] = None
+
+    def __call__(self) -> DockerClient:
+        url = self._docker_url()
+        client = self._client
+        if client is None or client.url != url:
+            client = self._client = DockerClient(url)
+        return client
+
+
 class Daemon:
     def __init__(self, paths: Paths, store: ConfigStore, args: argparse.Namespace) -> None:
         self.paths = paths
@@ -143,7 +166,21 @@ class Daemon:
             network=self.network.current,
             fog_type=lambda: self.store.current.fog_type,
         )
-        self.port = ControllerPort(store, self.state, self.sampler, self.network.current, None)
+        self.microservices = Microservices(
+            EngineClients(lambda: self.store.current.docker_url),
+            node_uuid=cfg.iofog_uuid,
+            agent_address=LOOPBACK,
+            time_zone=cfg.time_zone,
+        )
+        self.network.on_change(self._network_changed)
+        store.add_listener(self._config_changed)
+        self.app.engine = lambda: EngineInfo(self.microservices.running_count(), self.microservices.engine_error())
+        self.app.prune = self.microservices.prune_unused
+        self.autoprune = AutoPruner.for_paths(
+            self.microservices.prune_unused, [paths.root, paths.state_dir],
+            lambda: self.store.current.available_disk_threshold,
+        )
+        self.port = ControllerPort(store, self.state, self.sampler, self.network.current, self.microservices)
         self.sync = ControllerSync(self.port, cache=OfflineCache(paths.etc_dir))
         self.app.provisioner = Provisioning(store, self.port, self.sync)
         # Every local change is PATCHed to the Controller (spec 4.5, 6.7).
@@ -171,9 +208,12 @@ class Daemon:
         self._spawn("sampler", lambda: self.sampler.run(self.stop))
         self._spawn("network", lambda: self.network.run(self.stop))
         self._spawn("control-retry", lambda: self.control.run(self.stop))
+        self._spawn("microservices", lambda: self.microservices.run(self.stop, CONTAINER_MONITOR_FREQ))
+        self._spawn("autoprune", lambda: self.autoprune.run(self.stop))
+        # RUNNING before the first request is served: everything else is up.
+        self.state.update(daemon_status=RUNNING)
         self._spawn("local-api", self.server.serve_forever)
         self.sync.start()  # returns at once: the API never waits for the Controller
-        self.state.update(daemon_status=RUNNING)
         host, port = self.server.server_address[:2]
         log.info("iofogd %s serving the Local API on %s:%s (resource figures from %s)",
                  __version__, host, port, self.sampler.snapshot().source)
@@ -184,6 +224,17 @@ class Daemon:
                 self._reload()
         self._shutdown()
         return 0
+
+    def _config_changed(self, old: Config, new: Config) -> None:
+        # Containers created from now on carry the new identity and zone (spec 4.5).
+        self.microservices.node_uuid = new.iofog_uuid
+        self.microservices.time_zone = new.time_zone
+        if (old.network_interface, old.controller_url) != (new.network_interface, new.controller_url):
+            self.network.poke()
+
+    def _network_changed(self, info: NetworkInfo) -> None:
+        # The "iofog" host alias of new containers points at the agent (spec 7.2).
+        self.microservices.agent_address = info.address or LOOPBACK
 
     def _reload(self) -> None:
         try:

@@ -40,7 +40,13 @@ def _on_off(flag: bool) -> str:
     return "on" if flag else "off"
 
 
-def status_report(state: StateSnapshot, res: ResourceSnapshot, now: datetime) -> Report:
+@dataclass(frozen=True)
+class EngineInfo:
+    running: int              # running microservice containers
+    error: str | None         # why the Docker engine is not usable, None when it is
+
+
+def status_report(state: StateSnapshot, res: ResourceSnapshot, engine: EngineInfo, now: datetime) -> Report:
     archive = res.archive_bytes
     disk_usage = (
         f"about {archive / MIB:.2f} MiB" if archive < GIB else f"about {archive / GIB:.2f} GiB"
@@ -51,7 +57,7 @@ def status_report(state: StateSnapshot, res: ResourceSnapshot, now: datetime) ->
         ("Memory Usage", f"about {res.memory_rss_bytes / MIB:.2f} MiB"),
         ("Disk Usage", disk_usage),
         ("CPU Usage", f"about {res.cpu_percent:.2f} %"),
-        ("Running Microservices", str(state.running_microservices)),
+        ("Running Microservices", str(engine.running)),
         ("Connection to Controller", state.controller_status),
         ("Messages Processed", f"about {state.messages_processed:,}"),
         # Java's "dd/MM/yyyy hh:mm a": 12-hour clock with AM/PM.
@@ -59,6 +65,8 @@ def status_report(state: StateSnapshot, res: ResourceSnapshot, now: datetime) ->
         ("System Available Disk", f"{res.disk_available_bytes / MIB:.2f} MB ({avail_pct:.2f} %)"),
         ("System Available Memory", f"{res.memory_available_bytes / MIB:.2f} MB"),
         ("System Total CPU", f"{res.system_cpu_percent:.2f} %"),
+        # Ours, last so that scripts reading upstream's lines by position still work.
+        ("Docker Engine", "ok" if engine.error is None else f"not usable: {engine.error}"),
     ]
 
 

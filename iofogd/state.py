@@ -30,9 +30,7 @@ class StateSnapshot:
     # Microservice uuid -> its config string exactly as the Controller sent it (spec 1.6.1).
     microservice_configs: dict[str, str] = field(default_factory=dict)
     edge_resources: tuple[Any, ...] = ()
-    running_microservices: int = 0
     messages_processed: int = 0
-    docker_error: str | None = None
 
 
 class AgentState:

@@ -84,6 +84,11 @@ class NetworkWatcher:
         self._lock = threading.Lock()
         self._info = NetworkInfo(None, None, settings()[0])
         self._wake = threading.Event()
+        self._listeners: list[Callable[[NetworkInfo], object]] = []
+
+    def on_change(self, listener: Callable[[NetworkInfo], object]) -> None:
+        """Call ``listener(info)`` (on the watcher's thread) whenever detection changes."""
+        self._listeners.append(listener)
 
     def current(self) -> NetworkInfo:
         with self._lock:
@@ -92,7 +97,10 @@ class NetworkWatcher:
     def refresh(self) -> NetworkInfo:
         info = detect(*self._settings())
         with self._lock:
-            self._info = info
+            changed, self._info = info != self._info, info
+        if changed:
+            for listener in self._listeners:
+                listener(info)
         return info
 
     def poke(self) -> None:

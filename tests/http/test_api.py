@@ -14,7 +14,7 @@ from tests.daemon_process import RunningDaemon
 STATUS_KEYS = [
     "iofog-daemon", "memory-usage", "disk-usage", "cpu-usage", "running-microservices",
     "connection-to-controller", "messages-processed", "system-time", "system-available-disk",
-    "system-available-memory", "system-total-cpu",
+    "system-available-memory", "system-total-cpu", "docker-engine",
 ]
 INFO_KEYS = [
     "iofog-uuid", "ip-address", "network-interface", "secure-mode", "iofog-controller",

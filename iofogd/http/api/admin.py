@@ -12,7 +12,7 @@ from iofogd.reports import info_report, report_json, status_report
 
 
 def status(request: Request, app: App) -> Response:
-    report = status_report(app.state.snapshot(), app.sampler.snapshot(), datetime.now())
+    report = status_report(app.state.snapshot(), app.sampler.snapshot(), app.engine(), datetime.now())
     return Response.json(report_json(report))
 
 
