@@ -3,8 +3,12 @@
 # the .deb installed, the service script put in place with the README's
 # command, then `rc-service iofogd start`, `status`, `reload` (SIGHUP: same
 # process, still RUNNING), `stop` (process gone, port closed), and a config
-# check in start_pre that refuses a broken config.xml.
-# OpenRC runs in a chroot once /run/openrc/softlevel exists.
+# check in start_pre that refuses a broken config.xml. Then the wheel case:
+# the package purged, the system user made and the wheel installed into a venv
+# offline, the service script put in place with the README's wheel command,
+# and start/stop again (skipped, with a note, if the wheel has no
+# share/iofogd/openrc data). OpenRC runs in a chroot once
+# /run/openrc/softlevel exists.
 #
 #   scripts/prove-openrc.sh [--debs DIR]
 #
@@ -34,6 +38,9 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 build_debs "$DEBS"
+# The README's line for the OpenRC service of a pip-installed wheel, where
+# python3 is the interpreter that installed it.
+README_WHEEL_LINE='P=$(python3 -c "import sys; print(sys.prefix)") && install -m 0755 "$P/share/iofogd/openrc/iofogd" /etc/init.d/iofogd && mkdir -p /etc/conf.d && sed "s|^#IOFOGD_BIN=.*|IOFOGD_BIN=$P/bin/iofogd|" "$P/share/iofogd/openrc/iofogd.confd" >/etc/conf.d/iofogd && rc-update add iofogd default'
 chroot_up "$ARCH" "$ROOT/run/prove-openrc"
 PORT=$(free_port)
 APTLOG="$ROOT/run/prove-openrc.apt.log"
@@ -48,31 +55,45 @@ in_chroot apt-get install -y -q --no-install-recommends "/tmp/$(basename "$DEB1"
 in_chroot sh -c 'install -m 0755 /usr/share/iofogd/openrc/iofogd /etc/init.d/iofogd && install -D -m 0644 /usr/share/iofogd/openrc/iofogd.confd /etc/conf.d/iofogd && rc-update add iofogd default'
 # This proof's own settings: a free loopback port, and a stub service that
 # provides `net` (a minbase chroot has no network service; the host's is used).
-printf 'IOFOGD_ARGS="--address 127.0.0.1 --port %s"\n' "$PORT" >>"$CHROOT/etc/conf.d/iofogd"
+proof_port() {
+    printf 'IOFOGD_ARGS="--address 127.0.0.1 --port %s"\n' "$PORT" >>"$CHROOT/etc/conf.d/iofogd"
+}
+proof_port
 printf '#!/sbin/openrc-run\ndepend() { provide net; }\nstart() { return 0; }\n' \
     >"$CHROOT/etc/init.d/proof-net"
 chmod 755 "$CHROOT/etc/init.d/proof-net"
 mkdir -p "$CHROOT/run/openrc"
 touch "$CHROOT/run/openrc/softlevel"
 
-# The daemon's pid: the process in this chroot whose program is /usr/bin/iofogd
+# The daemon's pid: the process in this chroot whose program is $BIN
 # and whose user is iofog-agent (minbase has no pgrep).
+BIN=/usr/bin/iofogd
 daemon_pid() {
     uid=$(in_chroot id -u iofog-agent)
     for dir in /proc/[0-9]*; do
         [ "$(readlink "$dir/root" 2>/dev/null)" = "$CHROOT" ] || continue
-        tr '\0' ' ' <"$dir/cmdline" 2>/dev/null | grep -q '/usr/bin/iofogd ' || continue
+        tr '\0' ' ' <"$dir/cmdline" 2>/dev/null | grep -q "^[^ ]*python[^ ]* $BIN " || continue
         [ "$(stat -c %u "$dir")" = "$uid" ] && echo "${dir#/proc/}"
     done
     return 0
 }
 
-in_chroot rc-service iofogd start || die "rc-service iofogd start"
-wait_running "$PORT" 60 || { tail -n 30 "$CHROOT/var/log/iofog-agent/iofogd.err" >&2; die "daemon not RUNNING"; }
-in_chroot rc-service iofogd status | tee /dev/stderr | grep -q started || die "rc-service iofogd status"
-PID=$(daemon_pid)
-[ -n "$PID" ] || die "no iofogd process of user iofog-agent"
-log "ok: started, pid $PID, user iofog-agent"
+start_service() {
+    in_chroot rc-service iofogd start || die "rc-service iofogd start"
+    wait_running "$PORT" 60 || { tail -n 30 "$CHROOT/var/log/iofog-agent/iofogd.err" >&2; die "daemon not RUNNING"; }
+    in_chroot rc-service iofogd status | tee /dev/stderr | grep -q started || die "rc-service iofogd status"
+    PID=$(daemon_pid)
+    [ -n "$PID" ] || die "no $BIN process of user iofog-agent"
+    log "ok: started $BIN, pid $PID, user iofog-agent"
+}
+stop_service() {
+    in_chroot rc-service iofogd stop || die "rc-service iofogd stop"
+    [ -z "$(daemon_pid)" ] || die "iofogd still running after stop"
+    in_chroot "${CLI:-iofog-agent}" --port "$PORT" status >/dev/null 2>&1 && die "port $PORT still answers after stop"
+    log "ok: stopped, no process left"
+}
+
+start_service
 
 in_chroot rc-service iofogd reload || die "rc-service iofogd reload"
 wait_running "$PORT" 30 || die "not RUNNING after reload"
@@ -85,10 +106,7 @@ until grep -q 'configuration reloaded' "$CHROOT/var/log/iofog-agent/iofog-agent.
 done
 log "ok: reload kept pid $PID"
 
-in_chroot rc-service iofogd stop || die "rc-service iofogd stop"
-[ -z "$(daemon_pid)" ] || die "iofogd still running after stop"
-in_chroot iofog-agent --port "$PORT" status >/dev/null 2>&1 && die "port $PORT still answers after stop"
-log "ok: stopped, no process left"
+stop_service
 
 # start_pre refuses a config that does not load, with one clear line (the
 # daemon falls back to config-bck.xml, so both are broken; agent-spec 4.1).
@@ -102,4 +120,28 @@ fi
 log "ok: start refused a broken config.xml: $(grep -v '^ \*' "$ROOT/run/prove-openrc.bad.log" | head -n 1)"
 cp "$CHROOT/tmp/config.xml.good" "$CHROOT/etc/iofog-agent/config.xml"
 in_chroot rc-service iofogd zap >/dev/null 2>&1 || true
+
+# The wheel case, from a system without the package.
+build_wheel "$ROOT/run/prove-wheel/dist"
+if ! python3 -m zipfile -l "$WHEEL" | grep -q 'data/share/iofogd/openrc/iofogd '; then
+    log "SKIP wheel case: $(basename "$WHEEL") has no share/iofogd/openrc (setup.cfg [options.data_files])"
+else
+    log "wheel case: $(basename "$WHEEL") in a venv, offline"
+    in_chroot sh -c 'rc-update del iofogd default; rm -f /etc/init.d/iofogd /etc/conf.d/iofogd' >/dev/null
+    in_chroot apt-get purge -y -q iofogd >>"$APTLOG" 2>&1 || die "apt purge"
+    in_chroot deluser --quiet --system iofog-agent >>"$APTLOG" 2>&1 || die "deluser"
+    in_chroot apt-get install -y -q --no-install-recommends python3-venv >>"$APTLOG" 2>&1 \
+        || die "apt install python3-venv"
+    cp "$WHEEL" "$CHROOT/tmp/"
+    in_chroot sh -c 'python3 -m venv /opt/iofogd && /opt/iofogd/bin/pip install -q --no-index /tmp/iofogd-*.whl' \
+        || die "pip install --no-index"
+    # The README's two lines for a wheel on Debian: the user, then the service.
+    in_chroot sh -c 'adduser --quiet --system --group --no-create-home --home /var/lib/iofog-agent iofog-agent'
+    in_chroot sh -c "python3() { /opt/iofogd/bin/python3 \"\$@\"; }; $README_WHEEL_LINE" || die "README wheel line"
+    proof_port
+    BIN=/opt/iofogd/bin/iofogd
+    CLI=/opt/iofogd/bin/iofog-agent
+    start_service
+    stop_service
+fi
 log "PASS prove-openrc in $(($(date +%s) - START)) s"

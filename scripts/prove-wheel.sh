@@ -15,26 +15,12 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PYTHON="${1:-/usr/bin/python3}"
 WORK="$ROOT/run/prove-wheel"
 START=$(date +%s)
-DAEMON_PID=""
-cleanup() {
-    [ -z "$DAEMON_PID" ] || kill -TERM "$DAEMON_PID" 2>/dev/null || true
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
-[ "$PYTHON" != /usr/bin/python3 ] || need_debs python3-venv
 rm -rf "$WORK"
-mkdir -p "$WORK/dist" "$WORK/airgap"
+mkdir -p "$WORK/airgap"
 
-log "pip wheel --no-deps"
-"$PYTHON" -m venv "$WORK/build-env"
-"$WORK/build-env/bin/pip" wheel --quiet --disable-pip-version-check --no-deps \
-    -w "$WORK/dist" "$ROOT" || die "pip wheel"
-WHEELS=$(ls "$WORK/dist")
-[ "$(echo "$WHEELS" | wc -l)" = 1 ] || die "expected one wheel, got: $WHEELS"
-case "$WHEELS" in iofogd-*-py3-none-any.whl) ;; *) die "not a py3-none-any wheel: $WHEELS" ;; esac
-log "ok: one wheel: $WHEELS"
-cp "$WORK/dist/$WHEELS" "$WORK/airgap/"
+build_wheel "$WORK/dist" "$PYTHON"
+log "ok: one wheel: $(basename "$WHEEL")"
+cp "$WHEEL" "$WORK/airgap/"
 
 # Offline from here: a network namespace that has only loopback.
 OFFLINE=""
@@ -55,6 +41,7 @@ $OFFLINE sh -eu -c '
     "$2/venv/bin/pip" install --quiet --disable-pip-version-check --no-index "$2"/airgap/iofogd-*.whl
     "$2/venv/bin/iofogd" --root "$2/root" --address 127.0.0.1 --port "$3" >"$2/iofogd.out" 2>&1 &
     pid=$!
+    trap "kill -TERM $pid 2>/dev/null || true" EXIT
     i=0
     until "$2/venv/bin/iofog-agent" --root "$2/root" --port "$3" status >"$2/status.out" 2>&1 \
         && head -n 1 "$2/status.out" | grep -q ": RUNNING"; do
@@ -67,6 +54,7 @@ $OFFLINE sh -eu -c '
     head -n 1 "$2/status.out" >&2
     kill -TERM "$pid"
     wait "$pid"
+    trap - EXIT
 ' prove-wheel "$PYTHON" "$WORK" "$PORT" || die "offline install and run"
 log "ok: installed offline, status RUNNING, daemon stopped on SIGTERM with status 0"
 grep -q "resource figures from proc" "$WORK/iofogd.out" || die "figures not from /proc: $(head -n 3 "$WORK/iofogd.out")"

@@ -114,14 +114,33 @@ free_port() {
     python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
 }
 
-# Polls `iofog-agent status` in the chroot until its first line says RUNNING.
+# Polls `iofog-agent status` in the chroot until its first line says RUNNING
+# ($CLI: another iofog-agent, e.g. a venv's).
 wait_running() {  # wait_running PORT TIMEOUT-SECONDS
     i=0
     while [ "$i" -lt "$2" ]; do
-        first=$(in_chroot iofog-agent --port "$1" status 2>/dev/null | head -n 1) || true
+        first=$(in_chroot "${CLI:-iofog-agent}" --port "$1" status 2>/dev/null | head -n 1) || true
         case "$first" in *": RUNNING"*) log "status: $first"; return 0 ;; esac
         sleep 1
         i=$((i + 1))
     done
     return 1
+}
+
+# `pip wheel --no-deps` of the work tree into DIR (emptied first), with the
+# given Python (default /usr/bin/python3) in a throw-away venv; it must give
+# exactly one py3-none-any wheel. Sets WHEEL.
+build_wheel() {  # build_wheel DIR [PYTHON]
+    top=$(cd "$(dirname "$0")/.." && pwd)
+    py="${2:-/usr/bin/python3}"
+    [ "$py" != /usr/bin/python3 ] || need_debs python3-venv
+    rm -rf "$1" "$1.env"
+    mkdir -p "$1"
+    log "pip wheel --no-deps"
+    "$py" -m venv "$1.env"
+    "$1.env/bin/pip" wheel --quiet --disable-pip-version-check --no-deps -w "$1" "$top" \
+        || die "pip wheel"
+    WHEEL=$(ls "$1"/*)
+    [ "$(echo "$WHEEL" | wc -l)" = 1 ] || die "expected one wheel, got: $WHEEL"
+    case "$WHEEL" in */iofogd-*-py3-none-any.whl) ;; *) die "not a py3-none-any wheel: $WHEEL" ;; esac
 }
