@@ -20,7 +20,7 @@ from iofogd.controller.provision import provision as ask_provision
 from iofogd.controller.sync import ControllerSettings, ControllerSync
 from iofogd.errors import ConfigError, IofogdError, ProvisionError, ServiceUnavailable
 from iofogd.reports import NetworkInfo
-from iofogd.state import CONTROLLER_NOT_CONNECTED, CONTROLLER_NOT_PROVISIONED, AgentState
+from iofogd.state import CONTROLLER_NOT_PROVISIONED, CONTROLLER_OK, AgentState
 from iofogd.system.status import ResourceSampler
 
 log = logging.getLogger(__name__)
@@ -184,7 +184,10 @@ class Provisioning:
                 self.store.set_identity(result.uuid, result.token)
             except ConfigError as exc:
                 raise ProvisionError(f"Provisioned as {result.uuid} but could not store it: {exc}") from exc
-            self.port.set_controller_state(CONTROLLER_NOT_CONNECTED)
+            # The Controller has just answered (spec 6.2 step 3: status OK). The sync's
+            # own view is "not provisioned" (see _deprovision), so its next cycle
+            # pings and reports whatever differs from this.
+            self.port.set_controller_state(CONTROLLER_OK)
             self.sync.resync()
             return result.uuid
         finally:
@@ -205,3 +208,7 @@ class Provisioning:
         settings = self.port.controller_settings()
         tell_deprovision(self._client(settings.token), self.port.microservice_uuids())
         self.port.deprovision_locally("deprovisioned by the admin")
+        # Through the sync, not behind its back: it reports a state only when its
+        # own view changes, so a stale "ok" there would hide the connection state
+        # of the next provisioning. Without an identity this makes no call.
+        self.sync.ping_once()

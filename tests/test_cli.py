@@ -92,11 +92,18 @@ def test_config_defaults(daemon: RunningDaemon) -> None:
     assert f"{'Status Update Frequency':<40} : 10" in daemon.cli("info").stdout
 
 
-def test_unlanded_commands_fail_with_exit_1(daemon: RunningDaemon) -> None:
-    for args in (("provision", "KEY"), ("deprovision",), ("prune",)):
-        out = daemon.cli(*args)
-        assert out.returncode == 1
-        assert "not available" in out.stdout
+def test_failed_commands_exit_1(daemon: RunningDaemon) -> None:
+    # No Controller listens and no Docker engine either (stand-in runs: tests/controller/test_daemon_e2e.py).
+    closed = f"http://127.0.0.1:{free_port()}/api/v3/"
+    assert daemon.cli("config", "-a", closed, "-c", f"unix://{daemon.root}/no-docker.sock").returncode == 0
+    out = daemon.cli("provision", "KEY")
+    assert out.returncode == 1
+    assert out.stdout.startswith('Provisioning with key "KEY" ... Result: \nProvision failed with error message: '
+                                 '"Connection error: unable to connect to fog controller.'), out.stdout
+    out = daemon.cli("deprovision")
+    assert (out.returncode, out.stdout) == (1, "Deprovisioning from controller ... \nFailure - not provisioned\n")
+    out = daemon.cli("prune")
+    assert (out.returncode, out.stdout) == (1, "\nFailure - not pruned.\n")
 
 
 def test_missing_token_file(daemon: RunningDaemon) -> None:

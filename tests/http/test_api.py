@@ -9,7 +9,7 @@ import time
 import pytest
 
 from iofogd import __version__
-from tests.daemon_process import RunningDaemon
+from tests.daemon_process import RunningDaemon, free_port
 
 STATUS_KEYS = [
     "iofog-daemon", "memory-usage", "disk-usage", "cpu-usage", "running-microservices",
@@ -222,15 +222,24 @@ def test_unknown_method_is_json(daemon: RunningDaemon) -> None:
     assert status == 501 and body["status"] == "failed"
 
 
-@pytest.mark.parametrize("method,path,body", [
-    ("POST", "/v2/provision", {"provisioning-key": "abc"}),
-    ("DELETE", "/v2/deprovision", None),
-    ("POST", "/v2/prune", None),
-])
-def test_unlanded_services_say_503(daemon: RunningDaemon, method: str, path: str, body: object) -> None:
-    status, hdrs, out = daemon.request(method, path, body)
+def test_provisioning_without_a_controller_fails(daemon: RunningDaemon) -> None:
+    # Nothing listens there (the stand-in tests are tests/controller/test_daemon_e2e.py).
+    closed = f"http://127.0.0.1:{free_port()}/api/v3/"
+    assert daemon.request("POST", "/v2/config", {"controller-url": closed})[0] == 200
+    status, hdrs, out = daemon.request("POST", "/v2/provision", {"provisioning-key": "abc"})
+    assert_failed(status, hdrs, out, 500)
+    assert out["error"].startswith("Connection error: unable to connect to fog controller.")
+    assert closed in out["error"]
+    status, hdrs, out = daemon.request("DELETE", "/v2/deprovision")
+    assert_failed(status, hdrs, out, 500)
+    assert out["error"] == "Failure - not provisioned"
+
+
+def test_prune_without_an_engine_says_503(daemon: RunningDaemon) -> None:
+    missing = f"unix://{daemon.root}/no-docker.sock"
+    assert daemon.request("POST", "/v2/config", {"docker-url": missing})[0] == 200
+    status, hdrs, out = daemon.request("POST", "/v2/prune")
     assert_failed(status, hdrs, out, 503)
-    assert "not available" in out["error"]
 
 
 def test_provision_needs_a_key(daemon: RunningDaemon) -> None:
