@@ -103,7 +103,9 @@ build_debs() {  # build_debs DIR
     v=$(sed -n '1s/^iofogd (\([^)]*\)).*/\1/p' "$top/packaging/deb/changelog")
     DEB1="$1/iofogd_${v}_all.deb"
     DEB2="$1/iofogd_${v}+proof1_all.deb"
-    if [ ! -e "$DEB1" ] || [ ! -e "$DEB2" ]; then
+    # Rebuilt when missing or older than any source of the package.
+    if [ ! -e "$DEB1" ] || [ ! -e "$DEB2" ] || [ -n "$(cd "$top" && find iofogd packaging \
+        setup.cfg pyproject.toml -newer "$DEB1" ! -name '*.pyc' -print | head -n 1)" ]; then
         log "building $DEB1 and $DEB2"
         sh "$top/scripts/build-deb.sh" --out "$1" >/dev/null
         sh "$top/scripts/build-deb.sh" --out "$1" --version "$v+proof1" >/dev/null

@@ -2,7 +2,7 @@
 script checked cheaply here; the real proofs (debootstrap chroots, an offline
 wheel install) are the scripts/prove-*.sh, run from here when asked:
 
-    IOFOGD_PROVE_PACKAGING=1 .venv/bin/pytest tests/packaging     (root, Debian archive)
+    IOFOGD_PROVE_PACKAGING=1 .venv/bin/pytest tests/packaging     (root, Debian archive, PyPI)
     IOFOGD_PROVE_PI=1 .venv/bin/pytest tests/packaging -k pi       (adds qemu arm64/armhf)
 """
 from __future__ import annotations
@@ -73,6 +73,7 @@ def test_control_promises() -> None:
     assert "python3 (>= 3.9)" in depends
     assert "python3-psutil" in depends
     assert "adduser" in depends  # the postinst calls it
+    assert "procps" in depends  # /bin/kill of the unit's ExecReload
     assert binary["Recommends"] == "docker.io | docker-ce"
 
 
@@ -206,7 +207,8 @@ def test_openrc_script() -> None:
 
 SHELL_SCRIPTS = [
     "scripts/build-deb.sh", "scripts/prove-deb.sh", "scripts/prove-openrc.sh",
-    "scripts/prove-wheel.sh", "scripts/prove-pi.sh", "scripts/lib/debian.sh",
+    "scripts/prove-wheel.sh", "scripts/prove-pi.sh", "scripts/prove-systemd.sh",
+    "scripts/lib/debian.sh",
     "packaging/deb/iofogd.postinst", "packaging/deb/iofogd.postrm", "packaging/openrc/iofogd",
 ]
 
@@ -226,7 +228,7 @@ PROVE = os.environ.get("IOFOGD_PROVE_PACKAGING") == "1"
 needs_proof = pytest.mark.skipif(
     not PROVE or os.geteuid() != 0,
     reason="slow proofs in debootstrap chroots: run as root with IOFOGD_PROVE_PACKAGING=1 "
-           "(or scripts/prove-deb.sh, prove-openrc.sh, prove-wheel.sh directly)",
+           "(or scripts/prove-deb.sh, prove-openrc.sh, prove-systemd.sh, prove-wheel.sh)",
 )
 
 
@@ -250,6 +252,11 @@ def test_prove_deb() -> None:
 @needs_proof
 def test_prove_openrc() -> None:
     prove("prove-openrc.sh")
+
+
+@needs_proof
+def test_prove_systemd() -> None:
+    prove("prove-systemd.sh")
 
 
 @pytest.mark.skipif(
