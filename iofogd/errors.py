@@ -13,6 +13,7 @@ WebSocket session, the CLI) can decide how to present it::
     │   ├── Unauthorized                401
     │   ├── NotFound                    404
     │   ├── MethodNotAllowed            405
+    │   ├── RequestTimeout              408 (a request not received in time)
     │   ├── PayloadTooLarge(size, limit) 413
     │   ├── LengthRequired              411 (chunked bodies are refused)
     │   ├── NotImplementedYet           501 (an endpoint iofogd does not serve yet)
@@ -96,6 +97,10 @@ class MethodNotAllowed(RequestError):
         super().__init__(f"Method {method} is not allowed here")
         self.method = method
         self.allowed = allowed
+
+
+class RequestTimeout(RequestError):
+    status = 408
 
 
 class PayloadTooLarge(RequestError):

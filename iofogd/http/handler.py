@@ -7,7 +7,10 @@ an unexpected exception is a logged 500 whose details never reach the client.
 from __future__ import annotations
 
 import http.client
+import io
 import logging
+import socket
+import time
 from http.server import BaseHTTPRequestHandler
 from io import BufferedIOBase
 from typing import Any, Optional
@@ -25,6 +28,7 @@ from iofogd.errors import (
     NotImplementedYet,
     PayloadTooLarge,
     RequestError,
+    RequestTimeout,
     Unauthorized,
 )
 from iofogd.http.request import Request, Response, error_response
@@ -48,6 +52,48 @@ class _HeaderBudget:
         if self._left < 0:
             raise http.client.LineTooLong("header block")
         return line
+
+
+class _DeadlineSocketIO(socket.SocketIO):
+    """The raw reader under ``rfile``, with an optional deadline.
+
+    A socket timeout bounds one read only, so a client that trickles its
+    request a byte at a time (slowloris) would restart the idle timeout with
+    every byte and hold its connection slot for ever. While ``deadline`` is
+    set, each read waits only until then; reaching it raises TimeoutError.
+    """
+
+    def __init__(self, sock: socket.socket, idle_timeout: float) -> None:
+        super().__init__(sock, "rb")
+        self._conn = sock
+        self._idle_timeout = idle_timeout
+        self.deadline: Optional[float] = None
+        self.head_limit: Optional[float] = None   # arm the deadline at the head's first byte
+        self._shortened = False
+
+    def readinto(self, b: Any) -> Optional[int]:
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("request not received in time")
+            self._conn.settimeout(min(left, self._idle_timeout))
+            self._shortened = True
+        n = super().readinto(b)
+        if n and self.head_limit is not None and self.deadline is None:
+            self.deadline = time.monotonic() + self.head_limit
+        return n
+
+    def arm(self, *, head: Optional[float] = None, now: Optional[float] = None) -> None:
+        """``head=limit``: the request that starts with the next byte has ``limit``
+        seconds; ``now=limit``: what is read from now on has ``limit`` seconds."""
+        self.head_limit = head
+        self.deadline = None if now is None else time.monotonic() + now
+
+    def disarm(self) -> None:
+        self.head_limit = self.deadline = None
+        if self._shortened:
+            self._shortened = False
+            self._conn.settimeout(self._idle_timeout)
 
 
 def _status_of(exc: IofogdError) -> int:
@@ -74,7 +120,12 @@ class LocalApiHandler(BaseHTTPRequestHandler):
     def setup(self) -> None:
         super().setup()
         # Bounds a silent client: a read that waits longer ends the connection.
-        self.connection.settimeout(self.server.limits.idle_timeout)
+        idle = self.server.limits.idle_timeout
+        self.connection.settimeout(idle)
+        # ... and a slow one: see _DeadlineSocketIO.
+        self.rfile.close()
+        self._clock = _DeadlineSocketIO(self.connection, idle)
+        self.rfile = io.BufferedReader(self._clock)
         self.server.track(self)
 
     def finish(self) -> None:
@@ -89,25 +140,50 @@ class LocalApiHandler(BaseHTTPRequestHandler):
         if self.server.stopping:
             self.close_connection = True
             return
+        # The request line and headers must arrive within the idle timeout of
+        # their first byte.
+        self._clock.arm(head=self.server.limits.idle_timeout)
         try:
             super().handle_one_request()
         except (TimeoutError, ConnectionError) as exc:
             log.debug("connection from %s ended: %s", self.client_address, exc)
             self.close_connection = True
+        finally:
+            self._clock.disarm()
 
     def parse_request(self) -> bool:
         self.idle = False
         raw = self.rfile
         self.rfile = _HeaderBudget(raw, self.server.limits.max_header_bytes)  # type: ignore[assignment]
         try:
-            return super().parse_request()
+            if not super().parse_request():
+                return False
         finally:
             self.rfile = raw
+            self._clock.disarm()
+        if self.request_version == "HTTP/0.9":
+            # http.server would answer with a bare body (no status line, no
+            # headers); no client of this API speaks HTTP/0.9 (RFC 9112 section 2.3).
+            self.send_error(400, "HTTP/0.9 requests are not supported; send HTTP/1.1")
+            return False
+        if self.headers.defects or self.headers.get_payload():
+            # The email parser stops at a line that is not "name: value" and
+            # silently drops every header after it (a Content-Length among
+            # them: the body would then be read as the next request). RFC 9112
+            # section 5: such a request is invalid.
+            self.send_error(400, "Malformed header line")
+            return False
+        return True
 
     # http.server calls send_error for what it rejects itself (400, 414, 431,
     # 501, 505): answer those in our JSON shape too.
     def send_error(self, code: int, message: Optional[str] = None, explain: Optional[str] = None) -> None:
         self.close_connection = True
+        if self.request_version == "HTTP/0.9":
+            # A request line rejected before its version was read still has
+            # http.server's default HTTP/0.9, which would drop the status line
+            # and headers: answer as HTTP/1.1 like every other error.
+            self.request_version = "HTTP/1.0"
         self._write(error_response(code, message or self.responses.get(code, ("Error",))[0]))
 
     def do_GET(self) -> None:
@@ -159,9 +235,14 @@ class LocalApiHandler(BaseHTTPRequestHandler):
             # bound, and no client of this API sends them.
             self.close_connection = True
             raise LengthRequired("Chunked request bodies are not accepted; send Content-Length")
-        value = self.headers.get("Content-Length")
-        if value is None:
+        values = self.headers.get_all("Content-Length") or []
+        if not values:
             return 0
+        value = values[0]
+        if any(v != value for v in values[1:]):
+            # RFC 9112 section 6.3 (5): differing lengths are an unrecoverable error.
+            self.close_connection = True
+            raise BadRequest("Conflicting Content-Length headers")
         try:
             length = int(value)
         except ValueError as exc:
@@ -178,7 +259,20 @@ class LocalApiHandler(BaseHTTPRequestHandler):
 
     def _read_body(self) -> bytes:
         length = self._content_length()
-        body = self.rfile.read(length) if length else b""
+        if not length:
+            return b""
+        # The whole body within the idle timeout, however it is trickled.
+        self._clock.arm(now=self.server.limits.idle_timeout)
+        try:
+            body = self.rfile.read(length)
+        except TimeoutError as exc:
+            self.close_connection = True
+            raise RequestTimeout("Request body not received in time") from exc
+        except OSError as exc:
+            self.close_connection = True
+            raise BadRequest("Connection failed during the request body") from exc
+        finally:
+            self._clock.disarm()
         if len(body) != length:
             self.close_connection = True
             raise BadRequest("Request body ended before Content-Length bytes")
