@@ -59,7 +59,7 @@ import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
 from typing import Callable, Collection, Dict, List, Mapping, Optional, Sequence, Tuple
 
-from iofogd.errors import BadRequest, ConfigError, ConfigFileError, ConfigValueError
+from iofogd.errors import BadRequest, ConfigFileError, ConfigValueError
 
 logger = logging.getLogger(__name__)
 
@@ -1042,7 +1042,15 @@ class ConfigStore:
     def _write(self, path: str, config: Config) -> None:
         data = config.to_xml()
         atomic_write(path, data)
-        atomic_write(self.paths.config_backup, data)
+        try:
+            atomic_write(self.paths.config_backup, data)
+        except OSError as exc:
+            # The active file is written and is what the next start reads, so
+            # the change stands (refusing it now would leave the file and the
+            # running daemon disagreeing). The stale backup is only a worse
+            # fallback; the next write with room on the disk refreshes it.
+            self._log.error("cannot write the backup %s: %s", self.paths.config_backup,
+                            exc.strerror or exc)
 
     def _commit(self, new: Config) -> Config:
         """Write ``new`` (active, then backup), make it current, tell the listeners."""
@@ -1192,15 +1200,13 @@ class ConfigStore:
         """``config defaults`` (spec 4.3): every CLI option back to its code default.
 
         As upstream: the network interface is not validated, identity and
-        coordinates stay, and an empty default (``-tz``) is not applied.
+        coordinates stay, and an empty default (``-tz``) is not applied. A
+        failed write raises ConfigFileError and changes nothing (the CLI then
+        prints ``RESET_FAILED`` and exits 1).
         """
         with self._lock:
             values = {o.tag: o.default for o in OPTIONS if o.flag and o.default}
-            try:
-                self._commit(self.current.with_values(values))
-            except ConfigError:
-                self._log.exception("config defaults failed")
-                return RESET_FAILED
+            self._commit(self.current.with_values(values))
             return RESET_DONE
 
     def set_identity(self, uuid: str, token: str) -> None:
@@ -1315,6 +1321,19 @@ def ensure_token(path: str) -> str:
     except ConfigFileError:
         if os.path.exists(path):
             raise
+    try:
+        token = _create_token(path)
+    except OSError as exc:
+        # A full disk or a read-only /etc: say which file and why, in one line.
+        raise ConfigFileError(path, f"cannot create the Local API token: {exc.strerror or exc}") from exc
+    if token is None:
+        return read_token(path)
+    logger.info("created the Local API token in %s", path)
+    return token
+
+
+def _create_token(path: str) -> Optional[str]:
+    """The new token, or None when a concurrent creator's token won."""
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
     token = "".join(secrets.choice(_TOKEN_ALPHABET) for _ in range(TOKEN_LENGTH))
@@ -1328,11 +1347,10 @@ def ensure_token(path: str) -> str:
         try:
             os.link(tmp, path)
         except FileExistsError:
-            return read_token(path)
+            return None
     finally:
         os.unlink(tmp)
     _fsync_dir(directory)
-    logger.info("created the Local API token in %s", path)
     return token
 
 
