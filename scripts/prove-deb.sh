@@ -15,19 +15,10 @@ set -eu
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 . "$ROOT/scripts/lib/debian.sh"
 
-ARCH=$(dpkg --print-architecture)
-DEBS="$ROOT/run/debs"
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --arch) ARCH="$2"; shift 2 ;;
-        --debs) DEBS="$2"; shift 2 ;;
-        *) echo "usage: $0 [--arch ARCH] [--debs DIR]" >&2; exit 2 ;;
-    esac
-done
+proof_args "$@"
 # qemu-user is slow: give the daemon longer to come up there.
 WAIT=60
 [ "$ARCH" = "$(dpkg --print-architecture)" ] || WAIT=300
-START=$(date +%s)
 DAEMON_PID=""
 
 stop_daemon() {
@@ -58,10 +49,6 @@ start_daemon() {
 
 # mode owner:group of a path in the chroot
 perms() { in_chroot stat -c '%a %U:%G' "$1"; }
-expect() {  # expect WHAT GOT WANTED
-    [ "$2" = "$3" ] || die "$1: got '$2', expected '$3'"
-    log "ok: $1 = $3"
-}
 identity() {  # hashes of what an upgrade must keep
     in_chroot sh -c 'sha256sum /etc/iofog-agent/local-api /etc/iofog-agent/config.xml; id -u iofog-agent'
 }

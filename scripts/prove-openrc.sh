@@ -17,15 +17,7 @@ set -eu
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 . "$ROOT/scripts/lib/debian.sh"
 
-DEBS="$ROOT/run/debs"
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --debs) DEBS="$2"; shift 2 ;;
-        *) echo "usage: $0 [--debs DIR]" >&2; exit 2 ;;
-    esac
-done
-START=$(date +%s)
-ARCH=$(dpkg --print-architecture)
+proof_args "$@"
 
 cleanup() {
     # supervise-daemon runs outside any service manager here: stop it ourselves.

@@ -16,15 +16,7 @@ set -eu
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 . "$ROOT/scripts/lib/debian.sh"
 
-DEBS="$ROOT/run/debs"
-while [ $# -gt 0 ]; do
-    case "$1" in
-        --debs) DEBS="$2"; shift 2 ;;
-        *) echo "usage: $0 [--debs DIR]" >&2; exit 2 ;;
-    esac
-done
-START=$(date +%s)
-ARCH=$(dpkg --print-architecture)
+proof_args "$@"
 NSPAWN_PID=""
 LEADER=""
 
@@ -48,10 +40,6 @@ cp "$DEB1" "$CHROOT/tmp/"
 in_chroot apt-get update -qq
 in_chroot apt-get install -y -q --no-install-recommends systemd systemd-sysv dbus \
     "/tmp/$(basename "$DEB1")" >"$APTLOG" 2>&1 || { tail -n 30 "$APTLOG" >&2; die "apt install"; }
-expect() {  # expect WHAT GOT WANTED
-    [ "$2" = "$3" ] || die "$1: got '$2', expected '$3'"
-    log "ok: $1 = $3"
-}
 expect "unit enabled by the package" "$(in_chroot systemctl is-enabled iofogd.service)" enabled
 echo proof >"$CHROOT/etc/hostname"
 chroot_down

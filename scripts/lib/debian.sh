@@ -16,6 +16,27 @@ MOUNTED=""
 
 log() { printf '%s [%s] %s\n' "$(date +%H:%M:%S)" "${0##*/}" "$*" >&2; }
 die() { log "FAIL: $*"; exit 1; }
+expect() {  # expect WHAT GOT WANTED
+    [ "$2" = "$3" ] || die "$1: got '$2', expected '$3'"
+    log "ok: $1 = $3"
+}
+
+# The options of the prove scripts: --arch ARCH (default: this machine's),
+# --debs DIR (where the two .debs are built or found; default ./run/debs).
+# Sets ARCH, DEBS and START.
+# shellcheck disable=SC2034 # read by the sourcing script
+proof_args() {
+    DEBS="$(cd "$(dirname "$0")/.." && pwd)/run/debs"
+    ARCH=$(dpkg --print-architecture)
+    while [ $# -gt 0 ]; do
+        case "$1" in
+            --arch) ARCH="$2"; shift 2 ;;
+            --debs) DEBS="$2"; shift 2 ;;
+            *) echo "usage: $0 [--arch ARCH] [--debs DIR]" >&2; exit 2 ;;
+        esac
+    done
+    START=$(date +%s)
+}
 
 need_debs() {
     missing=""
