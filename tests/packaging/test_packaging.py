@@ -240,23 +240,10 @@ def prove(script: str, *args: str) -> None:
 
 
 @needs_proof
-def test_prove_wheel() -> None:
-    prove("prove-wheel.sh")
-
-
-@needs_proof
-def test_prove_deb() -> None:
-    prove("prove-deb.sh")
-
-
-@needs_proof
-def test_prove_openrc() -> None:
-    prove("prove-openrc.sh")
-
-
-@needs_proof
-def test_prove_systemd() -> None:
-    prove("prove-systemd.sh")
+@pytest.mark.parametrize("script", ["prove-wheel.sh", "prove-deb.sh", "prove-openrc.sh",
+                                    "prove-systemd.sh"])
+def test_prove(script: str) -> None:
+    prove(script)
 
 
 @pytest.mark.skipif(
