@@ -243,14 +243,13 @@ class LocalApiHandler(BaseHTTPRequestHandler):
             # RFC 9112 section 6.3 (5): differing lengths are an unrecoverable error.
             self.close_connection = True
             raise BadRequest("Conflicting Content-Length headers")
-        try:
-            length = int(value)
-        except ValueError as exc:
-            self.close_connection = True
-            raise BadRequest(f"Invalid Content-Length: {value}") from exc
-        if length < 0:
+        value = value.strip()
+        if not (value.isdigit() and value.isascii()):
+            # RFC 9110 section 8.6: 1*DIGIT. int() would also take "+5", "1_0"
+            # and "-1", which another parser on the path may read differently.
             self.close_connection = True
             raise BadRequest(f"Invalid Content-Length: {value}")
+        length = int(value)
         limit = self.server.limits.max_body_bytes
         if length > limit:
             self.close_connection = True  # the body stays unread
