@@ -60,7 +60,8 @@ def point_at(d: RunningDaemon, st: ControllerStandIn) -> None:
     """The stand-in as Controller, with 1 s loops so the tests are quick (the Local API
     is quicker than a CLI process; test_provision_through_the_cli takes iofogctl's way)."""
     body = {"controller-url": st.url, "status-frequency": "1", "changes-frequency": "1"}
-    assert d.request("POST", "/v2/config", body)[:3:2] == (200, {})
+    status, _, answer = d.request("POST", "/v2/config", body)
+    assert (status, answer) == (200, {})
 
 
 def provision(d: RunningDaemon, st: ControllerStandIn, fog: str) -> None:
@@ -87,8 +88,7 @@ def microservice_uuids_sent(st: ControllerStandIn) -> list[str]:
 
 
 def control_socket(port: int, mid: str) -> websocket.WebSocket:
-    ws = websocket.create_connection(f"ws://127.0.0.1:{port}/v2/control/socket/id/{mid}", timeout=10)
-    return ws
+    return websocket.create_connection(f"ws://127.0.0.1:{port}/v2/control/socket/id/{mid}", timeout=10)
 
 
 def expect_signal(ws: websocket.WebSocket, opcode: bytes) -> None:
@@ -163,8 +163,11 @@ def test_status_reports_arrive_with_the_controllers_types(node: RunningDaemon, s
         assert isinstance(report.body["microserviceStatus"], str)
         assert isinstance(json.loads(report.body["microserviceStatus"]), list)
         assert report.body["daemonStatus"] == "RUNNING"
-    # The stand-in took them: the Controller's view of the node is live.
+    # The stand-in took them: the Controller's view of the node is live, and every microservice
+    # of the node (its router, fetched in the first cycle) has a status.
     assert standin.fog_view(fog)["daemonStatus"] == "RUNNING"
+    mine = {m.uuid for m in standin.microservices.values() if m.fog_uuid == fog}
+    assert mine and set(standin.microservice_statuses()) == mine
 
 
 def test_provision_through_the_rest_api(agent: RunningDaemon, standin: ControllerStandIn, fog: str) -> None:
@@ -241,6 +244,8 @@ def test_microservice_config_reaches_config_get_and_the_control_socket(
         ws.close()
     status, body = config_get(node, "unknown-id")
     assert status == 400 and "unknown-id" in body["error"]
+    standin.remove_microservice(mid)
+    assert wait_until(lambda: config_get(node, mid)[0] == 400)
 
 
 # -- configuration both ways (spec 6.7) -----------------------------------------------------------
@@ -308,7 +313,7 @@ def test_hung_controller_times_out_to_not_connected(inproc_daemon: Daemon, stand
                                                     fog: str) -> None:
     """In this process, so the read timeout can be short (the daemon's is 30 s)."""
     inproc_daemon.sync.read_timeout = 1.0  # taken by the next client, made after provisioning
-    d = RunningDaemon(inproc_daemon.paths.root, port=inproc_daemon.port)  # type: ignore[arg-type]
+    d = RunningDaemon(inproc_daemon.paths.root, port=int(inproc_daemon.server.server_address[1]))
     point_at(d, standin)
     provision(d, standin, fog)
     standin.hang()
