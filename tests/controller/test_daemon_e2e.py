@@ -384,6 +384,14 @@ def test_deleting_the_node_in_the_controller_deprovisions_locally(node: RunningD
     assert [r.route for r in standin.requests[mark:]] == []
 
 
+
+def test_a_403_to_the_status_deprovisions_locally(node: RunningDaemon, standin: ControllerStandIn) -> None:
+    """Upstream's one automatic deprovision (spec 6.1): the Controller forbids the status report."""
+    standin.fail(403, route="agent/status", method="PUT")
+    assert wait_until(lambda: identity(node) == ("", ""))
+    assert api_connection(node) == "not provisioned"
+    assert standin.recorded("POST", "agent/deprovision") == []  # no Controller call on this path
+
 @pytest.mark.xfail(strict=True, reason=(
     "the first changes cycle waits get_changes_freq after start (ControllerSync.start sleeps first); "
     "fix: daemon.py calls self.sync.resync() right after self.sync.start(), or sync.py runs the "
@@ -397,4 +405,5 @@ def test_restart_with_the_controller_up_fetches_at_once(node: RunningDaemon, sta
     assert node.request("POST", "/v2/config", {"changes-frequency": "3600"})[0] == 200
     assert node.stop() == 0
     node.start()
-    assert wait_until(lambda: config_get(node, mid) == (200, {"status": "okay", "config": SENSOR_CONFIG})), node.log()
+    assert wait_until(lambda: config_get(node, mid) == (200, {"status": "okay", "config": SENSOR_CONFIG}),
+                      timeout=5), node.log()
