@@ -5,7 +5,9 @@
 # (Type=notify: READY=1 arrives) as user iofog-agent under the unit's
 # hardening, `iofog-agent status` says RUNNING, `systemctl reload` keeps the
 # process and the daemon logs the reload, a SIGKILL is followed by a restart
-# (Restart=on-failure), `systemctl stop` ends it cleanly (SIGTERM, status 0).
+# (Restart=on-failure), `systemctl stop` ends it cleanly (SIGTERM, status 0),
+# an upgrade (dpkg -i of a newer build) restarts it with the same token, and
+# a purge stops it and leaves no files.
 # It also prints systemd-analyze's exposure score of the installed unit.
 #
 #   scripts/prove-systemd.sh [--debs DIR]
@@ -37,11 +39,15 @@ chroot_up "$ARCH" "$ROOT/run/prove-systemd"
 APTLOG="$ROOT/run/prove-systemd.apt.log"
 log "apt install systemd ./$(basename "$DEB1")"
 cp "$DEB1" "$CHROOT/tmp/"
+# nspawn mounts a tmpfs on /tmp: the upgrade's .deb waits in /root.
+cp "$DEB2" "$CHROOT/root/"
 in_chroot apt-get update -qq
 in_chroot apt-get install -y -q --no-install-recommends systemd systemd-sysv dbus \
     "/tmp/$(basename "$DEB1")" >"$APTLOG" 2>&1 || { tail -n 30 "$APTLOG" >&2; die "apt install"; }
 expect "unit enabled by the package" "$(in_chroot systemctl is-enabled iofogd.service)" enabled
 echo proof >"$CHROOT/etc/hostname"
+# A booted system: maintainer scripts may start and restart services now.
+rm -f "$CHROOT/usr/sbin/policy-rc.d"
 chroot_down
 
 log "boot with systemd-nspawn"
@@ -93,6 +99,21 @@ expect "status after restart" "$(in_ct iofog-agent status | head -n 1)" "ioFog d
 
 in_ct systemctl stop iofogd.service
 expect "state after stop" "$(prop ActiveState) $(prop Result) $(prop ExecMainStatus)" "inactive success 0"
+
+in_ct systemctl start iofogd.service
+wait_state active 60
+PID=$(prop MainPID)
+TOKEN=$(in_ct sha256sum /etc/iofog-agent/local-api)
+in_ct dpkg -i "/root/$(basename "$DEB2")" >>"$APTLOG" 2>&1 || die "dpkg -i $(basename "$DEB2")"
+wait_state active 60
+[ "$(prop MainPID)" != "$PID" ] || die "the upgrade did not restart the daemon"
+expect "token after upgrade" "$(in_ct sha256sum /etc/iofog-agent/local-api)" "$TOKEN"
+expect "status after upgrade" "$(in_ct iofog-agent status | head -n 1)" "ioFog daemon                : RUNNING"
+
+in_ct dpkg --purge iofogd >>"$APTLOG" 2>&1 || die "dpkg --purge"
+expect "unit after purge" "$(in_ct systemctl show iofogd.service --value -p LoadState)" not-found
+expect "processes of iofog-agent after purge" "$(in_ct pgrep -u iofog-agent || true)" ""
+expect "files left after purge" "$(in_ct find /etc /var /usr -name '*iofog*' ! -path '/var/cache/*')" ""
 in_ct systemctl poweroff
 wait "$NSPAWN_PID" || true
 NSPAWN_PID=""
