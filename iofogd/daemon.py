@@ -65,6 +65,37 @@ def _upstream_log_name(name: str) -> str:
     return f"{head}.{n}.log" if sep and n.isdigit() else name
 
 
+class _LogFile(logging.handlers.RotatingFileHandler):
+    """A log file that may fail (a full disk): said once on stderr, not per record.
+
+    logging's own handleError prints a traceback to stderr for every record it
+    cannot write; the daemon goes on either way.
+    """
+
+    failing = False
+    _failed = False
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._failed = False
+        super().emit(record)   # calls handleError on failure
+        if self.failing and not self._failed:
+            self.failing = False
+            sys.stderr.write(f"iofogd: writing the log file {self.baseFilename} again\n")
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        self._failed = True
+        if not self.failing:
+            self.failing = True
+            sys.stderr.write(f"iofogd: cannot write the log file {self.baseFilename}: "
+                             f"{sys.exc_info()[1]}\n")
+
+    def close(self) -> None:
+        try:
+            super().close()
+        except OSError:
+            pass  # what is still buffered for a full disk is lost; stderr had it
+
+
 class LogSetup:
     """stderr plus rotating files in the log directory, re-done on config change."""
 
@@ -100,7 +131,7 @@ class LogSetup:
         per_file = max(1024 * 1024, int(cfg.log_limit_gb * 1024 ** 3 / count))
         try:
             os.makedirs(cfg.log_directory, exist_ok=True)
-            handler = logging.handlers.RotatingFileHandler(
+            handler = _LogFile(
                 os.path.join(cfg.log_directory, "iofog-agent.0.log"),
                 maxBytes=per_file, backupCount=count - 1, encoding="utf-8",
             )
@@ -286,18 +317,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     logs = LogSetup()
     try:
         cfg = store.load()
+        if args.check_config:
+            print(f"iofogd: configuration {paths.config_xml} is valid")
+            return 0
+        # Before logging starts, so a full or read-only disk is one clear line too.
+        ensure_token(paths.token_file)
     except ConfigError as exc:
         # One clear line; systemd shows it in the unit status.
         logs.refused()
         print(f"iofogd: cannot start: {exc}", file=sys.stderr)
         return 1
-    if args.check_config:
-        print(f"iofogd: configuration {paths.config_xml} is valid")
-        return 0
     logs.apply(cfg)
     store.add_listener(lambda old, new: logs.apply(new))
     try:
-        ensure_token(paths.token_file)
         os.makedirs(cfg.disk_directory, exist_ok=True)
         daemon = Daemon(paths, store, args)
     except (OSError, IofogdError) as exc:

@@ -532,8 +532,6 @@ def test_full_log_disk_does_not_stop_the_daemon(tmp_path: Any, tmpfs: Any) -> No
     assert "No space left on device" in d.log()   # the log file did fail
 
 
-@pytest.mark.xfail(strict=True, reason="needs the LogSetup change to iofogd/daemon.py "
-                                       "(a failing log file is reported once, not per record)")
 def test_full_log_disk_is_reported_once(tmp_path: Any, tmpfs: Any) -> None:
     d = start_on(tmp_path, tmpfs, "var/log/iofog-agent")
     try:
@@ -565,8 +563,6 @@ def test_start_without_a_token_on_a_full_disk_fails_clearly(tmp_path: Any, tmpfs
     assert not os.path.exists(Paths.from_root(root).token_file)
 
 
-@pytest.mark.xfail(strict=True, reason="needs the start-up change to iofogd/daemon.py "
-                                       "(the token is made before logging starts)")
 def test_start_on_a_full_root_is_one_line(tmp_path: Any, tmpfs: Any) -> None:
     root = tmpfs(str(tmp_path / "root"))
     fill(root)
