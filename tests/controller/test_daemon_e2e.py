@@ -222,6 +222,28 @@ def test_provisioning_again_moves_the_node(node: RunningDaemon, standin: Control
     assert after(standin, "PUT", "agent/status", mark)[0].headers["authorization"] == standin.token(second)
 
 
+
+def test_deprovision_while_provisioning_is_refused(agent: RunningDaemon, standin: ControllerStandIn,
+                                                  fog: str) -> None:
+    standin.hang()  # the Controller holds the provisioning call
+    answers: list[tuple[int, Any]] = []
+    key = standin.provisioning_key(fog)
+
+    def call() -> None:
+        status, _, body = agent.request("POST", "/v2/provision", {"provisioning-key": key})
+        answers.append((status, body))
+    caller = threading.Thread(target=call)
+    caller.start()
+    try:
+        assert wait_until(lambda: bool(standin.recorded("POST", "agent/provision")))
+        out = agent.cli("deprovision")
+        assert (out.returncode, out.stdout) == (1, "Deprovisioning from controller ... Provisioning in progress\n")
+    finally:
+        standin.hang(False)  # the held call ends without an answer
+        caller.join(30)
+    assert answers and answers[0][0] == 500 and answers[0][1]["error"].startswith("Connection error")
+    assert identity(agent) == ("", "")
+
 # -- what microservices see ---------------------------------------------------------------------
 
 
