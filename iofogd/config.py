@@ -930,6 +930,35 @@ def read_config(paths: Paths, host: Optional[Host] = None) -> Config:
     return Config(shipped_values(state), paths=paths, machine=host.machine)
 
 
+def check_config(paths: Paths) -> list[str]:
+    """What the daemon would make of its config, without writing anything
+    (``iofogd --check-config``, run by service managers before a start, often
+    as root: a repairing load would leave root-owned files the service user
+    cannot read). Returns remarks; raises ConfigFileError when the daemon would
+    refuse to start."""
+    remarks: list[str] = []
+    state = "default"
+    try:
+        state = parse_switcher_xml(_read(paths.config_switcher))
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError) as exc:
+        remarks.append(f"{paths.config_switcher}: {exc}; the default configuration would be used")
+    path, backup = paths.config_for(state), paths.config_backup
+    if not os.path.exists(path):
+        return remarks + [f"{path} missing; the shipped defaults would be written"]
+    try:
+        parsed = parse_config_xml(_read(path))
+    except (OSError, ValueError) as exc:
+        try:
+            parsed = parse_config_xml(_read(backup))
+        except (OSError, ValueError) as exc2:
+            raise ConfigFileError(
+                path, f"unreadable ({exc}), and so is the backup {backup} ({exc2})") from None
+        remarks.append(f"{path} is unreadable ({exc}); the backup {backup} would be used")
+    return remarks + [f"{path}: {w}" for w in parsed.warnings]
+
+
 Listener = Callable[[Config, Config], None]
 
 

@@ -22,7 +22,7 @@ from typing import Callable, Optional, Sequence
 from iofogd import __version__
 from iofogd.agent import ControllerPort, Provisioning
 from iofogd.app import App, TokenFile
-from iofogd.config import Config, ConfigStore, Paths, ensure_token, java_level, python_log_level
+from iofogd.config import Config, ConfigStore, Paths, check_config, ensure_token, java_level, python_log_level
 from iofogd.controller.cache import OfflineCache
 from iofogd.controller.sync import ControllerSync
 from iofogd.errors import ConfigError, IofogdError
@@ -243,12 +243,15 @@ class Daemon:
         self._spawn("autoprune", lambda: self.autoprune.run(self.stop))
         # RUNNING before the first request is served: everything else is up.
         self.state.update(daemon_status=RUNNING)
-        self._spawn("local-api", self.server.serve_forever)
-        self.sync.start()  # returns at once: the API never waits for the Controller
         host, port = self.server.server_address[:2]
         log.info("iofogd %s serving the Local API on %s:%s (resource figures from %s)",
                  __version__, host, port, self.sampler.snapshot().source)
+        self._spawn("local-api", self.server.serve_forever)
         sd_notify("READY=1")
+        self.sync.start()  # returns at once: the API never waits for the Controller
+        # The first changes cycle fetches everything now, not after a period
+        # (get_changes_freq, 60 s shipped): microservices need their configs.
+        self.sync.resync()
         while not self.stop.wait(0.2):
             if self.reload.is_set():
                 self.reload.clear()
@@ -316,10 +319,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     store = ConfigStore(paths)
     logs = LogSetup()
     try:
-        cfg = store.load()
         if args.check_config:
-            print(f"iofogd: configuration {paths.config_xml} is valid")
+            for remark in check_config(paths):
+                print(f"iofogd: {remark}")
+            print(f"iofogd: configuration {paths.config_xml} is usable")
             return 0
+        cfg = store.load()
         # Before logging starts, so a full or read-only disk is one clear line too.
         ensure_token(paths.token_file)
     except ConfigError as exc:

@@ -39,7 +39,7 @@ def inproc_daemon(tmp_path):  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + 10
     while daemon.state.snapshot().daemon_status != RUNNING and time.monotonic() < deadline:
         time.sleep(0.01)
-    daemon.port = daemon.server.server_address[1]  # type: ignore[attr-defined]
+    daemon.api_port = daemon.server.server_address[1]  # type: ignore[attr-defined]
     try:
         yield daemon
     finally:

@@ -110,10 +110,32 @@ def test_both_configs_corrupt_refuses_with_one_line(tmp_path) -> None:  # type: 
     assert len(lines) == 1 and lines[0].startswith("iofogd: cannot start:")
 
 
-def test_check_config(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    out = subprocess.run([sys.executable, "-m", "iofogd", "--root", str(tmp_path), "--check-config"],
-                         capture_output=True, text=True, cwd=REPO, timeout=30)
+def check_config(root: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "iofogd", "--root", root, "--check-config"],
+                          capture_output=True, text=True, cwd=REPO, timeout=30)
+
+
+def test_check_config_writes_nothing(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # Service managers run it as root before a start: a repairing load would
+    # leave root-owned files the service user cannot read.
+    out = check_config(str(tmp_path))
     assert out.returncode == 0, out.stderr
+    assert "shipped defaults would be written" in out.stdout
+    assert os.listdir(tmp_path) == []
+    d = RunningDaemon(str(tmp_path / "r")).start()
+    d.stop()
+    etc = os.path.join(d.root, "etc/iofog-agent")
+    before = {name: os.stat(os.path.join(etc, name)).st_mtime_ns for name in os.listdir(etc)}
+    assert check_config(d.root).returncode == 0
+    assert {name: os.stat(os.path.join(etc, name)).st_mtime_ns for name in os.listdir(etc)} == before
+    with open(os.path.join(etc, "config.xml"), "w") as f:
+        f.write("<config>")
+    out = check_config(d.root)
+    assert out.returncode == 0 and "the backup" in out.stdout
+    with open(os.path.join(etc, "config-bck.xml"), "w") as f:
+        f.write("<config>")
+    out = check_config(d.root)
+    assert out.returncode == 1 and out.stderr.startswith("iofogd: cannot start:")
 
 
 def test_kill_9_during_config_writes_leaves_a_loadable_config(tmp_path) -> None:  # type: ignore[no-untyped-def]

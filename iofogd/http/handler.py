@@ -96,6 +96,10 @@ class _DeadlineSocketIO(socket.SocketIO):
             self._conn.settimeout(self._idle_timeout)
 
 
+# socket.timeout is TimeoutError from Python 3.10 on; on 3.9 it is its own class.
+_TIMEOUTS = (TimeoutError, socket.timeout)
+
+
 def _status_of(exc: IofogdError) -> int:
     if isinstance(exc, RequestError):
         return exc.status
@@ -145,7 +149,7 @@ class LocalApiHandler(BaseHTTPRequestHandler):
         self._clock.arm(head=self.server.limits.idle_timeout)
         try:
             super().handle_one_request()
-        except (TimeoutError, ConnectionError) as exc:
+        except _TIMEOUTS + (ConnectionError,) as exc:
             log.debug("connection from %s ended: %s", self.client_address, exc)
             self.close_connection = True
         finally:
@@ -264,7 +268,7 @@ class LocalApiHandler(BaseHTTPRequestHandler):
         self._clock.arm(now=self.server.limits.idle_timeout)
         try:
             body = self.rfile.read(length)
-        except TimeoutError as exc:
+        except _TIMEOUTS as exc:
             self.close_connection = True
             raise RequestTimeout("Request body not received in time") from exc
         except OSError as exc:

@@ -179,6 +179,9 @@ class ResourceSampler:
         return snap
 
     def run(self, stop: threading.Event) -> None:
+        """Sample every ``interval`` seconds (at once if nothing was sampled yet)."""
+        if self._last is not None:
+            stop.wait(self.interval)
         while not stop.is_set():
             try:
                 self.sample()

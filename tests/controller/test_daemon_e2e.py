@@ -414,10 +414,7 @@ def test_a_403_to_the_status_deprovisions_locally(node: RunningDaemon, standin: 
     assert api_connection(node) == "not provisioned"
     assert standin.recorded("POST", "agent/deprovision") == []  # no Controller call on this path
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the first changes cycle waits get_changes_freq after start (ControllerSync.start sleeps first); "
-    "fix: daemon.py calls self.sync.resync() right after self.sync.start(), or sync.py runs the "
-    "changes loop's first cycle at once while it is the initial one"))
+
 def test_restart_with_the_controller_up_fetches_at_once(node: RunningDaemon, standin: ControllerStandIn,
                                                         fog: str) -> None:
     """Containers outlive the daemon, so their configs must be back at once after a restart,

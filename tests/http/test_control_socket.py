@@ -15,7 +15,7 @@ from iofogd.daemon import Daemon
 
 
 def url(d: Daemon, mid: str) -> str:
-    return f"ws://127.0.0.1:{d.port}/v2/control/socket/id/{mid}"  # type: ignore[attr-defined]
+    return f"ws://127.0.0.1:{d.api_port}/v2/control/socket/id/{mid}"  # type: ignore[attr-defined]
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
@@ -30,7 +30,7 @@ def wait_for(predicate: Callable[[], Any], timeout: float = 5.0) -> Any:
 
 def get_config(d: Daemon, mid: str) -> tuple[int, Any]:
     req = urllib.request.Request(
-        f"http://127.0.0.1:{d.port}/v2/config/get", data=json.dumps({"id": mid}).encode(),  # type: ignore[attr-defined]
+        f"http://127.0.0.1:{d.api_port}/v2/config/get", data=json.dumps({"id": mid}).encode(),  # type: ignore[attr-defined]
         headers={"Content-Type": "application/json"})
     try:
         with urllib.request.urlopen(req, timeout=5) as resp:
@@ -93,7 +93,7 @@ def test_every_ping_gets_a_pong(inproc_daemon: Daemon) -> None:
 
 def test_plain_get_is_refused_with_426_or_400(inproc_daemon: Daemon) -> None:
     d = inproc_daemon
-    req = urllib.request.Request(f"http://127.0.0.1:{d.port}/v2/control/socket/id/ms1")  # type: ignore[attr-defined]
+    req = urllib.request.Request(f"http://127.0.0.1:{d.api_port}/v2/control/socket/id/ms1")  # type: ignore[attr-defined]
     with pytest.raises(urllib.error.HTTPError) as info:
         urllib.request.urlopen(req, timeout=5)
     assert info.value.code in (400, 426)
@@ -110,7 +110,7 @@ def test_shutdown_closes_sockets_with_1001(tmp_path) -> None:  # type: ignore[no
     store.load()
     ensure_token(paths.token_file)
     d = Daemon(paths, store, argparse.Namespace(address="127.0.0.1", port=0, root=paths.root))
-    d.port = d.server.server_address[1]  # type: ignore[attr-defined]
+    d.api_port = d.server.server_address[1]  # type: ignore[attr-defined]
     thread = threading.Thread(target=d.run)
     thread.start()
     ws = websocket.create_connection(url(d, "ms1"), timeout=10)
@@ -135,7 +135,7 @@ def test_published_python_sdk_gets_0x0c_and_acks(inproc_daemon: Daemon) -> None:
         def on_control_signal(self) -> None:
             signalled.set()
 
-    client = Client(id="sdk-ms", ssl=False, host="127.0.0.1", port=d.port)  # type: ignore[attr-defined]
+    client = Client(id="sdk-ms", ssl=False, host="127.0.0.1", port=d.api_port)  # type: ignore[attr-defined]
     client.establish_control_ws_connection(Listener())
     try:
         assert wait_for(lambda: d.control.sessions("sdk-ms"), timeout=10)
