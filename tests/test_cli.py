@@ -75,9 +75,9 @@ def test_config_error_line(daemon: RunningDaemon) -> None:
 
 
 def test_config_controller_url_as_iofogctl_sets_it(daemon: RunningDaemon) -> None:
-    out = daemon.cli("config", "-a", "http://10.0.0.5:51121/api/v3")
+    out = daemon.cli("config", "-a", "http://127.0.0.5:51121/api/v3")
     assert out.returncode == 0
-    assert f"{'ioFog Controller':<40} : http://10.0.0.5:51121/api/v3/" in daemon.cli("info").stdout
+    assert f"{'ioFog Controller':<40} : http://127.0.0.5:51121/api/v3/" in daemon.cli("info").stdout
 
 
 def test_config_without_value_shows_help(daemon: RunningDaemon) -> None:

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.daemon_process import REPO, RunningDaemon
+from tests.daemon_process import REPO, RunningDaemon, free_port
 
 
 def test_creates_its_files_under_the_root(daemon: RunningDaemon) -> None:
@@ -203,3 +203,28 @@ def test_status_figures_with_and_without_psutil(tmp_path, hide_psutil: bool) -> 
         assert f"resource figures from {'proc' if hide_psutil else 'psutil'}" in d.log()
     finally:
         d.stop()
+
+
+def test_a_java_agents_config_xml_runs_unchanged(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # A provisioned Java agent's config.xml (tests/fixtures/java-config.xml, written by
+    # the JDK transformer): the daemon starts on it and keeps the node's identity.
+    root = tmp_path / "r"
+    etc = root / "etc/iofog-agent"
+    etc.mkdir(parents=True)
+    fixture = os.path.join(REPO, "tests/fixtures/java-config.xml")
+    closed = f"http://127.0.0.1:{free_port()}/api/v3/"
+    with open(fixture) as f:
+        # Loopback only: the fixture's Controller is on a LAN address, which a
+        # provisioned agent would call.
+        (etc / "config.xml").write_text(f.read().replace("http://192.168.1.20:51121/api/v3/", closed))
+    # The Controller does not answer; the agent must still serve at once.
+    d = RunningDaemon(str(root)).start()
+    try:
+        info = d.request("GET", "/v2/info")[2]
+        assert info["iofog-uuid"] == "4JtjzB8ccWMMyLm7wg8VrbGPKXpnYQyr"
+        assert info["iofog-controller"] == closed
+        assert d.request("GET", "/v2/status")[2]["connection-to-controller"] in ("not connected", "ok")
+    finally:
+        d.stop()
+    text = (etc / "config.xml").read_text()
+    assert "<access_token>n4GgC3nGTZJt3VvW</access_token>" in text
