@@ -53,7 +53,10 @@ class ControllerPort:
         self.microservices = microservices
         self.clock = clock
         self._lock = threading.Lock()
-        self._microservices: list[dict[str, Any]] = []
+        # None until the Controller (or the offline cache) gave a list: the registries
+        # come first in a changes cycle, and an empty list would tell the reconciler to
+        # remove every container a restarted daemon is about to adopt (spec 7.3).
+        self._microservices: Optional[list[dict[str, Any]]] = None
         self._registries: list[dict[str, Any]] = []
 
     def controller_settings(self) -> ControllerSettings:
@@ -114,9 +117,9 @@ class ControllerPort:
     def apply_registries(self, registries: list[dict[str, Any]]) -> None:
         with self._lock:
             self._registries = list(registries)
-            microservices = list(self._microservices)
-        if self.microservices is not None:
-            self.microservices.set_desired(microservices, registries)
+            microservices = self._microservices
+        if self.microservices is not None and microservices is not None:
+            self.microservices.set_desired(list(microservices), registries)
 
     def apply_edge_resources(self, resources: list[dict[str, Any]]) -> None:
         self.state.set_edge_resources(resources)
@@ -128,12 +131,12 @@ class ControllerPort:
 
     def microservice_uuids(self) -> list[str]:
         with self._lock:
-            return [str(m["uuid"]) for m in self._microservices if m.get("uuid")]
+            return [str(m["uuid"]) for m in self._microservices or [] if m.get("uuid")]
 
     def deprovision_locally(self, reason: str) -> None:
         log.warning("deprovisioning locally: %s", reason)
         with self._lock:
-            self._microservices = []
+            self._microservices = None   # the next node's list is not known yet
         self.state.set_microservice_configs({})
         self.state.update(controller_status=CONTROLLER_NOT_PROVISIONED)
         if self.microservices is not None:

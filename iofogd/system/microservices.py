@@ -165,6 +165,10 @@ class Microservices:
             while not stop.is_set() and not self._wake.is_set() and time.monotonic() < deadline:
                 stop.wait(min(0.25, max(0.0, deadline - time.monotonic())))
 
+    def poke(self) -> None:
+        """Reconcile now rather than at the next interval (e.g. ``docker_url`` changed)."""
+        self._wake.set()
+
     def reconcile_once(self) -> None:
         """One pass over the list; engine trouble is recorded, never raised."""
         with self._run_lock:
@@ -290,7 +294,10 @@ class Microservices:
             # a container of that name the listing did not show us (created meanwhile)
             client.remove_container(name, force=True)
             container_id = client.create_container(name, config)
-        self._update(entry, status="STARTING", container_id=container_id)
+        # A container made from this list item satisfies a pending rebuild request:
+        # without this, a new microservice (the Controller sends rebuild=true with its
+        # first list, controller-protocol 6.4) was created, then recreated a pass later.
+        self._update(entry, status="STARTING", container_id=container_id, rebuild=False)
         self._start(client, entry, container_id)
         self._update(entry, failures=0)
         log.info("started %s (%s) from %s", name, container_id[:12], image)
@@ -413,29 +420,39 @@ class Microservices:
         of images in use (moby/moby#36295). Raises DockerError (EngineUnavailable).
         """
         with self._run_lock:
-            client = self._factory()
-            before = int(client.disk_usage().get("LayersSize") or 0)
-            used = {str(c.get("ImageID")) for c in client.list_containers(all=True)}
-            with self._lock:
-                wanted = [str(ms["imageId"]) for ms in (self._desired or {}).values()
-                          if not (ms.get("delete") or ms.get("deleteWithCleanup"))]
-            removed = 0
-            for image in client.list_images():
-                if proto.image_in_use(image, used, wanted):
-                    continue
-                tags = [t for t in image.get("RepoTags") or [] if t != "<none>:<none>"]
-                try:
-                    for ref in tags or [str(image["Id"])]:
-                        client.remove_image(ref)
-                    removed += 1
-                except EngineUnavailable:
-                    raise
-                except DockerError as exc:   # in use meanwhile, or a child image
-                    log.info("prune: kept %s: %s", (tags or [image["Id"]])[0], exc.message)
-            after = int(client.disk_usage().get("LayersSize") or 0)
-            reclaimed = max(0, before - after)
-            log.info("prune: removed %d unused image(s), reclaimed %d bytes", removed, reclaimed)
-            return reclaimed
+            try:
+                reclaimed = self._prune(self._factory())
+            except EngineUnavailable as exc:
+                self._engine_down(exc)   # the status agrees with the 503 at once
+                raise
+        if not self.engine_ok():
+            self._engine_up()
+            self._wake.set()   # the engine is back: a pass now restores the statuses
+        return reclaimed
+
+    def _prune(self, client: DockerClient) -> int:
+        before = int(client.disk_usage().get("LayersSize") or 0)
+        used = {str(c.get("ImageID")) for c in client.list_containers(all=True)}
+        with self._lock:
+            wanted = [str(ms["imageId"]) for ms in (self._desired or {}).values()
+                      if not (ms.get("delete") or ms.get("deleteWithCleanup"))]
+        removed = 0
+        for image in client.list_images():
+            if proto.image_in_use(image, used, wanted):
+                continue
+            tags = [t for t in image.get("RepoTags") or [] if t != "<none>:<none>"]
+            try:
+                for ref in tags or [str(image["Id"])]:
+                    client.remove_image(ref)
+                removed += 1
+            except EngineUnavailable:
+                raise
+            except DockerError as exc:   # in use meanwhile, or a child image
+                log.info("prune: kept %s: %s", (tags or [image["Id"]])[0], exc.message)
+        after = int(client.disk_usage().get("LayersSize") or 0)
+        reclaimed = max(0, before - after)
+        log.info("prune: removed %d unused image(s), reclaimed %d bytes", removed, reclaimed)
+        return reclaimed
 
     # -- bookkeeping -----------------------------------------------------------
 
