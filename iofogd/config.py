@@ -374,8 +374,11 @@ OPTIONS: Tuple[Option, ...] = (
     _o("router_host", None, None, "routerHost", ""),
     _o("router_port", None, None, "routerPort", "0", "",
        load_ok=lambda t: t == "" or _is_int(t), json_type="int"),
+    # Upstream's code default is a retired public Controller on the v2 API (spec
+    # 4.3): `config defaults` would point a gateway at the internet. Ours is the
+    # shipped value, a local Controller on v3.
     _o("controller_url", "a", "controller-url", None,
-       "https://fogcontroller1.iofog.org:54421/api/v2/", "http://localhost:54421/api/v3/",
+       "http://localhost:54421/api/v3/", "http://localhost:54421/api/v3/",
        check=_any, metavar="<uri>", help="Set the uri of the fog controller to which this software connects"),
     _o("iofog_uuid", None, None, None, ""),
     _o("secure_mode", "sec", None, None, "off", check=_any, metavar="<on/off>",

@@ -69,7 +69,8 @@ def reload(root: Path) -> Config:
 SPEC_TABLE: Dict[str, Tuple[Optional[str], Optional[str], str, str]] = {
     "access_token": (None, None, "", ""),
     "iofog_uuid": (None, None, "", ""),
-    "controller_url": ("a", None, "https://fogcontroller1.iofog.org:54421/api/v2/", "http://localhost:54421/api/v3/"),
+    # controller_url: our code default is the shipped value, not upstream's retired public Controller.
+    "controller_url": ("a", None, "http://localhost:54421/api/v3/", "http://localhost:54421/api/v3/"),
     "controller_cert": ("ac", None, "/etc/iofog-agent/cert.crt", "/etc/iofog-agent/cert.crt"),
     "docker_url": ("c", "dockerUrl", "unix:///var/run/docker.sock", "unix:///var/run/docker.sock"),
     "network_interface": ("n", "networkInterface", "dynamic", "dynamic"),
@@ -533,7 +534,7 @@ def test_config_defaults(tmp_path: Path) -> None:
     for opt in OPTIONS:
         if opt.flag and opt.default:
             assert cfg.get(opt.tag) == opt.default, opt.tag
-    assert cfg.controller_url == "https://fogcontroller1.iofog.org:54421/api/v2/"
+    assert cfg.controller_url == "http://localhost:54421/api/v3/"  # not upstream's retired public one
     assert (cfg.iofog_uuid, cfg.access_token) == (JAVA_VALUES["iofog_uuid"], JAVA_VALUES["access_token"])
     assert (cfg.gps_mode, cfg.gps_coordinates, cfg.time_zone) == ("auto", "52.5,13.4", "UTC")
 
