@@ -12,7 +12,6 @@ newline), whereas the deprovision texts carry a real newline (agent-spec 5.2).
 from __future__ import annotations
 
 import logging
-import platform
 from dataclasses import dataclass
 
 from iofogd.controller.client import ControllerClient, explain
@@ -32,12 +31,6 @@ DEPROVISION_MSG = "Deprovisioning from controller ... {result}"
 DEPROVISION_SUCCESS = "\nSuccess - tokens, identifiers and keys removed"
 DEPROVISION_NOT_PROVISIONED = "\nFailure - not provisioned"
 DEPROVISION_IN_PROGRESS = "Provisioning in progress"
-
-
-def detect_fog_type(machine: str | None = None) -> str:
-    """``arm`` on ARM machines (armv7l, aarch64, arm64 ...), else ``intel_amd``."""
-    name = (platform.machine() if machine is None else machine).lower()
-    return "arm" if name.startswith(("arm", "aarch")) else "intel_amd"
 
 
 def fog_type_code(fog_type: str) -> int:
@@ -70,7 +63,7 @@ def provision(client: ControllerClient, key: str, fog_type: str) -> ProvisionRes
     """POST agent/provision with ``key`` and the fog type; never raises for Controller failures.
 
     ``client`` must carry no token (the route takes none); ``fog_type`` is
-    ``intel_amd`` or ``arm`` (see :func:`detect_fog_type`).
+    ``intel_amd`` or ``arm`` (``Config.fog_type``, resolved from the machine).
     """
     try:
         answer = client.provision(key, fog_type_code(fog_type))
