@@ -8,7 +8,6 @@ from iofogd.controller.provision import (
     ProvisionResult,
     deprovision,
     deprovision_text,
-    detect_fog_type,
     fog_type_code,
     provision,
     provision_text,
@@ -75,14 +74,6 @@ def test_deprovision_tells_the_controller_with_the_microservice_uuids() -> None:
         assert deprovision(client(st.url, "badtoken"), []) is False  # refused: logged, not raised
         st.vanish()
         assert deprovision(client(st.url, token), []) is False
-
-
-@pytest.mark.parametrize(
-    ("machine", "fog_type"),
-    [("x86_64", "intel_amd"), ("AMD64", "intel_amd"), ("aarch64", "arm"), ("armv7l", "arm"), ("arm64", "arm")],
-)
-def test_detect_fog_type(machine: str, fog_type: str) -> None:
-    assert detect_fog_type(machine) == fog_type
 
 
 def test_fog_type_codes() -> None:
