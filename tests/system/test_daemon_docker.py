@@ -309,3 +309,23 @@ def test_restart_without_the_controller_adopts_its_containers(engine: Engine, ag
         restart_adopts(engine, agent, standin, mid, first, began, controller_away=True)
     finally:
         remove_node_containers(engine, fog)
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "ControllerSync._process logs a DockerError from the prune step with log.exception (a traceback every "
+    "changes cycle while the engine is away); fixed when it catches IofogdError with one warning line"))
+def test_controller_prune_waits_for_the_engine(engine: Engine, agent: RunningDaemon,
+                                               standin: ControllerStandIn) -> None:
+    fog = provision(agent, standin)
+    configure(agent, "-c", f"unix://{agent.root}/no-docker.sock")
+    standin.raise_flags(fog, "prune")
+    mark = len(standin.requests)
+    # Two more changes cycles: the request is kept while no engine answers ...
+    assert wait_until(lambda: len([r for r in standin.requests[mark:] if r.route == "agent/config/changes"]) >= 2,
+                      timeout=PASS)
+    assert standin.changes(fog)["prune"] is True
+    assert "prune change not applied" in agent.log() and "Traceback" not in agent.log(), agent.log()
+    # ... and carried out once one does.
+    configure(agent, "-c", engine.url)
+    assert wait_until(lambda: standin.changes(fog)["prune"] is False, timeout=PASS), agent.log()
+    assert agent.proc is not None and agent.proc.poll() is None
