@@ -263,6 +263,8 @@ class Daemon:
         # Containers created from now on carry the new identity and zone (spec 4.5).
         self.microservices.node_uuid = new.iofog_uuid
         self.microservices.time_zone = new.time_zone
+        if old.docker_url != new.docker_url:
+            self.microservices.poke()   # the status speaks of the new engine at once
         if (old.network_interface, old.controller_url) != (new.network_interface, new.controller_url):
             self.network.poke()
 

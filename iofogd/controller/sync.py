@@ -46,7 +46,7 @@ from iofogd import __version__
 from iofogd.controller import cache as cachefiles
 from iofogd.controller.cache import OfflineCache
 from iofogd.controller.client import ControllerClient
-from iofogd.errors import CertificateError, ControllerError, ControllerUnreachable
+from iofogd.errors import CertificateError, ControllerError, ControllerUnreachable, IofogdError
 from iofogd.state import (
     CONTROLLER_BROKEN_CERTIFICATE,
     CONTROLLER_NOT_CONNECTED,
@@ -518,6 +518,10 @@ class ControllerSync:
                 ok = False
                 if state_for(exc) is not None:
                     break  # the Controller is gone: the remaining steps would fail the same way
+            except IofogdError as exc:
+                # e.g. no Docker engine for a prune: expected, kept for the next cycle
+                log.warning("%s change not applied: %s", name, exc)
+                ok = False
             except Exception:
                 log.exception("%s change not applied", name)
                 ok = False
@@ -532,4 +536,7 @@ class ControllerSync:
         items = get()
         apply(items)
         if self.cache is not None:
-            self.cache.save(cache_name, items)
+            # rebuild is a one-shot request the Controller clears with this GET
+            # (controller-protocol.md 6.4): a cached copy must not replay it at start.
+            self.cache.save(cache_name, [dict(i, rebuild=False) if isinstance(i, dict) and i.get("rebuild") else i
+                                         for i in items])

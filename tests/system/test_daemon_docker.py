@@ -296,9 +296,6 @@ def test_microservices_from_the_controller_become_containers(private_engine: Eng
             pass
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "the offline cache replays the Controller's one-shot rebuild=true (controller-protocol 6.4), so the "
-    "adopted container is recreated; fixed when ControllerSync._fetch caches items with rebuild cleared"))
 def test_restart_without_the_controller_adopts_its_containers(engine: Engine, agent: RunningDaemon,
                                                               standin: ControllerStandIn) -> None:
     began = time.time() - 1
@@ -311,9 +308,6 @@ def test_restart_without_the_controller_adopts_its_containers(engine: Engine, ag
         remove_node_containers(engine, fog)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "ControllerSync._process logs a DockerError from the prune step with log.exception (a traceback every "
-    "changes cycle while the engine is away); fixed when it catches IofogdError with one warning line"))
 def test_controller_prune_waits_for_the_engine(engine: Engine, agent: RunningDaemon,
                                                standin: ControllerStandIn) -> None:
     fog = provision(agent, standin)
