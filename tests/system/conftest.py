@@ -91,6 +91,22 @@ def engine() -> Engine:
     )
 
 
+@pytest.fixture(autouse=True)
+def _seed_image_present(request: pytest.FixtureRequest) -> None:
+    """Every engine test starts with the seed image: prune tests remove unused
+    images, the seed among them when no container of theirs uses it. It is put
+    back from the open registry, where scripts/docker-engine.sh pushed it."""
+    if "engine" not in request.fixturenames:
+        return
+    engine: Engine = request.getfixturevalue("engine")
+    if engine.client.inspect_image(engine.image) is not None:
+        return
+    remote = engine.remote(engine.registry)
+    engine.client.pull(remote)
+    ref = proto.parse_image_ref(engine.image)
+    engine.client.call("POST", "images", remote, "tag", query={"repo": ref.repository, "tag": ref.tag})
+
+
 @pytest.fixture
 def private_engine(engine: Engine) -> Engine:
     """The script's own engine: tests may delete images and stop it."""
