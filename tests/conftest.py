@@ -34,7 +34,8 @@ def inproc_daemon(tmp_path):  # type: ignore[no-untyped-def]
     ensure_token(paths.token_file)
     args = argparse.Namespace(address="127.0.0.1", port=0, root=paths.root, check_config=False)
     daemon = Daemon(paths, store, args)
-    thread = threading.Thread(target=daemon.run, name="inproc-daemon")
+    # daemon=True: a test that fails half-way must not keep pytest alive at exit.
+    thread = threading.Thread(target=daemon.run, name="inproc-daemon", daemon=True)
     thread.start()
     deadline = time.monotonic() + 10
     while daemon.state.snapshot().daemon_status != RUNNING and time.monotonic() < deadline:
@@ -45,3 +46,4 @@ def inproc_daemon(tmp_path):  # type: ignore[no-untyped-def]
     finally:
         daemon.stop.set()
         thread.join(30)
+        assert not thread.is_alive(), "the daemon did not stop within 30 s"

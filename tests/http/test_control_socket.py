@@ -100,27 +100,14 @@ def test_plain_get_is_refused_with_426_or_400(inproc_daemon: Daemon) -> None:
     assert json.loads(info.value.read())["status"] == "failed"
 
 
-def test_shutdown_closes_sockets_with_1001(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    import argparse
-
-    from iofogd.config import ConfigStore, Paths, ensure_token
-
-    paths = Paths.from_root(str(tmp_path))
-    store = ConfigStore(paths)
-    store.load()
-    ensure_token(paths.token_file)
-    d = Daemon(paths, store, argparse.Namespace(address="127.0.0.1", port=0, root=paths.root))
-    d.api_port = d.server.server_address[1]  # type: ignore[attr-defined]
-    thread = threading.Thread(target=d.run)
-    thread.start()
+def test_shutdown_closes_sockets_with_1001(inproc_daemon: Daemon) -> None:
+    d = inproc_daemon
     ws = websocket.create_connection(url(d, "ms1"), timeout=10)
     assert wait_for(lambda: len(d.control.sessions()) == 1)
     d.stop.set()
     opcode, data = ws.recv_data(control_frame=True)
     assert opcode == websocket.ABNF.OPCODE_CLOSE
     assert int.from_bytes(data[:2], "big") == 1001
-    thread.join(30)
-    assert not thread.is_alive()
 
 
 def test_published_python_sdk_gets_0x0c_and_acks(inproc_daemon: Daemon) -> None:

@@ -228,10 +228,13 @@ def test_a_new_instance_adopts_existing_containers(engine: Engine, node: str) ->
     first = reconciler(engine, node)
     first.set_desired(items, registries(engine))
     stop = threading.Event()
-    loop = threading.Thread(target=first.run, args=(stop, 0.2))
+    # daemon=True: a failed wait below must not leave a loop that keeps pytest alive
+    loop = threading.Thread(target=first.run, args=(stop, 0.2), daemon=True)
     loop.start()
-    wait_for(lambda: first.running_count() == 2 and all(s["status"] == "RUNNING" for s in first.statuses()))
-    stop.set()                                         # the daemon stops...
+    try:
+        wait_for(lambda: first.running_count() == 2 and all(s["status"] == "RUNNING" for s in first.statuses()))
+    finally:
+        stop.set()                                     # the daemon stops...
     loop.join(10)
     assert not loop.is_alive()
     ids = {s["id"]: s["containerId"] for s in first.statuses()}

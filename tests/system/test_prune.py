@@ -107,7 +107,7 @@ def test_engine_trouble_and_bugs_never_end_the_loop() -> None:
     stop = threading.Event()
     auto = AutoPruner(prune, available, lambda: 10)
     assert auto.check_once() is None                   # DockerError: logged, None
-    thread = threading.Thread(target=auto.run, args=(stop, 0.01))
+    thread = threading.Thread(target=auto.run, args=(stop, 0.01), daemon=True)
     thread.start()
     thread.join(10)
     assert not thread.is_alive() and len(checks) == 4 and prune.calls == 3

@@ -172,9 +172,11 @@ def test_run_ticks_until_stopped() -> None:
     hub = ControlHub(clock=lambda: float(len(ticks)))
     hub.tick = lambda now=None: ticks.append(0.0)  # type: ignore[method-assign]
     stop = threading.Event()
-    thread = threading.Thread(target=hub.run, args=(stop, 0.01))
+    thread = threading.Thread(target=hub.run, args=(stop, 0.01), daemon=True)
     thread.start()
-    assert wait_for(lambda: len(ticks) >= 3)
-    stop.set()
+    try:
+        assert wait_for(lambda: len(ticks) >= 3)
+    finally:
+        stop.set()
     thread.join(5)
     assert not thread.is_alive()
