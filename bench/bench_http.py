@@ -53,6 +53,37 @@ def start_daemon(root: str, port: int) -> tuple[subprocess.Popen[bytes], float]:
         time.sleep(0.002)
 
 
+BARE_SERVER = """
+import json, sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+class H(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        body = json.dumps({"version": "x"}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"""
+
+
+def start_bare(port: int) -> tuple[subprocess.Popen[bytes], float]:
+    """The same measure for a bare ThreadingHTTPServer: the floor on this machine."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-c", BARE_SERVER, str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while True:
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+            conn.request("GET", "/v2/version")
+            if conn.getresponse().status == 200:
+                return proc, time.perf_counter() - t0
+        except (OSError, http.client.HTTPException):
+            pass
+        time.sleep(0.002)
+
+
 def rss_mib(pid: int) -> float:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -142,9 +173,19 @@ def main() -> None:
             rss.append(rss_mib(proc.pid))
             proc.terminate()
             proc.wait()
+    bare_ready, bare_rss = [], []
+    for _ in range(args.runs):
+        proc, t = start_bare(free_port())
+        bare_ready.append(t * 1000)
+        time.sleep(1.0)
+        bare_rss.append(rss_mib(proc.pid))
+        proc.terminate()
+        proc.wait()
     print(f"start-to-ready (exec to first 200 on /v2/version): median {statistics.median(ready):.1f} ms "
-          f"(runs: {', '.join(f'{x:.0f}' for x in ready)})")
-    print(f"idle RSS after 1 s: median {statistics.median(rss):.1f} MiB")
+          f"(runs: {', '.join(f'{x:.0f}' for x in ready)}); bare ThreadingHTTPServer: "
+          f"{statistics.median(bare_ready):.1f} ms; ratio {statistics.median(ready) / statistics.median(bare_ready):.2f}")
+    print(f"idle RSS after 1 s: median {statistics.median(rss):.1f} MiB; bare ThreadingHTTPServer: "
+          f"{statistics.median(bare_rss):.1f} MiB")
 
     baseline = ThreadingHTTPServer(("127.0.0.1", 0), Baseline)
     baseline.daemon_threads = True
