@@ -18,7 +18,7 @@ from iofogd.controller.client import ControllerClient
 from iofogd.controller.provision import deprovision as tell_deprovision
 from iofogd.controller.provision import provision as ask_provision
 from iofogd.controller.sync import ControllerSettings, ControllerSync
-from iofogd.errors import ConfigError, IofogdError, ProvisionError, ServiceUnavailable
+from iofogd.errors import ConfigError, IofogdError, ProvisionError
 from iofogd.reports import NetworkInfo
 from iofogd.state import CONTROLLER_NOT_PROVISIONED, CONTROLLER_OK, AgentState
 from iofogd.system.status import ResourceSampler
@@ -44,7 +44,7 @@ class ControllerPort:
     """The AgentPort of the sync loops (see iofogd.controller.sync)."""
 
     def __init__(self, store: ConfigStore, state: AgentState, sampler: ResourceSampler,
-                 network: Callable[[], NetworkInfo], microservices: Optional[MicroserviceLayer],
+                 network: Callable[[], NetworkInfo], microservices: MicroserviceLayer,
                  clock: Callable[[], float] = time.time) -> None:
         self.store = store
         self.state = state
@@ -92,8 +92,7 @@ class ControllerPort:
         }
         with self._lock:
             facts["repositoryCount"] = len(self._registries)
-        if self.microservices is not None:
-            facts["microserviceStatus"] = self.microservices.statuses()
+        facts["microserviceStatus"] = self.microservices.statuses()
         return facts
 
     def controller_config(self) -> dict[str, Any]:
@@ -111,22 +110,19 @@ class ControllerPort:
         with self._lock:
             self._microservices = list(microservices)
             registries = list(self._registries)
-        if self.microservices is not None:
-            self.microservices.set_desired(microservices, registries)
+        self.microservices.set_desired(microservices, registries)
 
     def apply_registries(self, registries: list[dict[str, Any]]) -> None:
         with self._lock:
             self._registries = list(registries)
             microservices = self._microservices
-        if self.microservices is not None and microservices is not None:
+        if microservices is not None:
             self.microservices.set_desired(list(microservices), registries)
 
     def apply_edge_resources(self, resources: list[dict[str, Any]]) -> None:
         self.state.set_edge_resources(resources)
 
     def prune(self) -> int:
-        if self.microservices is None:
-            raise ServiceUnavailable("Docker support is not wired in this build")
         return self.microservices.prune_unused()
 
     def microservice_uuids(self) -> list[str]:
@@ -139,17 +135,16 @@ class ControllerPort:
             self._microservices = None   # the next node's list is not known yet
         self.state.set_microservice_configs({})
         self.state.update(controller_status=CONTROLLER_NOT_PROVISIONED)
-        if self.microservices is not None:
-            # Before the identity is cleared: the containers to stop carry the old
-            # uuid as their label (spec 6.3). Waiting for them here fixes upstream's
-            # queued STOP tasks that never ran when the daemon was stopped right
-            # after deprovisioning (PR #295 review).
-            self.microservices.set_desired([], [])
-            try:
-                self.microservices.stop_all()
-            except IofogdError as exc:
-                # No engine is no reason to stay provisioned: leaving always works.
-                log.warning("microservice containers not stopped: %s", exc)
+        # Before the identity is cleared: the containers to stop carry the old
+        # uuid as their label (spec 6.3). Waiting for them here fixes upstream's
+        # queued STOP tasks that never ran when the daemon was stopped right
+        # after deprovisioning (PR #295 review).
+        self.microservices.set_desired([], [])
+        try:
+            self.microservices.stop_all()
+        except IofogdError as exc:
+            # No engine is no reason to stay provisioned: leaving always works.
+            log.warning("microservice containers not stopped: %s", exc)
         try:
             self.store.set_identity("", "")
         except ConfigError as exc:

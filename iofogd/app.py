@@ -1,9 +1,6 @@
 """The App: every service a request handler may use, built by daemon.py.
 
 Handlers receive the App as an argument and never build anything themselves.
-Services that a later subsystem provides (provisioning, pruning, the Docker
-layer) are Optional: while one is None its endpoints answer 503 and say so,
-never a fake success.
 """
 from __future__ import annotations
 
@@ -11,7 +8,7 @@ import hmac
 import os
 import threading
 from dataclasses import dataclass
-from typing import Callable, Optional, Protocol
+from typing import Callable, Protocol
 
 from iofogd.config import ConfigStore, Paths, read_token
 from iofogd.errors import ConfigFileError
@@ -72,6 +69,6 @@ class App:
     token: TokenFile
     network: Callable[[], NetworkInfo]
     fog_type: Callable[[], str]
-    engine: Callable[[], EngineInfo] = lambda: EngineInfo(0, "Docker support is not wired")
-    provisioner: Optional[Provisioner] = None
-    prune: Optional[Callable[[], int]] = None
+    engine: Callable[[], EngineInfo]
+    provisioner: Provisioner
+    prune: Callable[[], int]

@@ -20,7 +20,7 @@ from iofogd.controller.provision import (
     ProvisionResult,
     provision_text,
 )
-from iofogd.errors import ConfigError, IofogdError, ProvisionError, ServiceUnavailable
+from iofogd.errors import ConfigError, IofogdError, ProvisionError
 from iofogd.reports import LINE_SEP, info_report, info_text, status_report, status_text
 
 log = logging.getLogger(__name__)
@@ -131,8 +131,6 @@ def _switch(app: App, args: list[str]) -> CommandResult:
 def _provision(app: App, args: list[str]) -> CommandResult:
     if len(args) != 1:
         return CommandResult(help_text())
-    if app.provisioner is None:
-        raise ServiceUnavailable("Provisioning is not available in this build of iofogd yet")
     key = args[0]
     try:
         uuid = app.provisioner.provision(key)
@@ -143,8 +141,6 @@ def _provision(app: App, args: list[str]) -> CommandResult:
 
 
 def _deprovision(app: App) -> CommandResult:
-    if app.provisioner is None:
-        raise ServiceUnavailable("Deprovisioning is not available in this build of iofogd yet")
     try:
         message = app.provisioner.deprovision()
     except ProvisionError as exc:
@@ -154,8 +150,6 @@ def _deprovision(app: App) -> CommandResult:
 
 
 def _prune(app: App) -> CommandResult:
-    if app.prune is None:
-        raise ServiceUnavailable("Pruning is not available in this build of iofogd yet")
     try:
         reclaimed = app.prune()
     except IofogdError as exc:

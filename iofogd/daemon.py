@@ -188,15 +188,6 @@ class Daemon:
         self.network = NetworkWatcher(
             lambda: (self.store.current.network_interface, self.store.current.controller_url)
         )
-        self.app = App(
-            paths=paths,
-            config=store,
-            state=self.state,
-            sampler=self.sampler,
-            token=TokenFile(paths.token_file),
-            network=self.network.current,
-            fog_type=lambda: self.store.current.fog_type,
-        )
         self.microservices = Microservices(
             EngineClients(lambda: self.store.current.docker_url),
             node_uuid=cfg.iofog_uuid,
@@ -205,15 +196,24 @@ class Daemon:
         )
         self.network.on_change(self._network_changed)
         store.add_listener(self._config_changed)
-        self.app.engine = lambda: EngineInfo(self.microservices.running_count(), self.microservices.engine_error())
-        self.app.prune = self.microservices.prune_unused
         self.autoprune = AutoPruner.for_paths(
             self.microservices.prune_unused, [paths.root, paths.state_dir],
             lambda: self.store.current.available_disk_threshold,
         )
         self.port = ControllerPort(store, self.state, self.sampler, self.network.current, self.microservices)
         self.sync = ControllerSync(self.port, cache=OfflineCache(paths.etc_dir))
-        self.app.provisioner = Provisioning(store, self.port, self.sync)
+        self.app = App(
+            paths=paths,
+            config=store,
+            state=self.state,
+            sampler=self.sampler,
+            token=TokenFile(paths.token_file),
+            network=self.network.current,
+            fog_type=lambda: self.store.current.fog_type,
+            engine=lambda: EngineInfo(self.microservices.running_count(), self.microservices.engine_error()),
+            provisioner=Provisioning(store, self.port, self.sync),
+            prune=self.microservices.prune_unused,
+        )
         # Every local change is PATCHed to the Controller (spec 4.5, 6.7).
         store.add_listener(lambda old, new: self.sync.config_changed())
         self.sessions = SessionRegistry()

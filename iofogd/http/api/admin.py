@@ -6,7 +6,7 @@ from datetime import datetime
 from iofogd import __version__
 from iofogd.app import App
 from iofogd.commands import run_command
-from iofogd.errors import BadRequest, ProvisionError, ServiceUnavailable
+from iofogd.errors import BadRequest, ProvisionError
 from iofogd.http.request import Request, Response
 from iofogd.reports import info_report, report_json, status_report
 
@@ -52,8 +52,6 @@ def provision(request: Request, app: App) -> Response:
     key = request.json_object().get("provisioning-key")
     if not isinstance(key, str) or not key.strip():
         raise BadRequest("Missing required property 'provisioning-key'")
-    if app.provisioner is None:
-        raise ServiceUnavailable("Provisioning is not available in this build of iofogd yet")
     try:
         uuid = app.provisioner.provision(key.strip())
     except ProvisionError as exc:
@@ -62,8 +60,6 @@ def provision(request: Request, app: App) -> Response:
 
 
 def deprovision(request: Request, app: App) -> Response:
-    if app.provisioner is None:
-        raise ServiceUnavailable("Deprovisioning is not available in this build of iofogd yet")
     try:
         message = app.provisioner.deprovision()
     except ProvisionError as exc:
@@ -72,6 +68,4 @@ def deprovision(request: Request, app: App) -> Response:
 
 
 def prune(request: Request, app: App) -> Response:
-    if app.prune is None:
-        raise ServiceUnavailable("Pruning is not available in this build of iofogd yet")
     return Response.json({"status": "ok", "spaceReclaimed": app.prune()})
