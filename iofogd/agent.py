@@ -19,13 +19,12 @@ from iofogd.controller.provision import deprovision as tell_deprovision
 from iofogd.controller.provision import provision as ask_provision
 from iofogd.controller.sync import ControllerSettings, ControllerSync
 from iofogd.errors import ConfigError, IofogdError, ProvisionError
-from iofogd.reports import NetworkInfo
+from iofogd.reports import MIB, NetworkInfo
 from iofogd.state import CONTROLLER_NOT_PROVISIONED, CONTROLLER_OK, AgentState
 from iofogd.system.status import ResourceSampler
 
 log = logging.getLogger(__name__)
 
-MIB = 1024 * 1024
 # Provisioning is a user action: give the Controller more time than a sync call.
 PROVISION_TIMEOUTS = (10.0, 30.0)
 

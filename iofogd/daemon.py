@@ -278,8 +278,9 @@ class Daemon:
         except ConfigError as exc:
             log.error("reload failed, keeping the current configuration: %s", exc)
             return
+        # A changed interface or Controller URL reaches the network watcher
+        # through the store's listeners (_config_changed), like any change.
         log.info("configuration reloaded")
-        self.network.poke()
 
     def _shutdown(self) -> None:
         sd_notify("STOPPING=1")

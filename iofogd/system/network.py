@@ -10,25 +10,18 @@ from __future__ import annotations
 
 import fcntl
 import logging
-import os
 import socket
 import struct
 import threading
 from typing import Callable, Optional
 from urllib.parse import urlsplit
 
+from iofogd.config import interface_names
 from iofogd.reports import NetworkInfo
 
 log = logging.getLogger(__name__)
 
 SIOCGIFADDR = 0x8915  # linux/sockios.h
-
-
-def interface_names() -> list[str]:
-    try:
-        return sorted(os.listdir("/sys/class/net"))
-    except OSError:
-        return [name for _index, name in socket.if_nameindex()]
 
 
 def interface_address(name: str) -> Optional[str]:
@@ -62,12 +55,12 @@ def detect(configured: str, controller_url: str) -> NetworkInfo:
         return NetworkInfo(configured, interface_address(configured), configured)
     source = route_source_address(controller_url)
     if source is not None:
-        for name in interface_names():
+        for name in sorted(interface_names()):
             if interface_address(name) == source:
                 return NetworkInfo(name, source, configured)
         return NetworkInfo(None, source, configured)
     # No route to the Controller: the first non-loopback interface with an address.
-    for name in interface_names():
+    for name in sorted(interface_names()):
         if name != "lo":
             address = interface_address(name)
             if address is not None:
