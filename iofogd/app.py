@@ -7,7 +7,6 @@ from __future__ import annotations
 import hmac
 import os
 import threading
-from dataclasses import dataclass
 from typing import Callable, Protocol
 
 from iofogd.config import ConfigStore, Paths, read_token
@@ -60,8 +59,11 @@ class TokenFile:
         return hmac.compare_digest(presented.strip().encode(), token.encode())
 
 
-@dataclass
 class App:
+    __slots__ = (
+        "paths", "config", "state", "sampler", "token", "network", "fog_type", "engine", "provisioner",
+        "prune",
+    )
     paths: Paths
     config: ConfigStore
     state: AgentState
@@ -72,3 +74,27 @@ class App:
     engine: Callable[[], EngineInfo]
     provisioner: Provisioner
     prune: Callable[[], int]
+
+    def __init__(
+        self,
+        paths: Paths,
+        config: ConfigStore,
+        state: AgentState,
+        sampler: ResourceSampler,
+        token: TokenFile,
+        network: Callable[[], NetworkInfo],
+        fog_type: Callable[[], str],
+        engine: Callable[[], EngineInfo],
+        provisioner: Provisioner,
+        prune: Callable[[], int],
+    ) -> None:
+        self.paths = paths
+        self.config = config
+        self.state = state
+        self.sampler = sampler
+        self.token = token
+        self.network = network
+        self.fog_type = fog_type
+        self.engine = engine
+        self.provisioner = provisioner
+        self.prune = prune

@@ -8,8 +8,9 @@ Texts that scripts parse (spec 5.3) are kept byte-compatible.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import datetime
+
+from typing import Final
 
 from iofogd import __version__
 from iofogd.app import App
@@ -21,6 +22,7 @@ from iofogd.controller.provision import (
     provision_text,
 )
 from iofogd.errors import ConfigError, IofogdError, ProvisionError
+from iofogd.record import Record
 from iofogd.reports import LINE_SEP, info_report, info_text, status_report, status_text
 
 log = logging.getLogger(__name__)
@@ -28,11 +30,16 @@ log = logging.getLogger(__name__)
 NL = LINE_SEP
 
 
-@dataclass(frozen=True)
-class CommandResult:
-    text: str
-    ok: bool = True
-    status: int = 200   # HTTP status of /v2/commandline: 200, 500 on failure, 503 if unavailable
+class CommandResult(Record):
+    __slots__ = ("text", "ok", "status")
+    text: Final[str]
+    ok: Final[bool]
+    status: Final[int]  # HTTP status of /v2/commandline: 200, 500 on failure, 503 if unavailable
+
+    def __init__(self, text: str, ok: bool = True, status: int = 200) -> None:
+        self.text = text
+        self.ok = ok
+        self.status = status
 
 
 def version_text() -> str:

@@ -56,10 +56,10 @@ import string
 import tempfile
 import threading
 import xml.etree.ElementTree as ET
-from dataclasses import dataclass, field
-from typing import Callable, Collection, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Callable, Collection, Dict, Final, List, Mapping, Optional, Sequence, Tuple
 
 from iofogd.errors import BadRequest, ConfigFileError, ConfigValueError
+from iofogd.record import Record
 
 logger = logging.getLogger(__name__)
 
@@ -74,13 +74,23 @@ BLANK_VALUE = "Command or value is invalid"
 # -- the machine, as validation sees it ---------------------------------------------
 
 
-@dataclass(frozen=True)
-class Host:
+class Host(Record):
     """What validation and loading ask of the machine (injectable for tests)."""
 
-    machine: str                                  # platform.machine()
-    interfaces: Callable[[], Collection[str]]     # network interface names
-    time_zone: Callable[[], str]                  # the system's zone id
+    __slots__ = ("machine", "interfaces", "time_zone")
+    machine: Final[str]  # platform.machine()
+    interfaces: Final[Callable[[], Collection[str]]]  # network interface names
+    time_zone: Final[Callable[[], str]]  # the system's zone id
+
+    def __init__(
+        self,
+        machine: str,
+        interfaces: Callable[[], Collection[str]],
+        time_zone: Callable[[], str],
+    ) -> None:
+        self.machine = machine
+        self.interfaces = interfaces
+        self.time_zone = time_zone
 
 
 def interface_names() -> frozenset[str]:
@@ -336,21 +346,50 @@ def _is_port(text: str) -> bool:
 # -- the schema --------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Option:
+class Option(Record):
     """One configuration key; see the module docstring."""
 
-    tag: str                        # XML tag
-    flag: Optional[str]             # CLI flag without the dash; None: not settable by CLI
-    long_name: Optional[str]        # /v2/config key (spec 1.6.10)
-    controller_key: Optional[str]   # agent/config JSON key (spec 6.7)
-    default: str                    # code default, as XML text
-    shipped: str                    # value in the packaged config_new.xml
-    check: Optional[Validator] = None
-    load_ok: Callable[[str], bool] = _always
-    json_type: str = "str"          # JSON type towards the Controller: str, float, int, bool
-    metavar: str = ""
-    help: str = ""
+    __slots__ = (
+        "tag", "flag", "long_name", "controller_key", "default", "shipped", "check", "load_ok",
+        "json_type", "metavar", "help",
+    )
+    tag: Final[str]  # XML tag
+    flag: Final[Optional[str]]  # CLI flag without the dash; None: not settable by CLI
+    long_name: Final[Optional[str]]  # /v2/config key (spec 1.6.10)
+    controller_key: Final[Optional[str]]  # agent/config JSON key (spec 6.7)
+    default: Final[str]  # code default, as XML text
+    shipped: Final[str]  # value in the packaged config_new.xml
+    check: Final[Optional[Validator]]
+    load_ok: Final[Callable[[str], bool]]
+    json_type: Final[str]  # JSON type towards the Controller: str, float, int, bool
+    metavar: Final[str]
+    help: Final[str]
+
+    def __init__(
+        self,
+        tag: str,
+        flag: Optional[str],
+        long_name: Optional[str],
+        controller_key: Optional[str],
+        default: str,
+        shipped: str,
+        check: Optional[Validator] = None,
+        load_ok: Callable[[str], bool] = _always,
+        json_type: str = "str",
+        metavar: str = "",
+        help: str = "",
+    ) -> None:
+        self.tag = tag
+        self.flag = flag
+        self.long_name = long_name
+        self.controller_key = controller_key
+        self.default = default
+        self.shipped = shipped
+        self.check = check
+        self.load_ok = load_ok
+        self.json_type = json_type
+        self.metavar = metavar
+        self.help = help
 
     @property
     def key(self) -> str:
@@ -511,11 +550,14 @@ def shipped_values(state: str = "default") -> Dict[str, str]:
 # -- paths -----------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Paths:
+class Paths(Record):
     """Every file of the agent, under a root (default ``/``), as upstream's $SNAP_COMMON (spec 0.5)."""
 
-    root: str
+    __slots__ = ("root",)
+    root: Final[str]
+
+    def __init__(self, root: str) -> None:
+        self.root = root
 
     @classmethod
     def from_root(cls, root: str = "/") -> Paths:
@@ -748,12 +790,24 @@ class Config:
 # -- XML (pure) ---------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ParsedConfig:
-    values: Dict[str, str]            # every known tag (defaults where missing or bad)
-    order: Tuple[str, ...]            # tags in file order, unknown ones included
-    extras: Dict[str, str]            # unknown tags, kept on rewrite
-    warnings: Tuple[str, ...]
+class ParsedConfig(Record):
+    __slots__ = ("values", "order", "extras", "warnings")
+    values: Final[Dict[str, str]]  # every known tag (defaults where missing or bad)
+    order: Final[Tuple[str, ...]]  # tags in file order, unknown ones included
+    extras: Final[Dict[str, str]]  # unknown tags, kept on rewrite
+    warnings: Final[Tuple[str, ...]]
+
+    def __init__(
+        self,
+        values: Dict[str, str],
+        order: Tuple[str, ...],
+        extras: Dict[str, str],
+        warnings: Tuple[str, ...],
+    ) -> None:
+        self.values = values
+        self.order = order
+        self.extras = extras
+        self.warnings = warnings
 
 
 def parse_config_xml(data: bytes) -> ParsedConfig:
@@ -843,10 +897,14 @@ def render_switcher_xml(state: str) -> bytes:
 # -- change reports ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ChangeReport:
-    errors: List[Tuple[str, str]]           # (flag, exact message) per rejected key
-    accepted: List[Tuple[str, str, str]]    # (flag, old XML text, new value as typed)
+class ChangeReport(Record):
+    __slots__ = ("errors", "accepted")
+    errors: Final[List[Tuple[str, str]]]  # (flag, exact message) per rejected key
+    accepted: Final[List[Tuple[str, str, str]]]  # (flag, old XML text, new value as typed)
+
+    def __init__(self, errors: List[Tuple[str, str]], accepted: List[Tuple[str, str, str]]) -> None:
+        self.errors = errors
+        self.accepted = accepted
 
     def cli_text(self) -> str:
         """Spec 4.3: literal backslash-n, real tab."""

@@ -12,10 +12,12 @@ padding and value formats therefore stay byte-compatible.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 
+from typing import Final
+
 from iofogd.config import Config
+from iofogd.record import Record
 from iofogd.state import StateSnapshot
 from iofogd.system.status import ResourceSnapshot
 
@@ -29,21 +31,30 @@ MIB = 1024 * 1024
 GIB = 1024 * MIB
 
 
-@dataclass(frozen=True)
-class NetworkInfo:
-    interface: str | None   # the interface in use, None when none was found
-    address: str | None
-    configured: str         # the config value: "dynamic" or an interface name
+class NetworkInfo(Record):
+    __slots__ = ("interface", "address", "configured")
+    interface: Final[str | None]  # the interface in use, None when none was found
+    address: Final[str | None]
+    configured: Final[str]  # the config value: "dynamic" or an interface name
+
+    def __init__(self, interface: str | None, address: str | None, configured: str) -> None:
+        self.interface = interface
+        self.address = address
+        self.configured = configured
 
 
 def _on_off(flag: bool) -> str:
     return "on" if flag else "off"
 
 
-@dataclass(frozen=True)
-class EngineInfo:
-    running: int              # running microservice containers
-    error: str | None         # why the Docker engine is not usable, None when it is
+class EngineInfo(Record):
+    __slots__ = ("running", "error")
+    running: Final[int]  # running microservice containers
+    error: Final[str | None]  # why the Docker engine is not usable, None when it is
+
+    def __init__(self, running: int, error: str | None) -> None:
+        self.running = running
+        self.error = error
 
 
 def status_report(state: StateSnapshot, res: ResourceSnapshot, engine: EngineInfo, now: datetime) -> Report:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass, field, replace
-from typing import Any, Callable
+from typing import Any, Callable, Final
+
+from iofogd.record import Record
 
 # Upstream's ModulesStatus and ControllerStatus (spec 0.4), as the CLI shows them.
 STARTING = "STARTING"
@@ -22,15 +23,33 @@ CONTROLLER_BROKEN_CERTIFICATE = "broken certificate"
 CONTROLLER_NOT_CONNECTED = "not connected"
 
 
-@dataclass(frozen=True)
-class StateSnapshot:
-    daemon_status: str = STARTING
-    started_at: float = 0.0
-    controller_status: str = CONTROLLER_NOT_CONNECTED
-    # Microservice uuid -> its config string exactly as the Controller sent it (spec 1.6.1).
-    microservice_configs: dict[str, str] = field(default_factory=dict)
-    edge_resources: tuple[Any, ...] = ()
-    messages_processed: int = 0
+class StateSnapshot(Record):
+    __slots__ = (
+        "daemon_status", "started_at", "controller_status", "microservice_configs", "edge_resources",
+        "messages_processed",
+    )
+    daemon_status: Final[str]
+    started_at: Final[float]
+    controller_status: Final[str]
+    microservice_configs: Final[dict[str, str]]
+    edge_resources: Final[tuple[Any, ...]]
+    messages_processed: Final[int]
+
+    def __init__(
+        self,
+        daemon_status: str = STARTING,
+        started_at: float = 0.0,
+        controller_status: str = CONTROLLER_NOT_CONNECTED,
+        microservice_configs: dict[str, str] | None = None,
+        edge_resources: tuple[Any, ...] = (),
+        messages_processed: int = 0,
+    ) -> None:
+        self.daemon_status = daemon_status
+        self.started_at = started_at
+        self.controller_status = controller_status
+        self.microservice_configs = {} if microservice_configs is None else microservice_configs
+        self.edge_resources = edge_resources
+        self.messages_processed = messages_processed
 
 
 class AgentState:
@@ -48,7 +67,7 @@ class AgentState:
 
     def update(self, **changes: Any) -> StateSnapshot:
         with self._lock:
-            self._snapshot = replace(self._snapshot, **changes)
+            self._snapshot = self._snapshot.replace(**changes)
             return self._snapshot
 
     def on_config_changed(self, listener: Callable[[str], object]) -> None:
@@ -68,7 +87,7 @@ class AgentState:
         with self._lock:
             old = self._snapshot.microservice_configs
             changed = [mid for mid, cfg in configs.items() if old.get(mid) != cfg]
-            self._snapshot = replace(self._snapshot, microservice_configs=dict(configs))
+            self._snapshot = self._snapshot.replace(microservice_configs=dict(configs))
         for mid in changed:
             for listener in self._config_listeners:
                 listener(mid)
@@ -80,13 +99,13 @@ class AgentState:
             new = tuple(resources)
             if new == self._snapshot.edge_resources:
                 return False
-            self._snapshot = replace(self._snapshot, edge_resources=new)
+            self._snapshot = self._snapshot.replace(edge_resources=new)
         for listener in self._edge_listeners:
             listener()
         return True
 
     def count_message(self, n: int = 1) -> None:
         with self._lock:
-            self._snapshot = replace(
-                self._snapshot, messages_processed=self._snapshot.messages_processed + n
+            self._snapshot = self._snapshot.replace(
+                messages_processed=self._snapshot.messages_processed + n
             )

@@ -12,10 +12,12 @@ newline), whereas the deprovision texts carry a real newline (agent-spec 5.2).
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+
+from typing import Final
 
 from iofogd.controller.client import ControllerClient, explain
 from iofogd.errors import ControllerError
+from iofogd.record import Record
 
 log = logging.getLogger(__name__)
 
@@ -41,19 +43,33 @@ def fog_type_code(fog_type: str) -> int:
         raise ValueError(f"fog type must be one of {', '.join(FOG_TYPES)}, not {fog_type!r}") from None
 
 
-@dataclass(frozen=True)
-class ProvisionResult:
+class ProvisionResult(Record):
     """What provisioning gave: ``uuid`` and ``token`` on success, else ``error``.
 
     ``error`` is the Controller's message (as upstream shows it) followed by an
     explanation; ``status`` is the Controller's HTTP status when it answered.
     """
 
-    ok: bool
-    uuid: str = ""
-    token: str = ""
-    error: str = ""
-    status: int | None = None
+    __slots__ = ("ok", "uuid", "token", "error", "status")
+    ok: Final[bool]
+    uuid: Final[str]
+    token: Final[str]
+    error: Final[str]
+    status: Final[int | None]
+
+    def __init__(
+        self,
+        ok: bool,
+        uuid: str = "",
+        token: str = "",
+        error: str = "",
+        status: int | None = None,
+    ) -> None:
+        self.ok = ok
+        self.uuid = uuid
+        self.token = token
+        self.error = error
+        self.status = status
 
     def __repr__(self) -> str:  # the token never reaches a log line
         return f"ProvisionResult(ok={self.ok}, uuid={self.uuid!r}, error={self.error!r}, status={self.status})"

@@ -39,14 +39,14 @@ import json
 import logging
 import threading
 import time
-from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Callable, Final, Protocol
 
 from iofogd import __version__
 from iofogd.controller import cache as cachefiles
 from iofogd.controller.cache import OfflineCache
 from iofogd.controller.client import ControllerClient
 from iofogd.errors import CertificateError, ControllerError, ControllerUnreachable, IofogdError
+from iofogd.record import Record
 from iofogd.state import (
     CONTROLLER_BROKEN_CERTIFICATE,
     CONTROLLER_NOT_CONNECTED,
@@ -61,17 +61,38 @@ UNSUPPORTED_FLAGS = ("reboot", "version", "tunnel", "diagnostics", "isImageSnaps
 MICROSERVICE_FLAGS = ("microserviceList", "microserviceConfig", "routing")
 
 
-@dataclass(frozen=True)
-class ControllerSettings:
+class ControllerSettings(Record):
     """What sync needs from config.xml, read afresh every cycle (so changes apply at once)."""
 
-    controller_url: str
-    controller_cert: str | None
-    secure_mode: bool
-    uuid: str
-    token: str
-    status_update_freq: float  # seconds
-    get_changes_freq: float  # seconds
+    __slots__ = (
+        "controller_url", "controller_cert", "secure_mode", "uuid", "token", "status_update_freq",
+        "get_changes_freq",
+    )
+    controller_url: Final[str]
+    controller_cert: Final[str | None]
+    secure_mode: Final[bool]
+    uuid: Final[str]
+    token: Final[str]
+    status_update_freq: Final[float]  # seconds
+    get_changes_freq: Final[float]  # seconds
+
+    def __init__(
+        self,
+        controller_url: str,
+        controller_cert: str | None,
+        secure_mode: bool,
+        uuid: str,
+        token: str,
+        status_update_freq: float,
+        get_changes_freq: float,
+    ) -> None:
+        self.controller_url = controller_url
+        self.controller_cert = controller_cert
+        self.secure_mode = secure_mode
+        self.uuid = uuid
+        self.token = token
+        self.status_update_freq = status_update_freq
+        self.get_changes_freq = get_changes_freq
 
     @property
     def provisioned(self) -> bool:

@@ -7,23 +7,39 @@ socket. The HTTP handler builds the :class:`Request` and writes the
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from email.message import Message
-from typing import Any, Mapping
+from typing import Any, Final, Mapping
 
 from iofogd.errors import BadRequest
+from iofogd.record import Record
 
 JSON_TYPE = "application/json"
 
 
-@dataclass(frozen=True)
-class Request:
-    method: str
-    path: str                         # without the query string
-    query: str
-    headers: Message                  # case-insensitive, as http.server parses them
-    body: bytes = b""
-    params: Mapping[str, str] = field(default_factory=dict)  # from the route pattern
+class Request(Record):
+    __slots__ = ("method", "path", "query", "headers", "body", "params")
+    method: Final[str]
+    path: Final[str]  # without the query string
+    query: Final[str]
+    headers: Final[Message]  # case-insensitive, as http.server parses them
+    body: Final[bytes]
+    params: Final[Mapping[str, str]]  # from the route pattern
+
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        query: str,
+        headers: Message,
+        body: bytes = b"",
+        params: Mapping[str, str] | None = None,
+    ) -> None:
+        self.method = method
+        self.path = path
+        self.query = query
+        self.headers = headers
+        self.body = body
+        self.params = {} if params is None else params
 
     def header(self, name: str) -> str:
         value = self.headers.get(name)
@@ -49,12 +65,24 @@ class Request:
         return value
 
 
-@dataclass(frozen=True)
-class Response:
-    status: int
-    body: bytes
-    content_type: str | None = JSON_TYPE
-    headers: tuple[tuple[str, str], ...] = ()
+class Response(Record):
+    __slots__ = ("status", "body", "content_type", "headers")
+    status: Final[int]
+    body: Final[bytes]
+    content_type: Final[str | None]
+    headers: Final[tuple[tuple[str, str], ...]]
+
+    def __init__(
+        self,
+        status: int,
+        body: bytes,
+        content_type: str | None = JSON_TYPE,
+        headers: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        self.status = status
+        self.body = body
+        self.content_type = content_type
+        self.headers = headers
 
     @classmethod
     def json(cls, value: Any, status: int = 200) -> Response:

@@ -6,21 +6,25 @@ query string is cut off; the two WebSocket routes carry an id segment.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Final
 
 from iofogd.app import App
 from iofogd.errors import MethodNotAllowed, NotFound, NotImplementedYet
 from iofogd.http.api import admin, gps, microservice
 from iofogd.http.request import Request, Response
+from iofogd.record import Record
 
 Handler = Callable[[Request, App], Response]
 
 
-@dataclass(frozen=True)
-class Route:
-    methods: dict[str, Handler]
-    auth: bool = False          # the admin token is required (spec 1.5)
+class Route(Record):
+    __slots__ = ("methods", "auth")
+    methods: Final[dict[str, Handler]]
+    auth: Final[bool]  # the admin token is required (spec 1.5)
+
+    def __init__(self, methods: dict[str, Handler], auth: bool = False) -> None:
+        self.methods = methods
+        self.auth = auth
 
 
 def _not_yet(what: str) -> Handler:

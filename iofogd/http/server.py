@@ -12,11 +12,11 @@ from __future__ import annotations
 import logging
 import socket
 import threading
-from dataclasses import dataclass
 from http.server import ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Final, Optional
 
 from iofogd.app import App
+from iofogd.record import Record
 
 if TYPE_CHECKING:
     from iofogd.http.handler import LocalApiHandler
@@ -24,12 +24,24 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class HttpLimits:
-    max_body_bytes: int = 1024 * 1024
-    max_header_bytes: int = 16 * 1024
-    max_connections: int = 64
-    idle_timeout: float = 30.0      # seconds a connection may sit without a request
+class HttpLimits(Record):
+    __slots__ = ("max_body_bytes", "max_header_bytes", "max_connections", "idle_timeout")
+    max_body_bytes: Final[int]
+    max_header_bytes: Final[int]
+    max_connections: Final[int]
+    idle_timeout: Final[float]  # seconds a connection may sit without a request
+
+    def __init__(
+        self,
+        max_body_bytes: int = 1024 * 1024,
+        max_header_bytes: int = 16 * 1024,
+        max_connections: int = 64,
+        idle_timeout: float = 30.0,
+    ) -> None:
+        self.max_body_bytes = max_body_bytes
+        self.max_header_bytes = max_header_bytes
+        self.max_connections = max_connections
+        self.idle_timeout = idle_timeout
 
 
 _BUSY_RESPONSE = (

@@ -27,11 +27,11 @@ import base64
 import json
 import re
 import urllib.parse
-from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterable, Mapping, Optional
+from typing import Any, Final, Iterable, Mapping, Optional
 
 from iofogd.errors import DockerError, EngineUnsupported
+from iofogd.record import Record
 
 # The oldest API we speak: HostConfig.Init needs 1.25, label filters and the
 # create body we send work from 1.24 (upstream's pinned version, spec 7.1).
@@ -59,12 +59,18 @@ _STATE_MAP = {
 # -- transport ------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class DockerUrl:
-    scheme: str          # "unix" or "tcp"
-    path: str = ""       # socket path for unix
-    host: str = ""
-    port: int = 0
+class DockerUrl(Record):
+    __slots__ = ("scheme", "path", "host", "port")
+    scheme: Final[str]  # "unix" or "tcp"
+    path: Final[str]  # socket path for unix
+    host: Final[str]
+    port: Final[int]
+
+    def __init__(self, scheme: str, path: str = "", host: str = "", port: int = 0) -> None:
+        self.scheme = scheme
+        self.path = path
+        self.host = host
+        self.port = port
 
 
 def parse_docker_url(url: str) -> DockerUrl:
@@ -159,11 +165,16 @@ def error_message(status: int, body: bytes) -> str:
 # -- images ---------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class ImageRef:
-    repository: str          # with the registry host, if any: "127.0.0.1:5000/x/y"
-    tag: str = ""
-    digest: str = ""
+class ImageRef(Record):
+    __slots__ = ("repository", "tag", "digest")
+    repository: Final[str]  # with the registry host, if any: "127.0.0.1:5000/x/y"
+    tag: Final[str]
+    digest: Final[str]
+
+    def __init__(self, repository: str, tag: str = "", digest: str = "") -> None:
+        self.repository = repository
+        self.tag = tag
+        self.digest = digest
 
     @property
     def pull_tag(self) -> str:

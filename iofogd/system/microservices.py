@@ -28,7 +28,6 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 from iofogd.errors import DockerError, EngineUnavailable
@@ -40,22 +39,57 @@ log = logging.getLogger(__name__)
 FROM_CACHE = "from_cache"   # the registry url meaning "never pull" (controller-protocol.md 6)
 
 
-@dataclass
 class _Entry:
-    status: str = "QUEUED"
-    percentage: float = 0.0
-    error: Optional[str] = None
-    container_id: Optional[str] = None
-    start_ms: Optional[int] = None
-    cpu: float = 0.0
-    memory: int = 0
-    cpu_sample: Optional[tuple[int, int, int]] = None
-    spec: str = ""                        # the list item as JSON, to see it change
-    rebuild: bool = False
-    stuck: bool = False
-    restarts: list[float] = field(default_factory=list)
-    failures: int = 0
-    next_try: float = 0.0
+    __slots__ = (
+        "status", "percentage", "error", "container_id", "start_ms", "cpu", "memory", "cpu_sample",
+        "spec", "rebuild", "stuck", "restarts", "failures", "next_try",
+    )
+    status: str
+    percentage: float
+    error: Optional[str]
+    container_id: Optional[str]
+    start_ms: Optional[int]
+    cpu: float
+    memory: int
+    cpu_sample: Optional[tuple[int, int, int]]
+    spec: str  # the list item as JSON, to see it change
+    rebuild: bool
+    stuck: bool
+    restarts: list[float]
+    failures: int
+    next_try: float
+
+    def __init__(
+        self,
+        status: str = "QUEUED",
+        percentage: float = 0.0,
+        error: Optional[str] = None,
+        container_id: Optional[str] = None,
+        start_ms: Optional[int] = None,
+        cpu: float = 0.0,
+        memory: int = 0,
+        cpu_sample: Optional[tuple[int, int, int]] = None,
+        spec: str = "",
+        rebuild: bool = False,
+        stuck: bool = False,
+        restarts: list[float] | None = None,
+        failures: int = 0,
+        next_try: float = 0.0,
+    ) -> None:
+        self.status = status
+        self.percentage = percentage
+        self.error = error
+        self.container_id = container_id
+        self.start_ms = start_ms
+        self.cpu = cpu
+        self.memory = memory
+        self.cpu_sample = cpu_sample
+        self.spec = spec
+        self.rebuild = rebuild
+        self.stuck = stuck
+        self.restarts = [] if restarts is None else restarts
+        self.failures = failures
+        self.next_try = next_try
 
 
 class Microservices:

@@ -19,12 +19,13 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Final, Optional
 
 log = logging.getLogger(__name__)
 
 from types import ModuleType
+
+from iofogd.record import Record
 
 psutil: Optional[ModuleType]
 try:  # optional: see the module docstring
@@ -33,17 +34,42 @@ except ImportError:  # exercised by the tests that hide psutil
     psutil = None
 
 
-@dataclass(frozen=True)
-class ResourceSnapshot:
-    taken_at: float = 0.0
-    memory_rss_bytes: int = 0
-    cpu_percent: float = 0.0          # the daemon's share of the whole machine
-    archive_bytes: int = 0            # size of <disk_directory>/messages/archive
-    disk_available_bytes: int = 0     # of the filesystem holding the state directory
-    disk_total_bytes: int = 0
-    memory_available_bytes: int = 0
-    system_cpu_percent: float = 0.0   # whole machine, over the last interval
-    source: str = "none"              # "psutil" or "proc"
+class ResourceSnapshot(Record):
+    __slots__ = (
+        "taken_at", "memory_rss_bytes", "cpu_percent", "archive_bytes", "disk_available_bytes",
+        "disk_total_bytes", "memory_available_bytes", "system_cpu_percent", "source",
+    )
+    taken_at: Final[float]
+    memory_rss_bytes: Final[int]
+    cpu_percent: Final[float]  # the daemon's share of the whole machine
+    archive_bytes: Final[int]  # size of <disk_directory>/messages/archive
+    disk_available_bytes: Final[int]  # of the filesystem holding the state directory
+    disk_total_bytes: Final[int]
+    memory_available_bytes: Final[int]
+    system_cpu_percent: Final[float]  # whole machine, over the last interval
+    source: Final[str]  # "psutil" or "proc"
+
+    def __init__(
+        self,
+        taken_at: float = 0.0,
+        memory_rss_bytes: int = 0,
+        cpu_percent: float = 0.0,
+        archive_bytes: int = 0,
+        disk_available_bytes: int = 0,
+        disk_total_bytes: int = 0,
+        memory_available_bytes: int = 0,
+        system_cpu_percent: float = 0.0,
+        source: str = "none",
+    ) -> None:
+        self.taken_at = taken_at
+        self.memory_rss_bytes = memory_rss_bytes
+        self.cpu_percent = cpu_percent
+        self.archive_bytes = archive_bytes
+        self.disk_available_bytes = disk_available_bytes
+        self.disk_total_bytes = disk_total_bytes
+        self.memory_available_bytes = memory_available_bytes
+        self.system_cpu_percent = system_cpu_percent
+        self.source = source
 
 
 class Probe:

@@ -28,7 +28,6 @@ the current time, so tests drive the schedule without sleeping.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
 import time
@@ -59,11 +58,16 @@ def control_socket_id(path: str) -> Optional[str]:
     return token or None
 
 
-@dataclasses.dataclass
 class _Pending:
+    __slots__ = ("opcode", "sends", "last_sent")
     opcode: int
     sends: int
     last_sent: float
+
+    def __init__(self, opcode: int, sends: int, last_sent: float) -> None:
+        self.opcode = opcode
+        self.sends = sends
+        self.last_sent = last_sent
 
 
 class ControlHub:

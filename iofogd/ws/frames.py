@@ -20,13 +20,13 @@ connection.  This module does no I/O.
 """
 from __future__ import annotations
 
-import dataclasses
 import enum
 import struct
 import sys
-from typing import NamedTuple, Union
+from typing import Final, NamedTuple, Union
 
 from iofogd.errors import MessageTooBig, ProtocolError
+from iofogd.record import Record
 
 Buffer = Union[bytes, bytearray, memoryview]
 
@@ -81,16 +81,32 @@ def close_code_for(exc: BaseException) -> int:
     return CLOSE_INTERNAL_ERROR
 
 
-@dataclasses.dataclass(frozen=True)
-class Frame:
+class Frame(Record):
     """One WebSocket frame, payload unmasked."""
 
-    opcode: Opcode
-    payload: bytes = b""
-    fin: bool = True
-    rsv1: bool = False
-    rsv2: bool = False
-    rsv3: bool = False
+    __slots__ = ("opcode", "payload", "fin", "rsv1", "rsv2", "rsv3")
+    opcode: Final[Opcode]
+    payload: Final[bytes]
+    fin: Final[bool]
+    rsv1: Final[bool]
+    rsv2: Final[bool]
+    rsv3: Final[bool]
+
+    def __init__(
+        self,
+        opcode: Opcode,
+        payload: bytes = b"",
+        fin: bool = True,
+        rsv1: bool = False,
+        rsv2: bool = False,
+        rsv3: bool = False,
+    ) -> None:
+        self.opcode = opcode
+        self.payload = payload
+        self.fin = fin
+        self.rsv1 = rsv1
+        self.rsv2 = rsv2
+        self.rsv3 = rsv3
 
 
 class Header(NamedTuple):

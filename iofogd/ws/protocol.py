@@ -37,13 +37,13 @@ every other ping gets its payload echoed, as section 5.5.3 requires.
 from __future__ import annotations
 
 import codecs
-import dataclasses
 import enum
 import os
 import struct
-from typing import Callable, List, Optional, Union
+from typing import Callable, Final, List, Optional, Union
 
 from iofogd.errors import ConnectionClosed, MessageTooBig, ProtocolError
+from iofogd.record import Record
 from iofogd.ws.frames import (
     CLOSE_ABNORMAL,
     CLOSE_NO_STATUS,
@@ -71,33 +71,46 @@ class State(enum.Enum):
     CLOSED = "closed"
 
 
-@dataclasses.dataclass(frozen=True)
-class Message:
+class Message(Record):
     """A whole data message: ``str`` for a text message, ``bytes`` for binary."""
 
-    data: Union[str, bytes]
+    __slots__ = ("data",)
+    data: Final[Union[str, bytes]]
+
+    def __init__(self, data: Union[str, bytes]) -> None:
+        self.data = data
 
     @property
     def is_text(self) -> bool:
         return isinstance(self.data, str)
 
 
-@dataclasses.dataclass(frozen=True)
-class Ping:
-    payload: bytes
+class Ping(Record):
+    __slots__ = ("payload",)
+    payload: Final[bytes]
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
 
 
-@dataclasses.dataclass(frozen=True)
-class Pong:
-    payload: bytes
+class Pong(Record):
+    __slots__ = ("payload",)
+    payload: Final[bytes]
+
+    def __init__(self, payload: bytes) -> None:
+        self.payload = payload
 
 
-@dataclasses.dataclass(frozen=True)
-class Close:
+class Close(Record):
     """The peer's close frame; ``code`` is 1005 when it carried none."""
 
-    code: int
-    reason: str
+    __slots__ = ("code", "reason")
+    code: Final[int]
+    reason: Final[str]
+
+    def __init__(self, code: int, reason: str) -> None:
+        self.code = code
+        self.reason = reason
 
 
 Event = Union[Message, Ping, Pong, Close]

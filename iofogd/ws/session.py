@@ -31,7 +31,6 @@ protocol state.
 """
 from __future__ import annotations
 
-import dataclasses
 import io
 import logging
 import selectors
@@ -39,9 +38,10 @@ import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler
-from typing import Callable, List, Optional, Set
+from typing import Callable, Final, List, Optional, Set
 
 from iofogd.errors import ConnectionClosed, HandshakeError
+from iofogd.record import Record
 from iofogd.ws.frames import CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_NORMAL
 from iofogd.ws.handshake import validate_request
 from iofogd.ws.protocol import SDK_PING, Close, Connection, Message, Pong, State
@@ -53,19 +53,38 @@ _MAX_WAIT = 1.0  # upper bound of one selector wait, so a close() from another t
 _LINGER = 2.0  # at most this long for the peer's EOF once the connection is over
 
 
-@dataclasses.dataclass(frozen=True)
-class SessionLimits:
+class SessionLimits(Record):
     """Limits of one WebSocket session; the defaults are the daemon's production ones.
 
     A ``ping_interval`` of 0 disables the keepalive.
     """
 
-    max_message_size: int = 1 << 20
-    max_frame_size: int = 1 << 20
-    ping_interval: float = 20.0
-    pong_timeout: float = 20.0
-    close_timeout: float = 10.0
-    write_timeout: float = 30.0
+    __slots__ = (
+        "max_message_size", "max_frame_size", "ping_interval", "pong_timeout", "close_timeout",
+        "write_timeout",
+    )
+    max_message_size: Final[int]
+    max_frame_size: Final[int]
+    ping_interval: Final[float]
+    pong_timeout: Final[float]
+    close_timeout: Final[float]
+    write_timeout: Final[float]
+
+    def __init__(
+        self,
+        max_message_size: int = 1 << 20,
+        max_frame_size: int = 1 << 20,
+        ping_interval: float = 20.0,
+        pong_timeout: float = 20.0,
+        close_timeout: float = 10.0,
+        write_timeout: float = 30.0,
+    ) -> None:
+        self.max_message_size = max_message_size
+        self.max_frame_size = max_frame_size
+        self.ping_interval = ping_interval
+        self.pong_timeout = pong_timeout
+        self.close_timeout = close_timeout
+        self.write_timeout = write_timeout
 
 
 OnMessage = Callable[["WebSocketSession", Message], None]

@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from dataclasses import replace
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -87,7 +86,7 @@ class FakePort:
     def deprovision_locally(self, reason: str) -> None:
         self.deprovisioned.append(reason)
         with self.lock:
-            self.settings = replace(self.settings, uuid="", token="")
+            self.settings = self.settings.replace(uuid="", token="")
 
     def set_controller_state(self, state: str) -> None:
         self.states.append(state)
