@@ -5,13 +5,14 @@ Handlers receive the App as an argument and never build anything themselves.
 from __future__ import annotations
 
 import hmac
+from datetime import datetime
 import os
 import threading
 from typing import Callable, Protocol
 
 from iofogd.config import ConfigStore, Paths, read_token
 from iofogd.errors import ConfigFileError
-from iofogd.reports import EngineInfo, NetworkInfo
+from iofogd.reports import EngineInfo, NetworkInfo, Report, status_report
 from iofogd.state import AgentState
 from iofogd.system.status import ResourceSampler
 
@@ -72,7 +73,7 @@ class App:
     network: Callable[[], NetworkInfo]
     fog_type: Callable[[], str]
     engine: Callable[[], EngineInfo]
-    provisioner: Provisioner
+    provisioner: Callable[[], Provisioner]   # waits for start-up phase 2 (iofogd.daemon)
     prune: Callable[[], int]
 
     def __init__(
@@ -85,7 +86,7 @@ class App:
         network: Callable[[], NetworkInfo],
         fog_type: Callable[[], str],
         engine: Callable[[], EngineInfo],
-        provisioner: Provisioner,
+        provisioner: Callable[[], Provisioner],
         prune: Callable[[], int],
     ) -> None:
         self.paths = paths
@@ -98,3 +99,8 @@ class App:
         self.engine = engine
         self.provisioner = provisioner
         self.prune = prune
+
+    def status(self) -> Report:
+        """The status report (CLI ``status``, GET /v2/status)."""
+        engine = self.engine()   # first: during start-up it waits, and the state then says RUNNING
+        return status_report(self.state.snapshot(), self.sampler.snapshot(), engine, datetime.now())

@@ -8,22 +8,15 @@ Texts that scripts parse (spec 5.3) are kept byte-compatible.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
 
 from typing import Final
 
 from iofogd import __version__
 from iofogd.app import App
 from iofogd.config import OPTIONS
-from iofogd.controller.provision import (
-    DEPROVISION_IN_PROGRESS,
-    DEPROVISION_MSG,
-    ProvisionResult,
-    provision_text,
-)
 from iofogd.errors import ConfigError, IofogdError, ProvisionError
 from iofogd.record import Record
-from iofogd.reports import LINE_SEP, info_report, info_text, status_report, status_text
+from iofogd.reports import LINE_SEP, info_report, info_text, status_text
 
 log = logging.getLogger(__name__)
 
@@ -86,7 +79,7 @@ def help_text() -> str:
 
 
 def _status(app: App) -> CommandResult:
-    report = status_report(app.state.snapshot(), app.sampler.snapshot(), app.engine(), datetime.now())
+    report = app.status()
     return CommandResult(status_text(report))
 
 
@@ -135,12 +128,18 @@ def _switch(app: App, args: list[str]) -> CommandResult:
     return CommandResult(app.config.switch(args[0]))
 
 
+# The two below import the Controller side where they run: it is loaded by
+# start-up phase 2 (iofogd.daemon), not before the Local API answers.
+
+
 def _provision(app: App, args: list[str]) -> CommandResult:
+    from iofogd.controller.provision import ProvisionResult, provision_text
+
     if len(args) != 1:
         return CommandResult(help_text())
     key = args[0]
     try:
-        uuid = app.provisioner.provision(key)
+        uuid = app.provisioner().provision(key)
     except ProvisionError as exc:
         failed = ProvisionResult(ok=False, error=exc.message)
         return CommandResult(provision_text(key, failed), ok=False, status=500)
@@ -148,8 +147,10 @@ def _provision(app: App, args: list[str]) -> CommandResult:
 
 
 def _deprovision(app: App) -> CommandResult:
+    from iofogd.controller.provision import DEPROVISION_IN_PROGRESS, DEPROVISION_MSG
+
     try:
-        message = app.provisioner.deprovision()
+        message = app.provisioner().deprovision()
     except ProvisionError as exc:
         separator = "" if exc.message == DEPROVISION_IN_PROGRESS else "\n"
         return CommandResult(DEPROVISION_MSG.format(result=separator + exc.message), ok=False, status=500)

@@ -48,9 +48,7 @@ from __future__ import annotations
 import logging
 import math
 import os
-import platform
 import re
-import secrets
 import socket
 import string
 import tempfile
@@ -130,7 +128,7 @@ def system_time_zone() -> str:
 
 
 def real_host() -> Host:
-    return Host(platform.machine(), interface_names, system_time_zone)
+    return Host(os.uname().machine, interface_names, system_time_zone)  # = platform.machine()
 
 
 # Spec 4.4: the JVM's os.arch patterns, matched against platform.machine() here.
@@ -1426,6 +1424,8 @@ def _create_token(path: str) -> Optional[str]:
     """The new token, or None when a concurrent creator's token won."""
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
+    import secrets  # here, not at the top: only a first start needs it (~3 ms, 0.7 MiB)
+
     token = "".join(secrets.choice(_TOKEN_ALPHABET) for _ in range(TOKEN_LENGTH))
     fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=directory)
     try:

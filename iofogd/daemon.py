@@ -2,34 +2,42 @@
 
 Start order (upstream waited for the Controller before binding the Local API,
 spec 0.3; we bind first so the API is up at once whatever the Controller
-does): config -> token -> logging -> state and sampler -> HTTP server ->
-READY=1. Shutdown runs in the reverse order. Never forks, never writes a
-pidfile; SIGTERM and SIGINT stop, SIGHUP reloads config.xml.
+does). Start-up has two phases:
+
+1. config -> token -> logging -> state, sampler, network watcher -> App ->
+   HTTP server serving -> READY=1. Only what answering a request needs is
+   imported before this point.
+2. Then, with the API already answering, the Docker, Controller and
+   WebSocket layers are imported and built (about 60 ms of imports and psutil
+   on the 2-core bench machine, more on a Pi) and their threads started; the
+   daemon status turns from STARTING to RUNNING. A request that needs one of
+   them meanwhile waits for it (see :class:`Later`); nothing is answered from
+   a half-built daemon.
+
+Shutdown runs in the reverse order. Never forks, never writes a pidfile;
+SIGTERM and SIGINT stop, SIGHUP reloads config.xml.
 """
 from __future__ import annotations
 
 import argparse
 import logging
-import logging.handlers
 import os
 import signal
 import sys
 import threading
 import time
 from types import FrameType
-from typing import Callable, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Generic, Optional, Sequence, TypeVar
 
 from iofogd import __version__
-from iofogd.agent import ControllerPort, Provisioning
 from iofogd.app import App, TokenFile
-from iofogd.config import Config, ConfigStore, Paths, check_config, ensure_token, java_level, python_log_level
-from iofogd.controller.cache import OfflineCache
-from iofogd.controller.sync import ControllerSync
-from iofogd.errors import ConfigError, IofogdError
-from iofogd.http.api.sockets import SocketEndpoints
+from iofogd.config import Config, ConfigStore, Paths, check_config, ensure_token
+from iofogd.errors import ConfigError, IofogdError, ServiceUnavailable
 from iofogd.http.handler import LocalApiHandler
 from iofogd.http.server import HttpLimits, LocalApiServer
+from iofogd.logfiles import LogSetup
 from iofogd.notify import sd_notify
+from iofogd.reports import EngineInfo, NetworkInfo
 from iofogd.state import (
     CONTROLLER_NOT_CONNECTED,
     CONTROLLER_NOT_PROVISIONED,
@@ -37,137 +45,65 @@ from iofogd.state import (
     STOPPED,
     AgentState,
 )
-from iofogd.reports import EngineInfo, NetworkInfo
-from iofogd.system.docker import DockerClient
-from iofogd.system.microservices import Microservices
 from iofogd.system.network import NetworkWatcher
-from iofogd.system.prune import AutoPruner
 from iofogd.system.status import Probe, ResourceSampler
-from iofogd.ws.control import ControlHub
-from iofogd.ws.session import SessionLimits, SessionRegistry
+
+if TYPE_CHECKING:  # built in start-up phase 2, imported there
+    from iofogd.agent import Provisioning
+    from iofogd.controller.sync import ControllerSync
+    from iofogd.http.api.sockets import SocketEndpoints
+    from iofogd.system.microservices import Microservices
+    from iofogd.ws.session import SessionRegistry
+
+T = TypeVar("T")
 
 log = logging.getLogger("iofogd")
 
 LOOPBACK = "127.0.0.1"
 CONTAINER_MONITOR_FREQ = 10.0   # seconds, upstream's intel_amd value (spec 4.2)
 
-_LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
-
-
 def default_root() -> str:
     return os.environ.get("IOFOGD_ROOT") or "/"
 
 
-def _upstream_log_name(name: str) -> str:
-    """iofog-agent.0.log is the newest, then .1, .2 ... as upstream names them
-    (RotatingFileHandler would say iofog-agent.0.log.1)."""
-    head, sep, n = name.rpartition(".0.log.")
-    return f"{head}.{n}.log" if sep and n.isdigit() else name
+STARTUP_WAIT = 30.0   # seconds a request waits for start-up phase 2
 
 
-class _LogFile(logging.handlers.RotatingFileHandler):
-    """A log file that may fail (a full disk): said once on stderr, not per record.
+class Later(Generic[T]):
+    """A part of the daemon built in start-up phase 2; ``get()`` waits for it.
 
-    logging's own handleError prints a traceback to stderr for every record it
-    cannot write; the daemon goes on either way.
+    Phase 2 takes a fraction of a second after the API is up; a request that
+    arrives meanwhile is answered late rather than from a half-built daemon.
     """
 
-    failing = False
-    _failed = False
+    def __init__(self, what: str) -> None:
+        self._what = what
+        self._value: Optional[T] = None
+        self._failed: Optional[str] = None
+        self._ready = threading.Event()
 
-    def emit(self, record: logging.LogRecord) -> None:
-        self._failed = False
-        super().emit(record)   # calls handleError on failure
-        if self.failing and not self._failed:
-            self.failing = False
-            sys.stderr.write(f"iofogd: writing the log file {self.baseFilename} again\n")
+    def set(self, value: T) -> None:
+        self._value = value
+        self._ready.set()
 
-    def handleError(self, record: logging.LogRecord) -> None:
-        self._failed = True
-        if not self.failing:
-            self.failing = True
-            sys.stderr.write(f"iofogd: cannot write the log file {self.baseFilename}: "
-                             f"{sys.exc_info()[1]}\n")
+    def fail(self, reason: str) -> None:
+        self._failed = reason
+        self._ready.set()
 
-    def close(self) -> None:
-        try:
-            super().close()
-        except OSError:
-            pass  # what is still buffered for a full disk is lost; stderr had it
+    def ready(self) -> bool:
+        return self._value is not None
 
-
-class LogSetup:
-    """stderr plus rotating files in the log directory, re-done on config change."""
-
-    def __init__(self) -> None:
-        self._file: Optional[logging.Handler] = None
-        root = logging.getLogger()
-        self._stderr = logging.StreamHandler(sys.stderr)
-        self._stderr.setFormatter(logging.Formatter(_LOG_FORMAT))
-        # What is logged before the config is known waits here: shown once the
-        # daemon starts, dropped when it refuses to (that is one clear line).
-        self._early = logging.handlers.MemoryHandler(10_000, flushLevel=logging.CRITICAL + 100)
-        root.addHandler(self._early)
-        root.setLevel(logging.INFO)
-
-    def refused(self) -> None:
-        logging.getLogger().removeHandler(self._early)
-        self._early.close()
-
-    def apply(self, cfg: Config) -> None:
-        root = logging.getLogger()
-        if self._early in root.handlers:
-            root.removeHandler(self._early)
-            root.addHandler(self._stderr)
-            self._early.setTarget(self._stderr)
-            self._early.close()  # flushes to stderr
-        root.setLevel(python_log_level(java_level(cfg.log_level) or 800))
-        if self._file is not None:
-            root.removeHandler(self._file)
-            self._file.close()
-            self._file = None
-        count = max(1, cfg.log_file_count)
-        # Upstream's per-file size: the disk limit shared out over the files (spec 8.2).
-        per_file = max(1024 * 1024, int(cfg.log_limit_gb * 1024 ** 3 / count))
-        try:
-            os.makedirs(cfg.log_directory, exist_ok=True)
-            handler = _LogFile(
-                os.path.join(cfg.log_directory, "iofog-agent.0.log"),
-                maxBytes=per_file, backupCount=count - 1, encoding="utf-8",
-            )
-        except OSError as exc:
-            log.warning("cannot log to %s: %s", cfg.log_directory, exc)
-            return
-        handler.namer = _upstream_log_name
-        handler.setFormatter(logging.Formatter(_LOG_FORMAT))
-        root.addHandler(handler)
-        self._file = handler
-
-    def close(self) -> None:
-        if self._file is not None:
-            logging.getLogger().removeHandler(self._file)
-            self._file.close()
-            self._file = None
-
-
-class EngineClients:
-    """One DockerClient per docker_url (it keeps the negotiated API version);
-    a changed URL gets a new one (spec 4.5: the client is re-created)."""
-
-    def __init__(self, docker_url: Callable[[], str]) -> None:
-        self._docker_url = docker_url
-        self._client: Optional[DockerClient] = None
-
-    def __call__(self) -> DockerClient:
-        url = self._docker_url()
-        client = self._client
-        if client is None or client.url != url:
-            client = self._client = DockerClient(url)
-        return client
+    def get(self) -> T:
+        if not self._ready.wait(STARTUP_WAIT):
+            raise ServiceUnavailable(f"ioFog Agent is still starting ({self._what} is not up yet)")
+        if self._value is None:
+            raise ServiceUnavailable(f"ioFog Agent could not start {self._what}: {self._failed}")
+        return self._value
 
 
 class Daemon:
     def __init__(self, paths: Paths, store: ConfigStore, args: argparse.Namespace) -> None:
+        """Start-up phase 1: everything the Local API needs to answer."""
         self.paths = paths
         self.store = store
         self.args = args
@@ -181,27 +117,16 @@ class Daemon:
             controller_status=CONTROLLER_NOT_CONNECTED if provisioned else CONTROLLER_NOT_PROVISIONED
         )
         self.sampler = ResourceSampler(
-            Probe(),
+            Probe,
             archive_dir=lambda: os.path.join(self.store.current.disk_directory, "messages", "archive"),
             disk_path=lambda: self.store.current.disk_directory,
         )
         self.network = NetworkWatcher(
             lambda: (self.store.current.network_interface, self.store.current.controller_url)
         )
-        self.microservices = Microservices(
-            EngineClients(lambda: self.store.current.docker_url),
-            node_uuid=cfg.iofog_uuid,
-            agent_address=LOOPBACK,
-            time_zone=cfg.time_zone,
-        )
-        self.network.on_change(self._network_changed)
-        store.add_listener(self._config_changed)
-        self.autoprune = AutoPruner.for_paths(
-            self.microservices.prune_unused, [paths.root, paths.state_dir],
-            lambda: self.store.current.available_disk_threshold,
-        )
-        self.port = ControllerPort(store, self.state, self.sampler, self.network.current, self.microservices)
-        self.sync = ControllerSync(self.port, cache=OfflineCache(paths.etc_dir))
+        self.microservices: Later[Microservices] = Later("the Docker engine client")
+        self.provisioning: Later[Provisioning] = Later("the Controller client")
+        self.sockets: Later[SocketEndpoints] = Later("the WebSocket layer")
         self.app = App(
             paths=paths,
             config=store,
@@ -210,24 +135,78 @@ class Daemon:
             token=TokenFile(paths.token_file),
             network=self.network.current,
             fog_type=lambda: self.store.current.fog_type,
-            engine=lambda: EngineInfo(self.microservices.running_count(), self.microservices.engine_error()),
-            provisioner=Provisioning(store, self.port, self.sync),
-            prune=self.microservices.prune_unused,
+            engine=self._engine_info,
+            provisioner=self.provisioning.get,
+            prune=lambda: self.microservices.get().prune_unused(),
         )
-        # Every local change is PATCHed to the Controller (spec 4.5, 6.7).
-        store.add_listener(lambda old, new: self.sync.config_changed())
-        self.sessions = SessionRegistry()
+        host = args.address or cfg.api_address
+        port = args.port if args.port is not None else cfg.api_port
+        self.server = LocalApiServer(
+            (host, port), LocalApiHandler, self.app, HttpLimits(),
+            websocket=lambda handler, path: self.sockets.get()(handler, path),
+        )
+
+    def _engine_info(self) -> EngineInfo:
+        microservices = self.microservices.get()
+        return EngineInfo(microservices.running_count(), microservices.engine_error())
+
+    def _build_subsystems(self) -> None:
+        """Start-up phase 2: the Docker, Controller and WebSocket layers.
+
+        Imported here rather than at the top so that phase 1 does not pay for
+        them (see the module docstring).
+        """
+        from iofogd.agent import ControllerPort, Provisioning
+        from iofogd.controller.cache import OfflineCache
+        from iofogd.controller.sync import ControllerSync
+        from iofogd.http.api.sockets import SocketEndpoints
+        from iofogd.system.docker import EngineClients
+        from iofogd.system.microservices import Microservices
+        from iofogd.system.prune import AutoPruner
+        from iofogd.ws.control import ControlHub
+        from iofogd.ws.session import SessionLimits, SessionRegistry
+
+        self._spawn("sampler", lambda: self.sampler.run(self.stop))   # imports psutil
+        cfg = self.store.current
+        microservices = Microservices(
+            EngineClients(lambda: self.store.current.docker_url),
+            node_uuid=cfg.iofog_uuid,
+            agent_address=self.network.current().address or LOOPBACK,
+            time_zone=cfg.time_zone,
+        )
+        self.network.on_change(self._network_changed)
+        self.autoprune = AutoPruner.for_paths(
+            microservices.prune_unused, [self.paths.root, self.paths.state_dir],
+            lambda: self.store.current.available_disk_threshold,
+        )
+        port = ControllerPort(self.store, self.state, self.sampler, self.network.current, microservices)
+        self.sync: ControllerSync = ControllerSync(port, cache=OfflineCache(self.paths.etc_dir))
+        self.sessions: SessionRegistry = SessionRegistry()
         self.control = ControlHub()
         # A changed microservice config or edge resource list reaches the
         # microservices' control sockets as 0x0C / 0x0F (spec 2.5).
         self.state.on_config_changed(self.control.signal_config)
         self.state.on_edge_resources_changed(self.control.signal_edge_resources)
-        host = args.address or cfg.api_address
-        port = args.port if args.port is not None else cfg.api_port
-        self.server = LocalApiServer(
-            (host, port), LocalApiHandler, self.app, HttpLimits(),
-            websocket=SocketEndpoints(self.control, self.sessions, SessionLimits()),
-        )
+        self._microservices = microservices
+        self.store.add_listener(self._config_changed)
+        # Every local change is PATCHed to the Controller (spec 4.5, 6.7); one
+        # made before this point is pushed by the first cycle (resync below).
+        self.store.add_listener(lambda old, new: self.sync.config_changed())
+        self._config_changed(cfg, self.store.current)   # a change made while building
+        provisioning = Provisioning(self.store, port, self.sync)
+        sockets = SocketEndpoints(self.control, self.sessions, SessionLimits())
+        self._spawn("control-retry", lambda: self.control.run(self.stop))
+        self._spawn("microservices", lambda: microservices.run(self.stop, CONTAINER_MONITOR_FREQ))
+        self._spawn("autoprune", lambda: self.autoprune.run(self.stop))
+        self.sync.start()  # returns at once: the API never waits for the Controller
+        # The first changes cycle fetches everything now, not after a period
+        # (get_changes_freq, 60 s shipped): microservices need their configs.
+        self.sync.resync()
+        # RUNNING before any waiting request goes on: everything is up.
+        self.state.update(daemon_status=RUNNING)
+        self.microservices.set(microservices)
+        self.provisioning.set(provisioning)
+        self.sockets.set(sockets)
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -235,23 +214,27 @@ class Daemon:
         self.threads.append(thread)
 
     def run(self) -> int:
-        self.sampler.sample()  # so the first /v2/status has figures
-        self._spawn("sampler", lambda: self.sampler.run(self.stop))
-        self._spawn("network", lambda: self.network.run(self.stop))
-        self._spawn("control-retry", lambda: self.control.run(self.stop))
-        self._spawn("microservices", lambda: self.microservices.run(self.stop, CONTAINER_MONITOR_FREQ))
-        self._spawn("autoprune", lambda: self.autoprune.run(self.stop))
-        # RUNNING before the first request is served: everything else is up.
-        self.state.update(daemon_status=RUNNING)
-        host, port = self.server.server_address[:2]
-        log.info("iofogd %s serving the Local API on %s:%s (resource figures from %s)",
-                 __version__, host, port, self.sampler.snapshot().source)
         self._spawn("local-api", self.server.serve_forever)
+        self._spawn("network", lambda: self.network.run(self.stop))
+        host, port = self.server.server_address[:2]
+        log.info("iofogd %s serving the Local API on %s:%s", __version__, host, port)
         sd_notify("READY=1")
-        self.sync.start()  # returns at once: the API never waits for the Controller
-        # The first changes cycle fetches everything now, not after a period
-        # (get_changes_freq, 60 s shipped): microservices need their configs.
-        self.sync.resync()
+        # Phase 2 is CPU-bound (imports) and holds the GIL for whole switch
+        # intervals (5 ms): a shorter one lets the first requests through.
+        interval = sys.getswitchinterval()
+        sys.setswitchinterval(0.0005)
+        try:
+            self._build_subsystems()
+        except Exception as exc:   # an import or OS error: nothing half-built may serve
+            log.exception("cannot start: %s", exc)
+            for part in (self.microservices, self.provisioning, self.sockets):
+                part.fail(str(exc))
+            self.stop.set()
+            self._stop_serving()
+            return 1
+        finally:
+            sys.setswitchinterval(interval)
+        log.info("iofogd running")
         while not self.stop.wait(0.2):
             if self.reload.is_set():
                 self.reload.clear()
@@ -261,16 +244,16 @@ class Daemon:
 
     def _config_changed(self, old: Config, new: Config) -> None:
         # Containers created from now on carry the new identity and zone (spec 4.5).
-        self.microservices.node_uuid = new.iofog_uuid
-        self.microservices.time_zone = new.time_zone
+        self._microservices.node_uuid = new.iofog_uuid
+        self._microservices.time_zone = new.time_zone
         if old.docker_url != new.docker_url:
-            self.microservices.poke()   # the status speaks of the new engine at once
+            self._microservices.poke()   # the status speaks of the new engine at once
         if (old.network_interface, old.controller_url) != (new.network_interface, new.controller_url):
             self.network.poke()
 
     def _network_changed(self, info: NetworkInfo) -> None:
         # The "iofog" host alias of new containers points at the agent (spec 7.2).
-        self.microservices.agent_address = info.address or LOOPBACK
+        self._microservices.agent_address = info.address or LOOPBACK
 
     def _reload(self) -> None:
         try:
@@ -287,14 +270,18 @@ class Daemon:
         log.info("stopping")
         self.state.update(daemon_status=STOPPED)
         self.sync.stop()
-        self.server.shutdown()                 # no new connections
-        self.server.close_idle_connections()   # in-flight requests finish
-        self.sessions.close_all(wait=2.0)      # 1001 Going Away to every WebSocket
-        self.server.server_close()             # joins the handler threads
+        self._stop_serving()
         self.network.poke()
         for thread in self.threads:
             thread.join(timeout=5)
         log.info("stopped")
+
+    def _stop_serving(self) -> None:
+        self.server.shutdown()                 # no new connections
+        self.server.close_idle_connections()   # in-flight requests finish
+        if self.sockets.ready():
+            self.sessions.close_all(wait=2.0)  # 1001 Going Away to every WebSocket
+        self.server.server_close()             # joins the handler threads
 
     def handle_signal(self, signum: int, frame: Optional[FrameType]) -> None:
         if signum == signal.SIGHUP:

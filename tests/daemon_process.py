@@ -71,6 +71,15 @@ class RunningDaemon:
         except OSError:
             return ""
 
+    def wait_log(self, text: str, timeout: float = 10.0) -> bool:
+        """Whether ``text`` appears in the log within ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
     # -- requests ----------------------------------------------------------------------
     @property
     def token(self) -> str:

@@ -200,7 +200,7 @@ def test_status_figures_with_and_without_psutil(tmp_path, hide_psutil: bool) -> 
         rss = float(body["memory-usage"].split()[1])
         assert 5 < rss < 500
         assert float(body["system-available-memory"].split()[0]) > 0
-        assert f"resource figures from {'proc' if hide_psutil else 'psutil'}" in d.log()
+        assert d.wait_log(f"resource figures from {'proc' if hide_psutil else 'psutil'}"), d.log()
     finally:
         d.stop()
 

@@ -244,3 +244,19 @@ def _json(data: bytes) -> Any:
         return json.loads(data.decode("utf-8") or "null")
     except ValueError as exc:
         raise DockerError(200, f"the engine sent malformed JSON: {data[:80]!r}") from exc
+
+
+class EngineClients:
+    """One DockerClient per docker_url (it keeps the negotiated API version);
+    a changed URL gets a new one (spec 4.5: the client is re-created)."""
+
+    def __init__(self, docker_url: Callable[[], str]) -> None:
+        self._docker_url = docker_url
+        self._client: Optional[DockerClient] = None
+
+    def __call__(self) -> DockerClient:
+        url = self._docker_url()
+        client = self._client
+        if client is None or client.url != url:
+            client = self._client = DockerClient(url)
+        return client

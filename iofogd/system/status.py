@@ -12,6 +12,11 @@ Raspberry Pi OS has no psutil wheel and an air-gapped pip cannot build one.
 Unlike upstream (spec 8.1, 12 item 11) the figures are honest: the daemon's
 own RSS in MiB, its CPU share of the whole machine since the last sample, the
 real size of the message archive, and the machine's current total CPU use.
+
+psutil is imported by the first sample, in the sampler thread, not when this
+module is: importing it takes ~15-20 ms on the bench machine, and the daemon
+answers its first requests before then (see iofogd.daemon). A request that
+asks for figures before the first sample waits for it.
 """
 from __future__ import annotations
 
@@ -19,19 +24,22 @@ import logging
 import os
 import threading
 import time
-from typing import Callable, Final, Optional
-
-log = logging.getLogger(__name__)
-
 from types import ModuleType
+from typing import Callable, Final, Optional
 
 from iofogd.record import Record
 
-psutil: Optional[ModuleType]
-try:  # optional: see the module docstring
-    import psutil
-except ImportError:  # exercised by the tests that hide psutil
-    psutil = None
+log = logging.getLogger(__name__)
+
+FIRST_SAMPLE_WAIT = 10.0   # seconds a request waits for the first sample
+
+
+def _import_psutil() -> Optional[ModuleType]:
+    try:  # optional: see the module docstring
+        import psutil
+    except ImportError:  # exercised by the tests that hide psutil
+        return None
+    return psutil
 
 
 class ResourceSnapshot(Record):
@@ -76,10 +84,12 @@ class Probe:
     """Raw readings from psutil or /proc; stateless, so the sampler owns deltas."""
 
     def __init__(self, use_psutil: bool | None = None) -> None:
+        psutil = _import_psutil() if use_psutil is not False else None
         self.use_psutil = (psutil is not None) if use_psutil is None else use_psutil
         if self.use_psutil and psutil is None:
             raise RuntimeError("psutil is not installed")
-        self._process = psutil.Process() if self.use_psutil and psutil is not None else None
+        self._psutil = psutil
+        self._process = psutil.Process() if psutil is not None else None
         self._page_size = os.sysconf("SC_PAGE_SIZE")
 
     @property
@@ -101,7 +111,8 @@ class Probe:
 
     def system_cpu(self) -> tuple[float, float]:
         """(busy, total) time counters of the whole machine since boot."""
-        if self.use_psutil and psutil is not None:
+        psutil = self._psutil
+        if psutil is not None:
             t = psutil.cpu_times()
             idle = t.idle + getattr(t, "iowait", 0.0)
             total = sum(t)
@@ -118,8 +129,8 @@ class Probe:
         return (total - idle) / ticks, total / ticks
 
     def memory_available_bytes(self) -> int:
-        if self.use_psutil and psutil is not None:
-            return int(psutil.virtual_memory().available)
+        if self._psutil is not None:
+            return int(self._psutil.virtual_memory().available)
         with open("/proc/meminfo", "rb") as f:
             for line in f:
                 if line.startswith(b"MemAvailable:"):
@@ -151,29 +162,36 @@ class ResourceSampler:
 
     def __init__(
         self,
-        probe: Probe,
+        probe: Callable[[], Probe],
         archive_dir: Callable[[], str],
         disk_path: Callable[[], str],
         interval: float = 5.0,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._probe = probe
+        self._make_probe = probe      # called by the first sample (it may import psutil)
+        self._probe: Optional[Probe] = None
         self._archive_dir = archive_dir
         self._disk_path = disk_path
         self.interval = interval
         self._clock = clock
         self._monotonic = monotonic
-        self._snapshot = ResourceSnapshot(source=probe.source)
+        self._snapshot = ResourceSnapshot()
+        self._sampled = threading.Event()
+        self._told = ""   # the source last logged
         self._lock = threading.Lock()
         self._last: Optional[tuple[float, float, float, float]] = None  # (mono, proc, busy, total)
 
     def snapshot(self) -> ResourceSnapshot:
+        """The latest figures; before the first sample, waits for it (bounded)."""
+        self._sampled.wait(FIRST_SAMPLE_WAIT)
         with self._lock:
             return self._snapshot
 
     def sample(self) -> ResourceSnapshot:
         p = self._probe
+        if p is None:
+            p = self._probe = self._make_probe()
         now_mono = self._monotonic()
         proc = p.process_cpu_seconds()
         busy, total = p.system_cpu()
@@ -202,15 +220,25 @@ class ResourceSampler:
         )
         with self._lock:
             self._snapshot = snap
+        self._sampled.set()
         return snap
 
     def run(self, stop: threading.Event) -> None:
         """Sample every ``interval`` seconds (at once if nothing was sampled yet)."""
         if self._last is not None:
             stop.wait(self.interval)
-        while not stop.is_set():
-            try:
-                self.sample()
-            except OSError as exc:  # a vanished directory must not kill the sampler
-                log.warning("resource sampling failed: %s", exc)
-            stop.wait(self.interval)
+        try:
+            while not stop.is_set():
+                try:
+                    snap = self.sample()
+                except OSError as exc:  # a vanished directory must not kill the sampler
+                    log.warning("resource sampling failed: %s", exc)
+                else:
+                    if snap.source != self._told:
+                        self._told = snap.source
+                        log.info("resource figures from %s", snap.source)
+                finally:
+                    self._sampled.set()   # whoever waits goes on, with figures or not
+                stop.wait(self.interval)
+        finally:
+            self._sampled.set()   # stopped before a first sample: nobody waits for it

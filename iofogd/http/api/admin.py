@@ -1,19 +1,17 @@
 """Admin endpoints (spec 1.6.9-1.6.13): token-protected, called by the CLI and admins."""
 from __future__ import annotations
 
-from datetime import datetime
 
 from iofogd import __version__
 from iofogd.app import App
 from iofogd.commands import run_command
 from iofogd.errors import BadRequest, ProvisionError
 from iofogd.http.request import Request, Response
-from iofogd.reports import info_report, report_json, status_report
+from iofogd.reports import info_report, report_json
 
 
 def status(request: Request, app: App) -> Response:
-    report = status_report(app.state.snapshot(), app.sampler.snapshot(), app.engine(), datetime.now())
-    return Response.json(report_json(report))
+    return Response.json(report_json(app.status()))
 
 
 def info(request: Request, app: App) -> Response:
@@ -53,7 +51,7 @@ def provision(request: Request, app: App) -> Response:
     if not isinstance(key, str) or not key.strip():
         raise BadRequest("Missing required property 'provisioning-key'")
     try:
-        uuid = app.provisioner.provision(key.strip())
+        uuid = app.provisioner().provision(key.strip())
     except ProvisionError as exc:
         return Response.json({"status": "failed", "error": exc.message}, status=500)
     return Response.json({"status": "ok", "uuid": uuid})
@@ -61,7 +59,7 @@ def provision(request: Request, app: App) -> Response:
 
 def deprovision(request: Request, app: App) -> Response:
     try:
-        message = app.provisioner.deprovision()
+        message = app.provisioner().deprovision()
     except ProvisionError as exc:
         return Response.json({"status": "failed", "error": exc.message, "message": exc.message}, status=500)
     return Response.json({"message": message, "status": "success"})
