@@ -11,7 +11,6 @@ import logging
 import os
 import threading
 import time
-from typing import Any, Callable, Optional, Protocol
 
 from iofogd.config import ConfigStore
 from iofogd.controller.client import ControllerClient
@@ -23,20 +22,25 @@ from iofogd.reports import MIB, NetworkInfo
 from iofogd.state import CONTROLLER_NOT_PROVISIONED, CONTROLLER_OK, AgentState
 from iofogd.system.status import ResourceSampler
 
+TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
+if TYPE_CHECKING:
+    from typing import Any, Callable, Optional, Protocol
+
 log = logging.getLogger(__name__)
 
 # Provisioning is a user action: give the Controller more time than a sync call.
 PROVISION_TIMEOUTS = (10.0, 30.0)
 
 
-class MicroserviceLayer(Protocol):
-    """What the Controller side needs of the microservice layer (system/microservices.py)."""
+if TYPE_CHECKING:
+    class MicroserviceLayer(Protocol):
+        """What the Controller side needs of the microservice layer (system/microservices.py)."""
 
-    def set_desired(self, microservices: list[dict[str, Any]], registries: list[dict[str, Any]]) -> None: ...
-    def statuses(self) -> list[dict[str, Any]]: ...
-    def running_count(self) -> int: ...
-    def stop_all(self) -> None: ...
-    def prune_unused(self) -> int: ...
+        def set_desired(self, microservices: list[dict[str, Any]], registries: list[dict[str, Any]]) -> None: ...
+        def statuses(self) -> list[dict[str, Any]]: ...
+        def running_count(self) -> int: ...
+        def stop_all(self) -> None: ...
+        def prune_unused(self) -> int: ...
 
 
 class ControllerPort:

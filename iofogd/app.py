@@ -8,7 +8,6 @@ import hmac
 from datetime import datetime
 import os
 import threading
-from typing import Callable, Protocol
 
 from iofogd.config import ConfigStore, Paths, read_token
 from iofogd.errors import ConfigFileError
@@ -16,10 +15,15 @@ from iofogd.reports import EngineInfo, NetworkInfo, Report, status_report
 from iofogd.state import AgentState
 from iofogd.system.status import ResourceSampler
 
+TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
+if TYPE_CHECKING:
+    from typing import Callable, Protocol
 
-class Provisioner(Protocol):
-    def provision(self, key: str) -> str: ...      # returns the node uuid; raises ProvisionError
-    def deprovision(self) -> str: ...              # returns the message; raises ProvisionError
+
+if TYPE_CHECKING:
+    class Provisioner(Protocol):
+        def provision(self, key: str) -> str: ...      # returns the node uuid; raises ProvisionError
+        def deprovision(self) -> str: ...              # returns the message; raises ProvisionError
 
 
 class TokenFile:

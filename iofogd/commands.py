@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import logging
 
-from typing import Final
 
 from iofogd import __version__
 from iofogd.app import App
@@ -17,6 +16,10 @@ from iofogd.config import OPTIONS
 from iofogd.errors import ConfigError, IofogdError, ProvisionError
 from iofogd.record import Record
 from iofogd.reports import LINE_SEP, info_report, info_text, status_text
+
+TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
+if TYPE_CHECKING:
+    from typing import Final
 
 log = logging.getLogger(__name__)
 

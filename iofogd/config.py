@@ -54,10 +54,13 @@ import string
 import tempfile
 import threading
 import xml.etree.ElementTree as ET
-from typing import Callable, Collection, Dict, Final, List, Mapping, Optional, Sequence, Tuple
 
 from iofogd.errors import BadRequest, ConfigFileError, ConfigValueError
 from iofogd.record import Record
+
+TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
+if TYPE_CHECKING:
+    from typing import Callable, Collection, Dict, Final, List, Mapping, Optional, Sequence, Tuple
 
 logger = logging.getLogger(__name__)
 
@@ -222,7 +225,8 @@ _UNWRITABLE = re.compile("[\x00-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
 # map and the host; it returns the tags to change, or raises ConfigValueError with
 # upstream's message (spec 4.4).
 
-Validator = Callable[["Option", str, Mapping[str, str], Host], Dict[str, str]]
+if TYPE_CHECKING:
+    Validator = Callable[["Option", str, Mapping[str, str], Host], Dict[str, str]]
 
 
 def _invalid(opt: Option, value: str) -> ConfigValueError:
@@ -1018,7 +1022,8 @@ def check_config(paths: Paths) -> list[str]:
     return remarks + [f"{path}: {w}" for w in parsed.warnings]
 
 
-Listener = Callable[[Config, Config], None]
+if TYPE_CHECKING:
+    Listener = Callable[[Config, Config], None]
 
 
 class ConfigStore:

@@ -11,7 +11,7 @@ does). Start-up has two phases:
    WebSocket layers are imported and built (about 60 ms of imports and psutil
    on the 2-core bench machine, more on a Pi) and their threads started; the
    daemon status turns from STARTING to RUNNING. A request that needs one of
-   them meanwhile waits for it (see :class:`Later`); nothing is answered from
+   them meanwhile waits for it (see :class:`StartGate`); nothing is answered from
    a half-built daemon.
 
 Shutdown runs in the reverse order. Never forks, never writes a pidfile;
@@ -19,7 +19,6 @@ SIGTERM and SIGINT stop, SIGHUP reloads config.xml.
 """
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import signal
@@ -27,7 +26,6 @@ import sys
 import threading
 import time
 from types import FrameType
-from typing import TYPE_CHECKING, Callable, Generic, Optional, Sequence, TypeVar
 
 from iofogd import __version__
 from iofogd.app import App, TokenFile
@@ -37,6 +35,7 @@ from iofogd.http.handler import LocalApiHandler
 from iofogd.http.server import HttpLimits, LocalApiServer
 from iofogd.logfiles import LogSetup
 from iofogd.notify import sd_notify
+from iofogd.record import Record
 from iofogd.reports import EngineInfo, NetworkInfo
 from iofogd.state import (
     CONTROLLER_NOT_CONNECTED,
@@ -48,14 +47,15 @@ from iofogd.state import (
 from iofogd.system.network import NetworkWatcher
 from iofogd.system.status import Probe, ResourceSampler
 
-if TYPE_CHECKING:  # built in start-up phase 2, imported there
+TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
+if TYPE_CHECKING:  # the modules of start-up phase 2 are imported there
+    from typing import Callable, Final, NoReturn, Optional, Sequence
+
     from iofogd.agent import Provisioning
     from iofogd.controller.sync import ControllerSync
     from iofogd.http.api.sockets import SocketEndpoints
     from iofogd.system.microservices import Microservices
     from iofogd.ws.session import SessionRegistry
-
-T = TypeVar("T")
 
 log = logging.getLogger("iofogd")
 
@@ -69,40 +69,36 @@ def default_root() -> str:
 STARTUP_WAIT = 30.0   # seconds a request waits for start-up phase 2
 
 
-class Later(Generic[T]):
-    """A part of the daemon built in start-up phase 2; ``get()`` waits for it.
+class StartGate:
+    """Start-up phase 2, done or failed: requests that need its parts wait here.
 
     Phase 2 takes a fraction of a second after the API is up; a request that
     arrives meanwhile is answered late rather than from a half-built daemon.
     """
 
-    def __init__(self, what: str) -> None:
-        self._what = what
-        self._value: Optional[T] = None
+    def __init__(self) -> None:
+        self._done = threading.Event()
         self._failed: Optional[str] = None
-        self._ready = threading.Event()
 
-    def set(self, value: T) -> None:
-        self._value = value
-        self._ready.set()
+    def open(self) -> None:
+        self._done.set()
 
     def fail(self, reason: str) -> None:
         self._failed = reason
-        self._ready.set()
+        self._done.set()
 
-    def ready(self) -> bool:
-        return self._value is not None
+    def is_open(self) -> bool:
+        return self._done.is_set() and self._failed is None
 
-    def get(self) -> T:
-        if not self._ready.wait(STARTUP_WAIT):
-            raise ServiceUnavailable(f"ioFog Agent is still starting ({self._what} is not up yet)")
-        if self._value is None:
-            raise ServiceUnavailable(f"ioFog Agent could not start {self._what}: {self._failed}")
-        return self._value
+    def wait(self, what: str) -> None:
+        if not self._done.wait(STARTUP_WAIT):
+            raise ServiceUnavailable(f"ioFog Agent is still starting ({what} is not up yet)")
+        if self._failed is not None:
+            raise ServiceUnavailable(f"ioFog Agent could not start {what}: {self._failed}")
 
 
 class Daemon:
-    def __init__(self, paths: Paths, store: ConfigStore, args: argparse.Namespace) -> None:
+    def __init__(self, paths: Paths, store: ConfigStore, args: DaemonArgs) -> None:
         """Start-up phase 1: everything the Local API needs to answer."""
         self.paths = paths
         self.store = store
@@ -124,9 +120,11 @@ class Daemon:
         self.network = NetworkWatcher(
             lambda: (self.store.current.network_interface, self.store.current.controller_url)
         )
-        self.microservices: Later[Microservices] = Later("the Docker engine client")
-        self.provisioning: Later[Provisioning] = Later("the Controller client")
-        self.sockets: Later[SocketEndpoints] = Later("the WebSocket layer")
+        # Built by phase 2 (_build_subsystems); reached through the accessors below.
+        self.started = StartGate()
+        self._microservices: Optional[Microservices] = None
+        self._provisioning: Optional[Provisioning] = None
+        self._sockets: Optional[SocketEndpoints] = None
         self.app = App(
             paths=paths,
             config=store,
@@ -136,18 +134,33 @@ class Daemon:
             network=self.network.current,
             fog_type=lambda: self.store.current.fog_type,
             engine=self._engine_info,
-            provisioner=self.provisioning.get,
-            prune=lambda: self.microservices.get().prune_unused(),
+            provisioner=self.provisioning,
+            prune=lambda: self.microservices().prune_unused(),
         )
         host = args.address or cfg.api_address
         port = args.port if args.port is not None else cfg.api_port
         self.server = LocalApiServer(
             (host, port), LocalApiHandler, self.app, HttpLimits(),
-            websocket=lambda handler, path: self.sockets.get()(handler, path),
+            websocket=lambda handler, path: self.sockets()(handler, path),
         )
 
+    def microservices(self) -> Microservices:
+        self.started.wait("the Docker engine client")
+        assert self._microservices is not None
+        return self._microservices
+
+    def provisioning(self) -> Provisioning:
+        self.started.wait("the Controller client")
+        assert self._provisioning is not None
+        return self._provisioning
+
+    def sockets(self) -> SocketEndpoints:
+        self.started.wait("the WebSocket layer")
+        assert self._sockets is not None
+        return self._sockets
+
     def _engine_info(self) -> EngineInfo:
-        microservices = self.microservices.get()
+        microservices = self.microservices()
         return EngineInfo(microservices.running_count(), microservices.engine_error())
 
     def _build_subsystems(self) -> None:
@@ -174,7 +187,7 @@ class Daemon:
             agent_address=self.network.current().address or LOOPBACK,
             time_zone=cfg.time_zone,
         )
-        self.network.on_change(self._network_changed)
+        self.network.on_change(lambda info: self._network_changed(microservices, info))
         self.autoprune = AutoPruner.for_paths(
             microservices.prune_unused, [self.paths.root, self.paths.state_dir],
             lambda: self.store.current.available_disk_threshold,
@@ -188,13 +201,13 @@ class Daemon:
         self.state.on_config_changed(self.control.signal_config)
         self.state.on_edge_resources_changed(self.control.signal_edge_resources)
         self._microservices = microservices
-        self.store.add_listener(self._config_changed)
+        self.store.add_listener(lambda old, new: self._config_changed(microservices, old, new))
         # Every local change is PATCHed to the Controller (spec 4.5, 6.7); one
         # made before this point is pushed by the first cycle (resync below).
         self.store.add_listener(lambda old, new: self.sync.config_changed())
-        self._config_changed(cfg, self.store.current)   # a change made while building
-        provisioning = Provisioning(self.store, port, self.sync)
-        sockets = SocketEndpoints(self.control, self.sessions, SessionLimits())
+        self._config_changed(microservices, cfg, self.store.current)   # a change made while building
+        self._provisioning = Provisioning(self.store, port, self.sync)
+        self._sockets = SocketEndpoints(self.control, self.sessions, SessionLimits())
         self._spawn("control-retry", lambda: self.control.run(self.stop))
         self._spawn("microservices", lambda: microservices.run(self.stop, CONTAINER_MONITOR_FREQ))
         self._spawn("autoprune", lambda: self.autoprune.run(self.stop))
@@ -204,9 +217,7 @@ class Daemon:
         self.sync.resync()
         # RUNNING before any waiting request goes on: everything is up.
         self.state.update(daemon_status=RUNNING)
-        self.microservices.set(microservices)
-        self.provisioning.set(provisioning)
-        self.sockets.set(sockets)
+        self.started.open()
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -227,8 +238,7 @@ class Daemon:
             self._build_subsystems()
         except Exception as exc:   # an import or OS error: nothing half-built may serve
             log.exception("cannot start: %s", exc)
-            for part in (self.microservices, self.provisioning, self.sockets):
-                part.fail(str(exc))
+            self.started.fail(str(exc))
             self.stop.set()
             self._stop_serving()
             return 1
@@ -242,18 +252,19 @@ class Daemon:
         self._shutdown()
         return 0
 
-    def _config_changed(self, old: Config, new: Config) -> None:
+    def _config_changed(self, microservices: Microservices, old: Config, new: Config) -> None:
         # Containers created from now on carry the new identity and zone (spec 4.5).
-        self._microservices.node_uuid = new.iofog_uuid
-        self._microservices.time_zone = new.time_zone
+        microservices.node_uuid = new.iofog_uuid
+        microservices.time_zone = new.time_zone
         if old.docker_url != new.docker_url:
-            self._microservices.poke()   # the status speaks of the new engine at once
+            microservices.poke()   # the status speaks of the new engine at once
         if (old.network_interface, old.controller_url) != (new.network_interface, new.controller_url):
             self.network.poke()
 
-    def _network_changed(self, info: NetworkInfo) -> None:
+    @staticmethod
+    def _network_changed(microservices: Microservices, info: NetworkInfo) -> None:
         # The "iofog" host alias of new containers points at the agent (spec 7.2).
-        self._microservices.agent_address = info.address or LOOPBACK
+        microservices.agent_address = info.address or LOOPBACK
 
     def _reload(self) -> None:
         try:
@@ -279,7 +290,7 @@ class Daemon:
     def _stop_serving(self) -> None:
         self.server.shutdown()                 # no new connections
         self.server.close_idle_connections()   # in-flight requests finish
-        if self.sockets.ready():
+        if self.started.is_open():
             self.sessions.close_all(wait=2.0)  # 1001 Going Away to every WebSocket
         self.server.server_close()             # joins the handler threads
 
@@ -290,16 +301,73 @@ class Daemon:
             self.stop.set()
 
 
-def parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="iofogd", description="The ioFog edge agent daemon (foreground).")
-    p.add_argument("--root", default=default_root(),
-                   help="prefix of every path (default: $IOFOGD_ROOT or /)")
-    p.add_argument("--address", help="listening address (default: local_api_address in config.xml)")
-    p.add_argument("--port", type=int, help="listening port (default: local_api_port in config.xml)")
-    p.add_argument("--check-config", action="store_true",
-                   help="load config.xml, report, and exit 0 if it is usable, 1 if not")
-    p.add_argument("--version", action="version", version=f"iofogd {__version__}")
-    return p.parse_args(argv)
+USAGE = "usage: iofogd [-h] [--root ROOT] [--address ADDRESS] [--port PORT] [--check-config] [--version]"
+HELP = f"""{USAGE}
+
+The ioFog edge agent daemon (foreground).
+
+options:
+  -h, --help         show this help message and exit
+  --root ROOT        prefix of every path (default: $IOFOGD_ROOT or /)
+  --address ADDRESS  listening address (default: local_api_address in config.xml)
+  --port PORT        listening port (default: local_api_port in config.xml)
+  --check-config     load config.xml, report, and exit 0 if it is usable, 1 if not
+  --version          show the version and exit
+"""
+
+
+class DaemonArgs(Record):
+    __slots__ = ("root", "address", "port", "check_config")
+    root: Final[str]
+    address: Final[Optional[str]]
+    port: Final[Optional[int]]
+    check_config: Final[bool]
+
+    def __init__(self, root: str, address: Optional[str] = None, port: Optional[int] = None,
+                 check_config: bool = False) -> None:
+        self.root = root
+        self.address = address
+        self.port = port
+        self.check_config = check_config
+
+
+def _usage_error(message: str) -> NoReturn:
+    sys.stderr.write(f"{USAGE}\niofogd: error: {message}\n")
+    raise SystemExit(2)
+
+
+def parse_args(argv: Optional[Sequence[str]]) -> DaemonArgs:
+    """argparse's behaviour for our five options (exit 2 with the usage on an
+    error); not argparse itself, which with gettext costs ~5 ms of every start."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    values: dict[str, str] = {}
+    check = False
+    while args:
+        arg = args.pop(0)
+        name, eq, value = arg.partition("=")
+        if arg in ("-h", "--help"):
+            sys.stdout.write(HELP)
+            raise SystemExit(0)
+        if arg == "--version":
+            sys.stdout.write(f"iofogd {__version__}\n")
+            raise SystemExit(0)
+        if arg == "--check-config":
+            check = True
+        elif name in ("--root", "--address", "--port"):
+            if not eq:
+                if not args or args[0].startswith("--"):
+                    _usage_error(f"argument {name}: expected one argument")
+                value = args.pop(0)
+            values[name] = value
+        else:
+            _usage_error(f"unrecognized arguments: {arg}")
+    port: Optional[int] = None
+    if "--port" in values:
+        try:
+            port = int(values["--port"])
+        except ValueError:
+            _usage_error(f"argument --port: invalid int value: {values['--port']!r}")
+    return DaemonArgs(values.get("--root") or default_root(), values.get("--address"), port, check)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

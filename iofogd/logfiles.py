@@ -13,9 +13,12 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Optional
 
 from iofogd.config import Config, java_level, python_log_level
+
+TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
+if TYPE_CHECKING:
+    from typing import Optional
 
 log = logging.getLogger("iofogd")
 

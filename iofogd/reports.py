@@ -14,12 +14,15 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from typing import Final
 
 from iofogd.config import Config
 from iofogd.record import Record
 from iofogd.state import StateSnapshot
 from iofogd.system.status import ResourceSnapshot
+
+TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
+if TYPE_CHECKING:
+    from typing import Final
 
 # Upstream separates report lines with a literal backslash-n (two characters);
 # the CLI turns them into newlines when it prints (spec 5.1).

@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Any, Callable, Final
 
 from iofogd.record import Record
+
+TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
+if TYPE_CHECKING:
+    from typing import Any, Callable, Final
 
 # Upstream's ModulesStatus and ControllerStatus (spec 0.4), as the CLI shows them.
 STARTING = "STARTING"

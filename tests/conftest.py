@@ -20,19 +20,18 @@ def daemon(tmp_path) -> Iterator[RunningDaemon]:  # type: ignore[no-untyped-def]
 def inproc_daemon(tmp_path):  # type: ignore[no-untyped-def]
     """The daemon in this process, so a test can reach its state directly (the
     one internal call through which microservice configs enter, for example)."""
-    import argparse
     import threading
     import time
 
     from iofogd.config import ConfigStore, Paths, ensure_token
-    from iofogd.daemon import Daemon
+    from iofogd.daemon import Daemon, DaemonArgs
     from iofogd.state import RUNNING
 
     paths = Paths.from_root(str(tmp_path / "root"))
     store = ConfigStore(paths)
     store.load()
     ensure_token(paths.token_file)
-    args = argparse.Namespace(address="127.0.0.1", port=0, root=paths.root, check_config=False)
+    args = DaemonArgs(paths.root, address="127.0.0.1", port=0)
     daemon = Daemon(paths, store, args)
     # daemon=True: a test that fails half-way must not keep pytest alive at exit.
     thread = threading.Thread(target=daemon.run, name="inproc-daemon", daemon=True)

@@ -228,3 +228,26 @@ def test_a_java_agents_config_xml_runs_unchanged(tmp_path) -> None:  # type: ign
         d.stop()
     text = (etc / "config.xml").read_text()
     assert "<access_token>n4GgC3nGTZJt3VvW</access_token>" in text
+
+
+def test_daemon_arguments_both_forms_and_errors(monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]
+    from iofogd.daemon import DaemonArgs, parse_args
+
+    monkeypatch.setenv("IOFOGD_ROOT", "/from/env")
+    assert parse_args([]) == DaemonArgs("/from/env")
+    assert parse_args(["--root", "/r", "--address=127.0.0.1", "--port", "5", "--check-config"]) == \
+        DaemonArgs("/r", "127.0.0.1", 5, True)
+    assert parse_args(["--root=/r", "--port=0"]) == DaemonArgs("/r", None, 0)
+    for bad, said in ((["--port", "x"], "argument --port: invalid int value: 'x'"),
+                      (["--root"], "argument --root: expected one argument"),
+                      (["--address", "--check-config"], "argument --address: expected one argument"),
+                      (["--verbose"], "unrecognized arguments: --verbose")):
+        with pytest.raises(SystemExit) as exit_:
+            parse_args(bad)
+        assert exit_.value.code == 2
+        err = capsys.readouterr().err
+        assert err.startswith("usage: iofogd") and f"iofogd: error: {said}" in err
+    for flag, shown in ((["--version"], "iofogd 3.1.0"), (["-h"], "--check-config")):
+        with pytest.raises(SystemExit) as exit_:
+            parse_args(flag)
+        assert exit_.value.code == 0 and shown in capsys.readouterr().out

@@ -25,7 +25,10 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Callable
+
+TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
+if TYPE_CHECKING:
+    from typing import Any, Callable
 
 log = logging.getLogger(__name__)
 

@@ -33,10 +33,13 @@ import os
 import re
 import socket
 import ssl
-from typing import Any
 from urllib.parse import quote, urlsplit
 
 from iofogd.errors import CertificateError, ControllerError, ControllerUnreachable
+
+TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
+if TYPE_CHECKING:
+    from typing import Any
 
 log = logging.getLogger(__name__)
 

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import logging
 
-from typing import Final
 
 from iofogd.controller.client import ControllerClient, explain
 from iofogd.errors import ControllerError
 from iofogd.record import Record
+
+TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
+if TYPE_CHECKING:
+    from typing import Final
 
 log = logging.getLogger(__name__)
 

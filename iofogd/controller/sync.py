@@ -39,7 +39,6 @@ import json
 import logging
 import threading
 import time
-from typing import Any, Callable, Final, Protocol
 
 from iofogd import __version__
 from iofogd.controller import cache as cachefiles
@@ -53,6 +52,10 @@ from iofogd.state import (
     CONTROLLER_NOT_PROVISIONED,
     CONTROLLER_OK,
 )
+
+TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
+if TYPE_CHECKING:
+    from typing import Any, Callable, Final, Protocol
 
 log = logging.getLogger(__name__)
 
@@ -102,50 +105,51 @@ class ControllerSettings(Record):
         return f"ControllerSettings(controller_url={self.controller_url!r}, uuid={self.uuid!r})"
 
 
-class AgentPort(Protocol):
-    """What the daemon gives the sync loops. Every method is called from a sync thread."""
+if TYPE_CHECKING:
+    class AgentPort(Protocol):
+        """What the daemon gives the sync loops. Every method is called from a sync thread."""
 
-    def controller_settings(self) -> ControllerSettings:
-        """The current identity, Controller address and loop frequencies."""
+        def controller_settings(self) -> ControllerSettings:
+            """The current identity, Controller address and loop frequencies."""
 
-    def status_payload(self) -> dict[str, Any]:
-        """The status facts the daemon knows, as Python values; :func:`build_status` types them.
+        def status_payload(self) -> dict[str, Any]:
+            """The status facts the daemon knows, as Python values; :func:`build_status` types them.
 
-        Known keys (any may be missing; unknown keys are dropped): ``daemonStatus``,
-        ``daemonOperatingDuration`` (ms), ``daemonLastStart`` (epoch ms), ``memoryUsage``
-        (MiB), ``diskUsage``, ``cpuUsage`` (%), ``memoryViolation``, ``diskViolation``,
-        ``cpuViolation``, ``systemAvailableDisk``, ``systemAvailableMemory`` (bytes),
-        ``systemTotalCpu`` (%), ``ipAddress``, ``processedMessages``, ``messageSpeed``,
-        ``lastStatusTime`` (epoch ms), ``repositoryCount``, and as lists of dicts
-        ``microserviceStatus`` (``id``, ``status``, ``percentage``, ``containerId``,
-        ``startTime``, ``operatingDuration``, ``cpuUsage``, ``memoryUsage``,
-        ``errorMessage``), ``repositoryStatus`` and ``microserviceMessageCounts``
-        (``id``, ``messagecount``).
-        """
+            Known keys (any may be missing; unknown keys are dropped): ``daemonStatus``,
+            ``daemonOperatingDuration`` (ms), ``daemonLastStart`` (epoch ms), ``memoryUsage``
+            (MiB), ``diskUsage``, ``cpuUsage`` (%), ``memoryViolation``, ``diskViolation``,
+            ``cpuViolation``, ``systemAvailableDisk``, ``systemAvailableMemory`` (bytes),
+            ``systemTotalCpu`` (%), ``ipAddress``, ``processedMessages``, ``messageSpeed``,
+            ``lastStatusTime`` (epoch ms), ``repositoryCount``, and as lists of dicts
+            ``microserviceStatus`` (``id``, ``status``, ``percentage``, ``containerId``,
+            ``startTime``, ``operatingDuration``, ``cpuUsage``, ``memoryUsage``,
+            ``errorMessage``), ``repositoryStatus`` and ``microserviceMessageCounts``
+            (``id``, ``messagecount``).
+            """
 
-    def controller_config(self) -> dict[str, Any]:
-        """The ``PATCH agent/config`` body (agent-spec 6.7): our config in the Controller's keys."""
+        def controller_config(self) -> dict[str, Any]:
+            """The ``PATCH agent/config`` body (agent-spec 6.7): our config in the Controller's keys."""
 
-    def apply_controller_config(self, cfg: dict[str, Any]) -> None:
-        """Apply ``GET agent/config`` through the config schema's validation (agent-spec 6.7)."""
+        def apply_controller_config(self, cfg: dict[str, Any]) -> None:
+            """Apply ``GET agent/config`` through the config schema's validation (agent-spec 6.7)."""
 
-    def apply_microservices(self, microservices: list[dict[str, Any]]) -> None:
-        """The Controller's full microservice list (agent-spec 6.8): reconcile, update configs (0x0C)."""
+        def apply_microservices(self, microservices: list[dict[str, Any]]) -> None:
+            """The Controller's full microservice list (agent-spec 6.8): reconcile, update configs (0x0C)."""
 
-    def apply_registries(self, registries: list[dict[str, Any]]) -> None:
-        """The registries the microservices' images come from."""
+        def apply_registries(self, registries: list[dict[str, Any]]) -> None:
+            """The registries the microservices' images come from."""
 
-    def apply_edge_resources(self, resources: list[dict[str, Any]]) -> None:
-        """The node's edge resources: store and signal 0x0F when they changed."""
+        def apply_edge_resources(self, resources: list[dict[str, Any]]) -> None:
+            """The node's edge resources: store and signal 0x0F when they changed."""
 
-    def prune(self) -> int:
-        """Remove unused images on the Controller's request; returns the bytes reclaimed."""
+        def prune(self) -> int:
+            """Remove unused images on the Controller's request; returns the bytes reclaimed."""
 
-    def deprovision_locally(self, reason: str) -> None:
-        """Forget uuid and token and stop the microservices; the Controller is not called."""
+        def deprovision_locally(self, reason: str) -> None:
+            """Forget uuid and token and stop the microservices; the Controller is not called."""
 
-    def set_controller_state(self, state: str) -> None:
-        """One of ``ok``, ``not provisioned``, ``broken certificate``, ``not connected``."""
+        def set_controller_state(self, state: str) -> None:
+            """One of ``ok``, ``not provisioned``, ``broken certificate``, ``not connected``."""
 
 
 # -- the status payload (agent-spec 6.6, controller-protocol.md 6.3) -------------------------------

@@ -13,7 +13,6 @@ import socket
 import time
 from http.server import BaseHTTPRequestHandler
 from io import BufferedIOBase
-from typing import Any, Optional
 
 from iofogd.errors import (
     BadRequest,
@@ -34,6 +33,10 @@ from iofogd.errors import (
 from iofogd.http.request import Request, Response, error_response
 from iofogd.http.routes import CONTROL_SOCKET_PREFIX, MESSAGE_SOCKET_PREFIX, resolve
 from iofogd.http.server import LocalApiServer
+
+TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
+if TYPE_CHECKING:
+    from typing import Any, Optional
 
 log = logging.getLogger(__name__)
 

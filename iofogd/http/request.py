@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 from email.message import Message
-from typing import Any, Final, Mapping
 
 from iofogd.errors import BadRequest
 from iofogd.record import Record
+
+TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
+if TYPE_CHECKING:
+    from typing import Any, Final, Mapping
 
 JSON_TYPE = "application/json"
 

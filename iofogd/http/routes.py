@@ -6,7 +6,6 @@ query string is cut off; the two WebSocket routes carry an id segment.
 """
 from __future__ import annotations
 
-from typing import Callable, Final
 
 from iofogd.app import App
 from iofogd.errors import MethodNotAllowed, NotFound, NotImplementedYet
@@ -14,7 +13,12 @@ from iofogd.http.api import admin, gps, microservice
 from iofogd.http.request import Request, Response
 from iofogd.record import Record
 
-Handler = Callable[[Request, App], Response]
+TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
+if TYPE_CHECKING:
+    from typing import Callable, Final
+
+if TYPE_CHECKING:
+    Handler = Callable[[Request, App], Response]
 
 
 class Route(Record):

@@ -13,12 +13,14 @@ import logging
 import socket
 import threading
 from http.server import ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any, Callable, Final, Optional
 
 from iofogd.app import App
 from iofogd.record import Record
 
+TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
 if TYPE_CHECKING:
+    from typing import Any, Callable, Final, Optional
+
     from iofogd.http.handler import LocalApiHandler
 
 log = logging.getLogger(__name__)

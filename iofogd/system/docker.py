@@ -16,10 +16,13 @@ import json
 import logging
 import socket
 import threading
-from typing import Any, Callable, Mapping, Optional
 
 from iofogd.errors import DockerError, EngineUnavailable
 from iofogd.system import dockerproto as proto
+
+TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
+if TYPE_CHECKING:
+    from typing import Any, Callable, Mapping, Optional
 
 log = logging.getLogger(__name__)
 

@@ -28,10 +28,13 @@ import json
 import re
 import urllib.parse
 from datetime import datetime, timezone
-from typing import Any, Final, Iterable, Mapping, Optional
 
 from iofogd.errors import DockerError, EngineUnsupported
 from iofogd.record import Record
+
+TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
+if TYPE_CHECKING:
+    from typing import Any, Final, Iterable, Mapping, Optional
 
 # The oldest API we speak: HostConfig.Init needs 1.25, label filters and the
 # create body we send work from 1.24 (upstream's pinned version, spec 7.1).

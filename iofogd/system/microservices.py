@@ -28,11 +28,14 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Optional
 
 from iofogd.errors import DockerError, EngineUnavailable
 from iofogd.system import dockerproto as proto
 from iofogd.system.docker import DockerClient
+
+TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
+if TYPE_CHECKING:
+    from typing import Any, Callable, Optional
 
 log = logging.getLogger(__name__)
 

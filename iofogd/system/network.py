@@ -13,11 +13,14 @@ import logging
 import socket
 import struct
 import threading
-from typing import Callable, Optional
 from urllib.parse import urlsplit
 
 from iofogd.config import interface_names
 from iofogd.reports import NetworkInfo
+
+TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
+if TYPE_CHECKING:
+    from typing import Callable, Optional
 
 log = logging.getLogger(__name__)
 

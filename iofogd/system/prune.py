@@ -17,9 +17,12 @@ import logging
 import os
 import shutil
 import threading
-from typing import Callable, Iterable, Optional
 
 from iofogd.errors import DockerError
+
+TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
+if TYPE_CHECKING:
+    from typing import Callable, Iterable, Optional
 
 log = logging.getLogger(__name__)
 

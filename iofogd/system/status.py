@@ -25,9 +25,12 @@ import os
 import threading
 import time
 from types import ModuleType
-from typing import Callable, Final, Optional
 
 from iofogd.record import Record
+
+TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
+if TYPE_CHECKING:
+    from typing import Callable, Final, Optional
 
 log = logging.getLogger(__name__)
 

@@ -31,7 +31,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable, Dict, List, Optional, Tuple
 from urllib.parse import unquote
 
 from iofogd.errors import ConnectionClosed
@@ -39,6 +38,10 @@ from iofogd.ws.envelope import CONTROL_SIGNAL, RESOURCE_SIGNAL, is_control_ack, 
 from iofogd.ws.frames import CLOSE_POLICY_VIOLATION
 from iofogd.ws.protocol import Message
 from iofogd.ws.session import WebSocketSession
+
+TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
+if TYPE_CHECKING:
+    from typing import Callable, Dict, List, Optional, Tuple
 
 log = logging.getLogger(__name__)
 

@@ -18,10 +18,13 @@ Pure: no I/O.
 from __future__ import annotations
 
 import struct
-from typing import Optional, Tuple
 
 from iofogd.errors import EnvelopeError
 from iofogd.ws.protocol import SDK_PING, SDK_PONG
+
+TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
+if TYPE_CHECKING:
+    from typing import Optional, Tuple
 
 PING = SDK_PING[0]  # 0x09, payload of a ping frame
 PONG = SDK_PONG[0]  # 0x0A, payload of the pong answering it

@@ -23,12 +23,16 @@ from __future__ import annotations
 import enum
 import struct
 import sys
-from typing import Final, NamedTuple, Union
 
 from iofogd.errors import MessageTooBig, ProtocolError
 from iofogd.record import Record
 
-Buffer = Union[bytes, bytearray, memoryview]
+TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
+if TYPE_CHECKING:
+    from typing import Final, Union
+
+if TYPE_CHECKING:
+    Buffer = Union[bytes, bytearray, memoryview]
 
 # -- close codes (RFC 6455 section 7.4.1) ------------------------------------------
 CLOSE_NORMAL = 1000
@@ -109,20 +113,29 @@ class Frame(Record):
         self.rsv3 = rsv3
 
 
-class Header(NamedTuple):
-    """Everything before the payload; ``size`` is the number of header bytes.
+class Header(Record):
+    """Everything before the payload; ``size`` is the number of header bytes."""
 
-    A NamedTuple rather than a frozen dataclass: one is built per frame on the hot path.
-    """
+    __slots__ = ("opcode", "fin", "rsv1", "rsv2", "rsv3", "mask", "length", "size")
+    opcode: Final[Opcode]
+    fin: Final[bool]
+    rsv1: Final[bool]
+    rsv2: Final[bool]
+    rsv3: Final[bool]
+    mask: Final[bytes | None]
+    length: Final[int]
+    size: Final[int]
 
-    opcode: Opcode
-    fin: bool
-    rsv1: bool
-    rsv2: bool
-    rsv3: bool
-    mask: bytes | None
-    length: int
-    size: int
+    def __init__(self, opcode: Opcode, fin: bool, rsv1: bool, rsv2: bool, rsv3: bool, mask: bytes | None,
+                 length: int, size: int) -> None:
+        self.opcode = opcode
+        self.fin = fin
+        self.rsv1 = rsv1
+        self.rsv2 = rsv2
+        self.rsv3 = rsv3
+        self.mask = mask
+        self.length = length
+        self.size = size
 
 
 def apply_mask(data: Buffer, mask: bytes, offset: int = 0) -> bytes:

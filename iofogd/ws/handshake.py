@@ -13,20 +13,25 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
-from typing import List, Optional, Protocol, Tuple
 
 from iofogd.errors import HandshakeError
+
+TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
+if TYPE_CHECKING:
+    from typing import List, Optional, Protocol, Tuple
 
 GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"  # section 1.3
 VERSION = "13"
 
-HeaderList = Tuple[Tuple[str, str], ...]
+if TYPE_CHECKING:
+    HeaderList = Tuple[Tuple[str, str], ...]
 
 
-class Headers(Protocol):
-    """What we need of ``http.server``'s ``self.headers`` (or a plain dict)."""
+if TYPE_CHECKING:
+    class Headers(Protocol):
+        """What we need of ``http.server``'s ``self.headers`` (or a plain dict)."""
 
-    def get(self, __name: str) -> Optional[str]: ...
+        def get(self, __name: str) -> Optional[str]: ...
 
 
 def accept_key(key: str) -> str:

@@ -40,7 +40,6 @@ import codecs
 import enum
 import os
 import struct
-from typing import Callable, Final, List, Optional, Union
 
 from iofogd.errors import ConnectionClosed, MessageTooBig, ProtocolError
 from iofogd.record import Record
@@ -57,6 +56,10 @@ from iofogd.ws.frames import (
     parse_header,
     protocol_error,
 )
+
+TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
+if TYPE_CHECKING:
+    from typing import Callable, Final, List, Optional, Union
 
 # The SDKs' keepalive (spec 2.2/2.3): ping payload 0x09 is answered with 0x0A.
 SDK_PING = b"\x09"
@@ -113,7 +116,8 @@ class Close(Record):
         self.reason = reason
 
 
-Event = Union[Message, Ping, Pong, Close]
+if TYPE_CHECKING:
+    Event = Union[Message, Ping, Pong, Close]
 
 
 def is_valid_close_code(code: int) -> bool:

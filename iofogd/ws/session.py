@@ -38,13 +38,16 @@ import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler
-from typing import Callable, Final, List, Optional, Set
 
 from iofogd.errors import ConnectionClosed, HandshakeError
 from iofogd.record import Record
 from iofogd.ws.frames import CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_NORMAL
 from iofogd.ws.handshake import validate_request
 from iofogd.ws.protocol import SDK_PING, Close, Connection, Message, Pong, State
+
+TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
+if TYPE_CHECKING:
+    from typing import Callable, Final, List, Optional, Set
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +90,8 @@ class SessionLimits(Record):
         self.write_timeout = write_timeout
 
 
-OnMessage = Callable[["WebSocketSession", Message], None]
+if TYPE_CHECKING:
+    OnMessage = Callable[["WebSocketSession", Message], None]
 
 
 def accept(handler: BaseHTTPRequestHandler, *, limits: SessionLimits = SessionLimits()) -> WebSocketSession:

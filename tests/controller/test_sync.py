@@ -5,14 +5,17 @@ import json
 import logging
 import threading
 from pathlib import Path
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
 import pytest
 
 from iofogd.controller.cache import MICROSERVICES, OfflineCache
 from iofogd.controller.client import ControllerClient
-from iofogd.controller.sync import STATUS_TYPES, AgentPort, ControllerSettings, ControllerSync, build_status
+from iofogd.controller.sync import STATUS_TYPES, ControllerSettings, ControllerSync, build_status
 from tests.controller_standin import STATUS_SCHEMA, ControllerStandIn, validate, wait_until
+
+if TYPE_CHECKING:  # the Protocol exists for mypy only (iofogd/record.py)
+    from iofogd.controller.sync import AgentPort
 
 MS_ID = "hpf2f8WNWYmLTp6n9T4ZxLpxWBHXZBfC"
 LOCAL_CONFIG = {

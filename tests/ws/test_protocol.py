@@ -2,13 +2,16 @@
 from __future__ import annotations
 
 import struct
-from typing import List, Optional, Tuple
+from typing import TYPE_CHECKING, List, Optional, Tuple
 
 import pytest
 
 from iofogd.errors import ConnectionClosed
 from iofogd.ws.frames import Frame, Opcode, parse_frame, serialize_frame
-from iofogd.ws.protocol import Close, Connection, Event, Message, Ping, Pong, State
+from iofogd.ws.protocol import Close, Connection, Message, Ping, Pong, State
+
+if TYPE_CHECKING:  # an alias for mypy only (iofogd/record.py)
+    from iofogd.ws.protocol import Event
 from tests.vectors import FRAMES, MASK_5_7
 
 V = {v.name: v for v in FRAMES}
