@@ -135,16 +135,18 @@ def real_host() -> Host:
 
 
 # Spec 4.4: the JVM's os.arch patterns, matched against platform.machine() here.
-_INTEL = re.compile(r"x86_?64|amd64|ia32e|em64t|x64|x86_?32|x86|i[3-6]86|ia32|x32")
-_ARM = re.compile(r"arm|arm32|arm64|armv[0-9]+.*|aarch64")
+# Patterns are compiled by their first use (re caches them), not at import:
+# six compiles are ~3 ms of a start that may need none of them.
+_INTEL = r"x86_?64|amd64|ia32e|em64t|x64|x86_?32|x86|i[3-6]86|ia32|x32"
+_ARM = r"arm|arm32|arm64|armv[0-9]+.*|aarch64"
 
 
 def detect_fog_type(machine: str) -> str:
     """``intel_amd`` or ``arm`` for a ``platform.machine()`` value; ConfigValueError otherwise."""
     m = machine.strip().lower()
-    if _INTEL.fullmatch(m):
+    if re.fullmatch(_INTEL, m):
         return "intel_amd"
-    if _ARM.fullmatch(m):
+    if re.fullmatch(_ARM, m):
         return "arm"
     raise ConfigValueError("ft", f"Couldn't autodetect fogType from machine '{machine}'")
 
@@ -152,22 +154,22 @@ def detect_fog_type(machine: str) -> str:
 # -- Java's number and level parsing -------------------------------------------------
 
 # Float.parseFloat: trims ASCII whitespace, allows a type suffix; we refuse NaN/Infinity.
-_JAVA_FLOAT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?[fFdD]?")
+_JAVA_FLOAT = r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?[fFdD]?"
 # Integer.parseInt / Long.parseLong: no whitespace, optional sign, ASCII digits.
-_JAVA_INT = re.compile(r"[+-]?[0-9]+")
+_JAVA_INT = r"[+-]?[0-9]+"
 _JAVA_WS = "".join(chr(c) for c in range(0x21))
 
 
 def java_float(text: str) -> Optional[float]:
     s = text.strip(_JAVA_WS)
-    if not _JAVA_FLOAT.fullmatch(s):
+    if not re.fullmatch(_JAVA_FLOAT, s):
         return None
     value = float(s.rstrip("fFdD"))
     return None if math.isnan(value) else value
 
 
 def java_int(text: str, bits: int = 32) -> Optional[int]:
-    if not _JAVA_INT.fullmatch(text):
+    if not re.fullmatch(_JAVA_INT, text):
         return None
     value = int(text)
     limit = 1 << (bits - 1)
@@ -197,12 +199,12 @@ def python_log_level(java: int) -> int:
     return 1
 
 
-_COORDINATES = re.compile(r"[+-]?[0-9]+(?:\.[0-9]+)?,[+-]?[0-9]+(?:\.[0-9]+)?")
+_COORDINATES = r"[+-]?[0-9]+(?:\.[0-9]+)?,[+-]?[0-9]+(?:\.[0-9]+)?"
 
 
 def parse_coordinates(text: str) -> Optional[Tuple[float, float]]:
     """``(lat, lon)`` for ``"<lat>,<lon>"`` in range, else None (spec 4.4, GPS details)."""
-    if not _COORDINATES.fullmatch(text):
+    if not re.fullmatch(_COORDINATES, text):
         return None
     lat_s, lon_s = text.split(",")
     lat, lon = float(lat_s), float(lon_s)
@@ -217,7 +219,7 @@ def valid_coordinates(text: str) -> bool:
 
 # Characters that cannot appear in an XML 1.0 document, and line breaks, which no
 # setting contains.
-_UNWRITABLE = re.compile("[\x00-\x1f\x7f\ud800-\udfff\ufffe\uffff]")
+_UNWRITABLE = "[\x00-\x1f\x7f\ud800-\udfff\ufffe\uffff]"
 
 
 # -- validators ------------------------------------------------------------------------
@@ -941,6 +943,14 @@ def _temp_prefix(path: str) -> str:
     return "." + os.path.basename(path) + "."
 
 
+def _holds(path: str, data: bytes) -> bool:
+    """Whether the file at ``path`` has exactly ``data`` (then there is nothing to write)."""
+    try:
+        return _read(path) == data
+    except OSError:
+        return False
+
+
 def atomic_write(path: str, data: bytes, mode: int = 0o640) -> None:
     """Write a file so that a crash leaves either the old or the new content.
 
@@ -1109,7 +1119,8 @@ class ConfigStore:
             except ConfigValueError:
                 self._log.warning("cannot tell the fog type of machine %r; running as intel_amd "
                                   "(set it with: iofog-agent config -ft arm|intel_amd)", self._host.machine)
-        # Upstream rewrites the active file and the backup on every successful load.
+        # Upstream rewrites the active file and the backup on every successful
+        # load; we write only what differs (no SD card wear at every boot).
         try:
             self._write(path, config)
         except OSError as exc:
@@ -1134,9 +1145,11 @@ class ConfigStore:
 
     def _write(self, path: str, config: Config) -> None:
         data = config.to_xml()
-        atomic_write(path, data)
+        if not _holds(path, data):
+            atomic_write(path, data)
         try:
-            atomic_write(self.paths.config_backup, data)
+            if not _holds(self.paths.config_backup, data):
+                atomic_write(self.paths.config_backup, data)
         except OSError as exc:
             # The active file is written and is what the next start reads, so
             # the change stands (refusing it now would leave the file and the
@@ -1195,7 +1208,7 @@ class ConfigStore:
                 if not value.strip() and opt.flag != "ac":
                     errors.append((opt.key, BLANK_VALUE))
                     continue
-                if _UNWRITABLE.search(value):
+                if re.search(_UNWRITABLE, value):
                     errors.append((opt.key, _invalid(opt, value).message))
                     continue
                 assert opt.check is not None
@@ -1207,7 +1220,7 @@ class ConfigStore:
                 accepted.append((opt.key, old.get(opt.tag), value))
                 values.update(updates)
             for tag, value in direct.items():
-                if not _UNWRITABLE.search(value) and values.get(tag) != value:
+                if not re.search(_UNWRITABLE, value) and values.get(tag) != value:
                     accepted.append((tag, old.get(tag), value))
                     values[tag] = value
             if accepted:
@@ -1305,7 +1318,7 @@ class ConfigStore:
     def set_identity(self, uuid: str, token: str) -> None:
         """Store the node uuid and Controller token after provisioning; ``("", "")`` clears them."""
         for name, value in (("iofog_uuid", uuid), ("access_token", token)):
-            if _UNWRITABLE.search(value):
+            if re.search(_UNWRITABLE, value):
                 raise ConfigValueError(name, f"Invalid value for {name}")
         with self._lock:
             self._commit(self.current.with_values({"iofog_uuid": uuid, "access_token": token}))

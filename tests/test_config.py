@@ -252,6 +252,18 @@ def test_corrupt_active_file_falls_back_to_the_backup(tmp_path: Path, caplog: py
     assert parse_config_xml((etc(tmp_path) / "config.xml").read_bytes()).values["log_file_count"] == "42"
 
 
+def test_a_load_rewrites_only_a_file_that_differs(tmp_path: Path) -> None:
+    make_store(tmp_path)   # the Java file is rewritten in our layout, with its backup
+    active, backup = etc(tmp_path) / "config.xml", etc(tmp_path) / "config-bck.xml"
+    before = {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in (active, backup)}
+    reload(tmp_path)       # a restart on the same files: nothing to write
+    assert {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in (active, backup)} == before
+    backup.write_bytes(backup.read_bytes().replace(b"</config>", b"<stale/></config>"))
+    reload(tmp_path)       # a stale backup is brought back in line; the active file is left
+    assert backup.read_bytes() == active.read_bytes()
+    assert (active.stat().st_ino, active.stat().st_mtime_ns) == before[active]
+
+
 def test_both_corrupt_is_one_clear_error(tmp_path: Path) -> None:
     make_store(tmp_path)
     (etc(tmp_path) / "config.xml").write_bytes(b"")

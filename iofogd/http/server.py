@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import socketserver
 import threading
 from http.server import ThreadingHTTPServer
 
@@ -79,6 +80,16 @@ class LocalApiServer(ThreadingHTTPServer):
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         super().__init__(address, handler_class)
+
+    def server_bind(self) -> None:
+        # HTTPServer.server_bind resolves the bound address with socket.getfqdn
+        # (a reverse DNS lookup) for a server_name nothing here uses; on a
+        # gateway whose resolver is unreachable that lookup holds start-up for
+        # the resolver's timeout.
+        socketserver.TCPServer.server_bind(self)
+        host, port = self.server_address[:2]
+        self.server_name = str(host)
+        self.server_port = int(port)
 
     # -- connection cap ----------------------------------------------------------
 
