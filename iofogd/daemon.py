@@ -230,10 +230,6 @@ class Daemon:
         host, port = self.server.server_address[:2]
         log.info("iofogd %s serving the Local API on %s:%s", __version__, host, port)
         sd_notify("READY=1")
-        # Phase 2 is CPU-bound (imports) and holds the GIL for whole switch
-        # intervals (5 ms): a shorter one lets the first requests through.
-        interval = sys.getswitchinterval()
-        sys.setswitchinterval(0.0005)
         try:
             self._build_subsystems()
         except Exception as exc:   # an import or OS error: nothing half-built may serve
@@ -242,8 +238,6 @@ class Daemon:
             self.stop.set()
             self._stop_serving()
             return 1
-        finally:
-            sys.setswitchinterval(interval)
         log.info("iofogd running")
         while not self.stop.wait(0.2):
             if self.reload.is_set():

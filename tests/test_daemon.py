@@ -251,3 +251,41 @@ def test_daemon_arguments_both_forms_and_errors(monkeypatch, capsys) -> None:  #
         with pytest.raises(SystemExit) as exit_:
             parse_args(flag)
         assert exit_.value.code == 0 and shown in capsys.readouterr().out
+
+
+def test_start_gate_waits_then_answers_or_says_why(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    import threading
+
+    from iofogd import daemon as daemon_module
+    from iofogd.daemon import StartGate
+    from iofogd.errors import ServiceUnavailable
+
+    monkeypatch.setattr(daemon_module, "STARTUP_WAIT", 0.2)
+    gate = StartGate()
+    with pytest.raises(ServiceUnavailable, match=r"still starting \(the Docker engine client is not up yet\)"):
+        gate.wait("the Docker engine client")
+    opener = threading.Timer(0.05, gate.open)
+    opener.start()
+    gate.wait("the Controller client")   # returns once phase 2 is done
+    assert gate.is_open()
+    failed = StartGate()
+    failed.fail("No module named 'x'")
+    with pytest.raises(ServiceUnavailable, match="could not start the WebSocket layer: No module named 'x'"):
+        failed.wait("the WebSocket layer")
+    assert not failed.is_open()
+
+
+def test_a_failing_phase_two_stops_the_daemon_with_one_clear_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # concurrent.futures is first imported by phase 2 (the microservice layer):
+    # hiding it breaks phase 2 after the API is up. Nothing half-built may go on serving.
+    shim = tmp_path / "shim" / "concurrent"
+    shim.mkdir(parents=True)
+    (shim / "__init__.py").write_text("raise ImportError('concurrent hidden for this test')\n")
+    env = dict(os.environ, PYTHONPATH=f"{tmp_path / 'shim'}{os.pathsep}{REPO}")
+    proc = subprocess.run(
+        [sys.executable, "-m", "iofogd", "--root", str(tmp_path / "r"), "--address", "127.0.0.1",
+         "--port", str(free_port())], env=env, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 1
+    assert "serving the Local API" in proc.stderr
+    assert "cannot start: concurrent hidden for this test" in proc.stderr
+    assert "iofogd running" not in proc.stderr
