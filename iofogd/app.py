@@ -5,9 +5,9 @@ Handlers receive the App as an argument and never build anything themselves.
 from __future__ import annotations
 
 import hmac
-from datetime import datetime
 import os
 import threading
+from datetime import datetime
 
 from iofogd.config import ConfigStore, Paths, read_token
 from iofogd.errors import ConfigFileError
@@ -19,8 +19,6 @@ TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.
 if TYPE_CHECKING:
     from typing import Callable, Protocol
 
-
-if TYPE_CHECKING:
     class Provisioner(Protocol):
         def provision(self, key: str) -> str: ...      # returns the node uuid; raises ProvisionError
         def deprovision(self) -> str: ...              # returns the message; raises ProvisionError

@@ -61,12 +61,11 @@ log = logging.getLogger("iofogd")
 
 LOOPBACK = "127.0.0.1"
 CONTAINER_MONITOR_FREQ = 10.0   # seconds, upstream's intel_amd value (spec 4.2)
+STARTUP_WAIT = 30.0   # seconds a request waits for start-up phase 2
+
 
 def default_root() -> str:
     return os.environ.get("IOFOGD_ROOT") or "/"
-
-
-STARTUP_WAIT = 30.0   # seconds a request waits for start-up phase 2
 
 
 class StartGate:

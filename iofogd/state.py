@@ -34,6 +34,7 @@ class StateSnapshot(Record):
     daemon_status: Final[str]
     started_at: Final[float]
     controller_status: Final[str]
+    # Microservice uuid -> its config string exactly as the Controller sent it (spec 1.6.1).
     microservice_configs: Final[dict[str, str]]
     edge_resources: Final[tuple[Any, ...]]
     messages_processed: Final[int]

@@ -17,8 +17,8 @@ TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.
 if TYPE_CHECKING:
     from typing import Callable, Final
 
-if TYPE_CHECKING:
     Handler = Callable[[Request, App], Response]
+
 
 
 class Route(Record):

@@ -181,7 +181,6 @@ class ResourceSampler:
         self._monotonic = monotonic
         self._snapshot = ResourceSnapshot()
         self._sampled = threading.Event()
-        self._told = ""   # the source last logged
         self._lock = threading.Lock()
         self._last: Optional[tuple[float, float, float, float]] = None  # (mono, proc, busy, total)
 
@@ -195,6 +194,7 @@ class ResourceSampler:
         p = self._probe
         if p is None:
             p = self._probe = self._make_probe()
+            log.info("resource figures from %s", p.source)
         now_mono = self._monotonic()
         proc = p.process_cpu_seconds()
         busy, total = p.system_cpu()
@@ -233,13 +233,9 @@ class ResourceSampler:
         try:
             while not stop.is_set():
                 try:
-                    snap = self.sample()
+                    self.sample()
                 except OSError as exc:  # a vanished directory must not kill the sampler
                     log.warning("resource sampling failed: %s", exc)
-                else:
-                    if snap.source != self._told:
-                        self._told = snap.source
-                        log.info("resource figures from %s", snap.source)
                 finally:
                     self._sampled.set()   # whoever waits goes on, with figures or not
                 stop.wait(self.interval)

@@ -31,7 +31,6 @@ TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.
 if TYPE_CHECKING:
     from typing import Final, Union
 
-if TYPE_CHECKING:
     Buffer = Union[bytes, bytearray, memoryview]
 
 # -- close codes (RFC 6455 section 7.4.1) ------------------------------------------

@@ -26,8 +26,6 @@ VERSION = "13"
 if TYPE_CHECKING:
     HeaderList = Tuple[Tuple[str, str], ...]
 
-
-if TYPE_CHECKING:
     class Headers(Protocol):
         """What we need of ``http.server``'s ``self.headers`` (or a plain dict)."""
 
