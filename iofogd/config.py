@@ -51,10 +51,10 @@ import os
 import re
 import socket
 import string
-import tempfile
 import threading
 import xml.etree.ElementTree as ET
 
+from iofogd.durable import atomic_write, create_once, temp_prefix
 from iofogd.errors import BadRequest, ConfigFileError, ConfigValueError
 from iofogd.record import Record
 
@@ -926,59 +926,12 @@ def _read(path: str) -> bytes:
         return f.read()
 
 
-def _fsync_dir(directory: str) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _temp_prefix(path: str) -> str:
-    return "." + os.path.basename(path) + "."
-
-
 def _holds(path: str, data: bytes) -> bool:
     """Whether the file at ``path`` has exactly ``data`` (then there is nothing to write)."""
     try:
         return _read(path) == data
     except OSError:
         return False
-
-
-def atomic_write(path: str, data: bytes, mode: int = 0o640) -> None:
-    """Write a file so that a crash leaves either the old or the new content.
-
-    Temporary file in the same directory, fsync, rename over, fsync the directory.
-    An existing file keeps its permission bits; a new one gets ``mode``
-    (config.xml holds the Controller's node token, so not world-readable).
-    """
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
-    try:
-        mode = os.stat(path).st_mode & 0o777
-    except OSError:
-        pass
-    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=directory)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    _fsync_dir(directory)
 
 
 def read_config(paths: Paths, host: Optional[Host] = None) -> Config:
@@ -1130,8 +1083,8 @@ class ConfigStore:
     def _sweep_temporaries(self) -> None:
         """Remove temporary files a killed writer left behind (we are their only writer)."""
         directory = self.paths.etc_dir
-        prefixes = tuple(_temp_prefix(self.paths.config_for(s)) for s in SWITCHER_STATES) + (
-            _temp_prefix(self.paths.config_backup), _temp_prefix(self.paths.config_switcher))
+        prefixes = tuple(temp_prefix(self.paths.config_for(s)) for s in SWITCHER_STATES) + (
+            temp_prefix(self.paths.config_backup), temp_prefix(self.paths.config_switcher))
         try:
             names = os.listdir(directory)
         except OSError:
@@ -1440,26 +1393,10 @@ def ensure_token(path: str) -> str:
 
 def _create_token(path: str) -> Optional[str]:
     """The new token, or None when a concurrent creator's token won."""
-    directory = os.path.dirname(path) or "."
-    os.makedirs(directory, exist_ok=True)
     import secrets  # here, not at the top: only a first start needs it (~3 ms, 0.7 MiB)
 
     token = "".join(secrets.choice(_TOKEN_ALPHABET) for _ in range(TOKEN_LENGTH))
-    fd, tmp = tempfile.mkstemp(prefix=_temp_prefix(path), suffix=".tmp", dir=directory)
-    try:
-        os.fchmod(fd, 0o640)
-        with os.fdopen(fd, "w", encoding="ascii") as f:
-            f.write(token)
-            f.flush()
-            os.fsync(f.fileno())
-        try:
-            os.link(tmp, path)
-        except FileExistsError:
-            return None
-    finally:
-        os.unlink(tmp)
-    _fsync_dir(directory)
-    return token
+    return token if create_once(path, token.encode("ascii"), 0o640) else None
 
 
 def read_token(path: str) -> str:
