@@ -12,14 +12,16 @@ import os
 import threading
 import time
 
-from iofogd.config import ConfigStore
+from iofogd.config.store import ConfigStore
+from iofogd.controller.agentconfig import agent_config_body, apply_agent_config
 from iofogd.controller.client import ControllerClient
 from iofogd.controller.provision import deprovision as tell_deprovision
 from iofogd.controller.provision import provision as ask_provision
 from iofogd.controller.sync import ControllerSettings, ControllerSync
 from iofogd.errors import ConfigError, IofogdError, ProvisionError
-from iofogd.reports import MIB, NetworkInfo
+from iofogd.reports import MIB
 from iofogd.state import CONTROLLER_NOT_PROVISIONED, CONTROLLER_OK, AgentState
+from iofogd.system.network import NetworkInfo
 from iofogd.system.status import ResourceSampler
 
 TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
@@ -99,10 +101,10 @@ class ControllerPort:
         return facts
 
     def controller_config(self) -> dict[str, Any]:
-        return dict(self.store.controller_view(self.network().interface))
+        return agent_config_body(self.store.current, self.network().interface)
 
     def apply_controller_config(self, cfg: dict[str, Any]) -> None:
-        report = self.store.apply_controller(cfg)
+        report = apply_agent_config(self.store, cfg)
         for flag, message in report.errors:
             log.warning("controller config -%s refused: %s", flag, message)
 

@@ -4,15 +4,14 @@ Handlers receive the App as an argument and never build anything themselves.
 """
 from __future__ import annotations
 
-import hmac
-import os
-import threading
 from datetime import datetime
 
-from iofogd.config import ConfigStore, Paths, read_token
-from iofogd.errors import ConfigFileError
-from iofogd.reports import EngineInfo, NetworkInfo, Report, status_report
+from iofogd.admintoken import TokenFile
+from iofogd.config.store import ConfigStore
+from iofogd.paths import Paths
+from iofogd.reports import EngineInfo, Report, status_report
 from iofogd.state import AgentState
+from iofogd.system.network import NetworkInfo
 from iofogd.system.status import ResourceSampler
 
 TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
@@ -22,44 +21,6 @@ if TYPE_CHECKING:
     class Provisioner(Protocol):
         def provision(self, key: str) -> str: ...      # returns the node uuid; raises ProvisionError
         def deprovision(self) -> str: ...              # returns the message; raises ProvisionError
-
-
-class TokenFile:
-    """The admin token in etc/iofog-agent/local-api.
-
-    Re-read only when the file changes (stat per check), so an admin who
-    replaces it is obeyed at once without a read per request. Compared exactly
-    and in constant time (upstream compared case-insensitively, spec 1.5).
-    """
-
-    def __init__(self, path: str) -> None:
-        self.path = path
-        self._lock = threading.Lock()
-        self._stamp: tuple[int, int, int] | None = None
-        self._token = ""
-
-    def current(self) -> str:
-        try:
-            st = os.stat(self.path)
-        except OSError:
-            return ""
-        stamp = (st.st_ino, st.st_mtime_ns, st.st_size)
-        with self._lock:
-            if stamp != self._stamp:
-                try:
-                    self._token = read_token(self.path)
-                except ConfigFileError:
-                    self._token = ""
-                self._stamp = stamp
-            return self._token
-
-    def matches(self, presented: str) -> bool:
-        token = self.current()
-        if presented.startswith("Bearer "):
-            presented = presented[len("Bearer "):]
-        if not token or not presented:
-            return False
-        return hmac.compare_digest(presented.strip().encode(), token.encode())
 
 
 class App:

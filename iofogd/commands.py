@@ -12,7 +12,8 @@ import logging
 
 from iofogd import __version__
 from iofogd.app import App
-from iofogd.config import OPTIONS
+from iofogd.config.schema import OPTIONS
+from iofogd.config.store import Origin
 from iofogd.errors import ConfigError, IofogdError, ProvisionError
 from iofogd.record import Record
 from iofogd.reports import LINE_SEP, info_report, info_text, status_text
@@ -119,7 +120,7 @@ def _config(app: App, args: list[str]) -> CommandResult:
     if not changes:
         return CommandResult(help_text())
     try:
-        report = app.config.apply(changes)
+        report = app.config.apply(changes, Origin.LOCAL)
     except ConfigError as exc:
         return CommandResult(f"Error updating new config : {exc}", ok=False, status=500)
     return CommandResult(report.cli_text())

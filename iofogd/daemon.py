@@ -28,15 +28,19 @@ import time
 from types import FrameType
 
 from iofogd import __version__
-from iofogd.app import App, TokenFile
-from iofogd.config import Config, ConfigStore, Paths, check_config, ensure_token
+from iofogd.admintoken import TokenFile, ensure_token
+from iofogd.app import App
+from iofogd.config.store import ConfigStore, Origin
+from iofogd.config.value import Config
+from iofogd.config.xmlfile import check_config
 from iofogd.errors import ConfigError, IofogdError, ServiceUnavailable
 from iofogd.http.handler import LocalApiHandler
 from iofogd.http.server import HttpLimits, LocalApiServer
 from iofogd.logfiles import LogSetup
 from iofogd.notify import sd_notify
+from iofogd.paths import Paths, default_root
 from iofogd.record import Record
-from iofogd.reports import EngineInfo, NetworkInfo
+from iofogd.reports import EngineInfo
 from iofogd.state import (
     CONTROLLER_NOT_CONNECTED,
     CONTROLLER_NOT_PROVISIONED,
@@ -44,7 +48,7 @@ from iofogd.state import (
     STOPPED,
     AgentState,
 )
-from iofogd.system.network import NetworkWatcher
+from iofogd.system.network import NetworkInfo, NetworkWatcher
 from iofogd.system.status import Probe, ResourceSampler
 
 TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
@@ -62,10 +66,6 @@ log = logging.getLogger("iofogd")
 LOOPBACK = "127.0.0.1"
 CONTAINER_MONITOR_FREQ = 10.0   # seconds, upstream's intel_amd value (spec 4.2)
 STARTUP_WAIT = 30.0   # seconds a request waits for start-up phase 2
-
-
-def default_root() -> str:
-    return os.environ.get("IOFOGD_ROOT") or "/"
 
 
 class StartGate:
@@ -200,10 +200,10 @@ class Daemon:
         self.state.on_config_changed(self.control.signal_config)
         self.state.on_edge_resources_changed(self.control.signal_edge_resources)
         self._microservices = microservices
-        self.store.add_listener(lambda old, new: self._config_changed(microservices, old, new))
+        self.store.add_listener(lambda old, new, origin: self._config_changed(microservices, old, new))
         # Every local change is PATCHed to the Controller (spec 4.5, 6.7); one
         # made before this point is pushed by the first cycle (resync below).
-        self.store.add_listener(lambda old, new: self.sync.config_changed())
+        self.store.add_listener(lambda old, new, origin: self.sync.config_changed())
         self._config_changed(microservices, cfg, self.store.current)   # a change made while building
         self._provisioning = Provisioning(self.store, port, self.sync)
         self._sockets = SocketEndpoints(self.control, self.sessions, SessionLimits())
@@ -384,7 +384,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"iofogd: cannot start: {exc}", file=sys.stderr)
         return 1
     logs.apply(cfg)
-    store.add_listener(lambda old, new: logs.apply(new))
+    store.add_listener(lambda old, new, origin: logs.apply(new))
     try:
         os.makedirs(cfg.disk_directory, exist_ok=True)
         daemon = Daemon(paths, store, args)
