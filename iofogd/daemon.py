@@ -29,18 +29,17 @@ from types import FrameType
 
 from iofogd import __version__
 from iofogd.admintoken import TokenFile, ensure_token
-from iofogd.app import App
+from iofogd.app import App, Phase2, StartGate
 from iofogd.config.store import ConfigStore, Origin
 from iofogd.config.value import Config
 from iofogd.config.xmlfile import check_config
-from iofogd.errors import ConfigError, IofogdError, ServiceUnavailable
+from iofogd.errors import ConfigError, IofogdError
 from iofogd.http.handler import LocalApiHandler
 from iofogd.http.server import HttpLimits, LocalApiServer
 from iofogd.logfiles import LogSetup
 from iofogd.notify import sd_notify
 from iofogd.paths import Paths, default_root
 from iofogd.record import Record
-from iofogd.reports import EngineInfo
 from iofogd.state import (
     CONTROLLER_NOT_CONNECTED,
     CONTROLLER_NOT_PROVISIONED,
@@ -55,9 +54,7 @@ TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.
 if TYPE_CHECKING:  # the modules of start-up phase 2 are imported there
     from typing import Callable, Final, NoReturn, Optional, Sequence
 
-    from iofogd.agent import Provisioning
     from iofogd.controller.sync import ControllerSync
-    from iofogd.http.api.sockets import SocketEndpoints
     from iofogd.system.microservices import Microservices
     from iofogd.ws.session import SessionRegistry
 
@@ -65,35 +62,6 @@ log = logging.getLogger("iofogd")
 
 LOOPBACK = "127.0.0.1"
 CONTAINER_MONITOR_FREQ = 10.0   # seconds, upstream's intel_amd value (spec 4.2)
-STARTUP_WAIT = 30.0   # seconds a request waits for start-up phase 2
-
-
-class StartGate:
-    """Start-up phase 2, done or failed: requests that need its parts wait here.
-
-    Phase 2 takes a fraction of a second after the API is up; a request that
-    arrives meanwhile is answered late rather than from a half-built daemon.
-    """
-
-    def __init__(self) -> None:
-        self._done = threading.Event()
-        self._failed: Optional[str] = None
-
-    def open(self) -> None:
-        self._done.set()
-
-    def fail(self, reason: str) -> None:
-        self._failed = reason
-        self._done.set()
-
-    def is_open(self) -> bool:
-        return self._done.is_set() and self._failed is None
-
-    def wait(self, what: str) -> None:
-        if not self._done.wait(STARTUP_WAIT):
-            raise ServiceUnavailable(f"ioFog Agent is still starting ({what} is not up yet)")
-        if self._failed is not None:
-            raise ServiceUnavailable(f"ioFog Agent could not start {what}: {self._failed}")
 
 
 class Daemon:
@@ -119,50 +87,22 @@ class Daemon:
         self.network = NetworkWatcher(
             lambda: (self.store.current.network_interface, self.store.current.controller_url)
         )
-        # Built by phase 2 (_build_subsystems); reached through the accessors below.
+        # The parts of phase 2 (_build_phase2) reach the App through this gate.
         self.started = StartGate()
-        self._microservices: Optional[Microservices] = None
-        self._provisioning: Optional[Provisioning] = None
-        self._sockets: Optional[SocketEndpoints] = None
         self.app = App(
             paths=paths,
             config=store,
             state=self.state,
             sampler=self.sampler,
             token=TokenFile(paths.token_file),
-            network=self.network.current,
-            fog_type=lambda: self.store.current.fog_type,
-            engine=self._engine_info,
-            provisioner=self.provisioning,
-            prune=lambda: self.microservices().prune_unused(),
+            network=self.network,
+            started=self.started,
         )
         host = args.address or cfg.api_address
         port = args.port if args.port is not None else cfg.api_port
-        self.server = LocalApiServer(
-            (host, port), LocalApiHandler, self.app, HttpLimits(),
-            websocket=lambda handler, path: self.sockets()(handler, path),
-        )
+        self.server = LocalApiServer((host, port), LocalApiHandler, self.app, HttpLimits())
 
-    def microservices(self) -> Microservices:
-        self.started.wait("the Docker engine client")
-        assert self._microservices is not None
-        return self._microservices
-
-    def provisioning(self) -> Provisioning:
-        self.started.wait("the Controller client")
-        assert self._provisioning is not None
-        return self._provisioning
-
-    def sockets(self) -> SocketEndpoints:
-        self.started.wait("the WebSocket layer")
-        assert self._sockets is not None
-        return self._sockets
-
-    def _engine_info(self) -> EngineInfo:
-        microservices = self.microservices()
-        return EngineInfo(microservices.running_count(), microservices.engine_error())
-
-    def _build_subsystems(self) -> None:
+    def _build_phase2(self) -> None:
         """Start-up phase 2: the Docker, Controller and WebSocket layers.
 
         Imported here rather than at the top so that phase 1 does not pay for
@@ -199,14 +139,13 @@ class Daemon:
         # microservices' control sockets as 0x0C / 0x0F (spec 2.5).
         self.state.on_config_changed(self.control.signal_config)
         self.state.on_edge_resources_changed(self.control.signal_edge_resources)
-        self._microservices = microservices
         self.store.add_listener(lambda old, new, origin: self._config_changed(microservices, old, new))
         # Every local change is PATCHed to the Controller (spec 4.5, 6.7); one
         # made before this point is pushed by the first cycle (resync below).
         self.store.add_listener(lambda old, new, origin: self.sync.config_changed())
         self._config_changed(microservices, cfg, self.store.current)   # a change made while building
-        self._provisioning = Provisioning(self.store, port, self.sync)
-        self._sockets = SocketEndpoints(self.control, self.sessions, SessionLimits())
+        parts = Phase2(microservices, Provisioning(self.store, port, self.sync),
+                       SocketEndpoints(self.control, self.sessions, SessionLimits()))
         self._spawn("control-retry", lambda: self.control.run(self.stop))
         self._spawn("microservices", lambda: microservices.run(self.stop, CONTAINER_MONITOR_FREQ))
         self._spawn("autoprune", lambda: self.autoprune.run(self.stop))
@@ -216,7 +155,7 @@ class Daemon:
         self.sync.resync()
         # RUNNING before any waiting request goes on: everything is up.
         self.state.update(daemon_status=RUNNING)
-        self.started.open()
+        self.started.open(parts)
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -230,7 +169,7 @@ class Daemon:
         log.info("iofogd %s serving the Local API on %s:%s", __version__, host, port)
         sd_notify("READY=1")
         try:
-            self._build_subsystems()
+            self._build_phase2()
         except Exception as exc:   # an import or OS error: nothing half-built may serve
             log.exception("cannot start: %s", exc)
             self.started.fail(str(exc))

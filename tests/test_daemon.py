@@ -256,17 +256,18 @@ def test_daemon_arguments_both_forms_and_errors(monkeypatch, capsys) -> None:  #
 def test_start_gate_waits_then_answers_or_says_why(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     import threading
 
-    from iofogd import daemon as daemon_module
-    from iofogd.daemon import StartGate
+    from iofogd import app as app_module
+    from iofogd.app import Phase2, StartGate
     from iofogd.errors import ServiceUnavailable
 
-    monkeypatch.setattr(daemon_module, "STARTUP_WAIT", 0.2)
+    monkeypatch.setattr(app_module, "STARTUP_WAIT", 0.2)
     gate = StartGate()
     with pytest.raises(ServiceUnavailable, match=r"still starting \(the Docker engine client is not up yet\)"):
         gate.wait("the Docker engine client")
-    opener = threading.Timer(0.05, gate.open)
+    parts = Phase2(None, None, None)  # type: ignore[arg-type]   # the gate only hands them over
+    opener = threading.Timer(0.05, gate.open, (parts,))
     opener.start()
-    gate.wait("the Controller client")   # returns once phase 2 is done
+    assert gate.wait("the Controller client") is parts   # returns once phase 2 is done
     assert gate.is_open()
     failed = StartGate()
     failed.fail("No module named 'x'")
