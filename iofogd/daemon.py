@@ -54,8 +54,10 @@ TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.
 if TYPE_CHECKING:  # the modules of start-up phase 2 are imported there
     from typing import Callable, Final, NoReturn, Optional, Sequence
 
+    from iofogd.agent import ControllerPort
     from iofogd.controller.sync import ControllerSync
     from iofogd.system.microservices import Microservices
+    from iofogd.ws.control import ControlHub
     from iofogd.ws.session import SessionRegistry
 
 log = logging.getLogger("iofogd")
@@ -126,24 +128,20 @@ class Daemon:
             agent_address=self.network.current().address or LOOPBACK,
             time_zone=cfg.time_zone,
         )
-        self.network.on_change(lambda info: self._network_changed(microservices, info))
+        self.microservices: Microservices = microservices
+        self.network.on_change(self._network_changed)
         self.autoprune = AutoPruner.for_paths(
             microservices.prune_unused, [self.paths.root, self.paths.state_dir],
             lambda: self.store.current.available_disk_threshold,
         )
-        port = ControllerPort(self.store, self.state, self.sampler, self.network.current, microservices)
-        self.sync: ControllerSync = ControllerSync(port, cache=OfflineCache(self.paths.etc_dir))
         self.sessions: SessionRegistry = SessionRegistry()
-        self.control = ControlHub()
-        # A changed microservice config or edge resource list reaches the
-        # microservices' control sockets as 0x0C / 0x0F (spec 2.5).
-        self.state.on_config_changed(self.control.signal_config)
-        self.state.on_edge_resources_changed(self.control.signal_edge_resources)
-        self.store.add_listener(lambda old, new, origin: self._config_changed(microservices, old, new))
-        # Every local change is PATCHed to the Controller (spec 4.5, 6.7); one
-        # made before this point is pushed by the first cycle (resync below).
-        self.store.add_listener(lambda old, new, origin: self.sync.config_changed())
-        self._config_changed(microservices, cfg, self.store.current)   # a change made while building
+        self.control: ControlHub = ControlHub()
+        port = ControllerPort(self.store, self.state, self.sampler, self.network, microservices, self.control)
+        self.controller_port: ControllerPort = port
+        self.sync: ControllerSync = ControllerSync(port, cache=OfflineCache(self.paths.etc_dir))
+        self.store.add_listener(self._config_changed)
+        # A change made while building (the first cycle, resync below, pushes it).
+        self._config_changed(cfg, self.store.current, Origin.LOCAL)
         parts = Phase2(microservices, Provisioning(self.store, port, self.sync),
                        SocketEndpoints(self.control, self.sessions, SessionLimits()))
         self._spawn("control-retry", lambda: self.control.run(self.stop))
@@ -184,19 +182,23 @@ class Daemon:
         self._shutdown()
         return 0
 
-    def _config_changed(self, microservices: Microservices, old: Config, new: Config) -> None:
+    def _config_changed(self, old: Config, new: Config, origin: str) -> None:
+        """The store's listener in phase 2: the running parts follow the config."""
         # Containers created from now on carry the new identity and zone (spec 4.5).
-        microservices.node_uuid = new.iofog_uuid
-        microservices.time_zone = new.time_zone
+        self.microservices.node_uuid = new.iofog_uuid
+        self.microservices.time_zone = new.time_zone
         if old.docker_url != new.docker_url:
-            microservices.poke()   # the status speaks of the new engine at once
+            self.microservices.poke()   # the status speaks of the new engine at once
         if (old.network_interface, old.controller_url) != (new.network_interface, new.controller_url):
             self.network.poke()
+        # A local change is PATCHed to the Controller (spec 4.5, 6.7); one that
+        # came from the Controller is not sent back to it.
+        if origin == Origin.LOCAL:
+            self.sync.config_changed()
 
-    @staticmethod
-    def _network_changed(microservices: Microservices, info: NetworkInfo) -> None:
+    def _network_changed(self, info: NetworkInfo) -> None:
         # The "iofog" host alias of new containers points at the agent (spec 7.2).
-        microservices.agent_address = info.address or LOOPBACK
+        self.microservices.agent_address = info.address or LOOPBACK
 
     def _reload(self) -> None:
         try:
