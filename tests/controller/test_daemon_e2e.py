@@ -20,7 +20,7 @@ import pytest
 import websocket  # websocket-client
 
 from iofogd.daemon import Daemon
-from tests.controller_standin import STATUS_SCHEMA, ControllerStandIn, Recorded, validate, wait_until
+from tests.controller.standin import STATUS_SCHEMA, ControllerStandIn, Recorded, validate, wait_until
 from tests.daemon_process import RunningDaemon
 
 SUCCESS = "Success - tokens, identifiers and keys removed"

@@ -12,7 +12,7 @@ import pytest
 from iofogd.controller.cache import MICROSERVICES, OfflineCache
 from iofogd.controller.client import ControllerClient
 from iofogd.controller.sync import STATUS_TYPES, ControllerSettings, ControllerSync, build_status
-from tests.controller_standin import STATUS_SCHEMA, ControllerStandIn, validate, wait_until
+from tests.controller.standin import STATUS_SCHEMA, ControllerStandIn, validate, wait_until
 
 if TYPE_CHECKING:  # the Protocol exists for mypy only (iofogd/record.py)
     from iofogd.controller.sync import AgentPort
