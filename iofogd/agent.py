@@ -26,7 +26,6 @@ from iofogd.controller.provision import deprovision as tell_deprovision
 from iofogd.controller.provision import provision as ask_provision
 from iofogd.controller.sync import ControllerSettings, ControllerSync
 from iofogd.errors import ConfigError, IofogdError, ProvisionError
-from iofogd.reports import MIB
 from iofogd.state import CONTROLLER_NOT_PROVISIONED, CONTROLLER_OK, AgentState
 from iofogd.system.network import NetworkWatcher
 from iofogd.system.status import ResourceSampler
@@ -38,6 +37,8 @@ if TYPE_CHECKING:
     from iofogd.ws.control import ControlHub
 
 log = logging.getLogger(__name__)
+
+MIB = 1024 * 1024   # the status report to the Controller counts memory and disk in MiB
 
 # Provisioning is a user action: give the Controller more time than a sync call.
 PROVISION_TIMEOUTS = (10.0, 30.0)
