@@ -1,4 +1,4 @@
-"""iofogd.config: the option table, config.xml, the switcher, the store; and the admin token.
+"""iofogd.config: the option table, config.xml, the switcher and the store.
 
 Expected texts come from the agent spec (sections 1.6.10, 4.2-4.6, 6.7); the Java
 fixture was written by the JDK's own XML transformer (tests/fixtures/MakeJavaConfig.java).
@@ -19,7 +19,6 @@ from typing import Dict, List, Optional, Tuple
 
 import pytest
 
-from iofogd.admintoken import ensure_token, read_token
 from iofogd.config import OPTIONS, ChangeReport, Config, ConfigStore, Origin, parse_config_xml, read_config
 from iofogd.config.schema import option_by_flag, option_by_long_name, option_by_tag, python_log_level
 from iofogd.errors import ConfigFileError, ConfigValueError
@@ -600,40 +599,3 @@ def test_kill_9_during_a_burst_of_writes_leaves_a_loadable_config(tmp_path: Path
         assert cfg.log_file_count == 1 + cfg.status_update_freq % 100 or last == 0
         assert not [p for p in etc(tmp_path).iterdir() if p.name.endswith(".tmp")]
         previous = cfg.status_update_freq
-
-
-# -- the admin token ----------------------------------------------------------------------------
-
-
-def test_token_is_created_once_with_mode_0640(tmp_path: Path) -> None:
-    path = tmp_path / "etc" / "iofog-agent" / "local-api"
-    token = ensure_token(str(path))
-    assert len(token) == 32 and token.isascii() and token.isalnum()
-    assert path.read_bytes() == token.encode()                  # no newline
-    assert stat.S_IMODE(path.stat().st_mode) == 0o640
-    before = path.stat()
-    assert ensure_token(str(path)) == token
-    assert (path.stat().st_ino, path.stat().st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
-    assert read_token(str(path)) == token
-    assert ensure_token(str(tmp_path / "other")) != token
-    assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
-
-
-def test_existing_token_is_never_regenerated(tmp_path: Path) -> None:
-    path = tmp_path / "local-api"
-    path.write_text("MyOwnToken\n")
-    assert ensure_token(str(path)) == "MyOwnToken"
-    assert path.read_text() == "MyOwnToken\n"
-    path.write_text("")
-    with pytest.raises(ConfigFileError):
-        ensure_token(str(path))                                 # an empty file is an error, not replaced
-    assert path.read_text() == ""
-
-
-def test_read_token_errors(tmp_path: Path) -> None:
-    with pytest.raises(ConfigFileError) as info:
-        read_token(str(tmp_path / "missing"))
-    assert info.value.path == str(tmp_path / "missing")
-    (tmp_path / "blank").write_text("  \n")
-    with pytest.raises(ConfigFileError):
-        read_token(str(tmp_path / "blank"))
