@@ -10,9 +10,10 @@ does). Start-up has two phases:
 2. Then, with the API already answering, the Docker, Controller and
    WebSocket layers are imported and built (about 60 ms of imports and psutil
    on the 2-core bench machine, more on a Pi) and their threads started; the
-   daemon status turns from STARTING to RUNNING. A request that needs one of
-   them meanwhile waits for it (see :class:`StartGate`); nothing is answered from
-   a half-built daemon.
+   daemon status turns from STARTING to RUNNING. They reach the App as one
+   ``Phase2`` object; a request that needs one of them meanwhile waits for it
+   (iofogd/app.py ``StartGate``); nothing is answered from a half-built daemon.
+   docs/architecture.md walks through both phases.
 
 Shutdown runs in the reverse order. Never forks, never writes a pidfile;
 SIGTERM and SIGINT stop, SIGHUP reloads config.xml.

@@ -290,3 +290,13 @@ def test_a_failing_phase_two_stops_the_daemon_with_one_clear_error(tmp_path) -> 
     assert "serving the Local API" in proc.stderr
     assert "cannot start: concurrent hidden for this test" in proc.stderr
     assert "iofogd running" not in proc.stderr
+
+
+def test_importing_main_starts_nothing(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # `python -m iofogd` runs the daemon; importing iofogd.__main__ (a tool that
+    # walks the package, a test collector) must not start one on the real root.
+    env = dict(os.environ, IOFOGD_ROOT=str(tmp_path), PYTHONPATH=REPO)
+    proc = subprocess.run([sys.executable, "-c", "import iofogd.__main__; print('imported')"],
+                          env=env, capture_output=True, text=True, timeout=30)
+    assert (proc.returncode, proc.stdout) == (0, "imported\n"), proc.stderr
+    assert list(tmp_path.iterdir()) == []   # no config.xml, no token: nothing started
