@@ -243,6 +243,9 @@ class LocalApiHandler(BaseHTTPRequestHandler):
         path, _, query = self.path.partition("?")
         if self.server.on_probation(self) and not self._is_admin(path):
             # An admin-reserve slot: only a request with the token may use it.
+            peer = self.client_address[0]
+            self.server.peer_log.warning(peer, "busy", "refusing a request from %s: every general slot is "
+                                         "busy and the admin reserve needs the token", peer)
             self.close_connection = True
             self._write(error_response(503, "Too many connections, try again"))
             return
