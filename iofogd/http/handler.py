@@ -34,10 +34,12 @@ from iofogd.errors import (
 )
 from iofogd.http.peerlog import printable
 from iofogd.http.request import (
+    MAX_HEADERS,
     Headers,
     Request,
     Response,
     error_response,
+    parse_header_block,
     parse_header_lines,
     parse_request_line,
 )
@@ -146,7 +148,8 @@ class LocalApiHandler(BaseHTTPRequestHandler):
         # ... and a slow one: see _DeadlineSocketIO.
         self.rfile.close()
         self._clock = _DeadlineSocketIO(self.connection, idle)
-        self.rfile = io.BufferedReader(self._clock)
+        self._reader = io.BufferedReader(self._clock)
+        self.rfile = self._reader
         self.request_version = "HTTP/1.1"
         self.command = ""
         self.path = ""
@@ -205,24 +208,23 @@ class LocalApiHandler(BaseHTTPRequestHandler):
             raise UriTooLong("Request line too long")
         if not line.endswith(b"\n"):
             raise BadRequest("Request line not terminated")   # the peer half-closed mid-line
-        self.requestline = printable(line.rstrip(b"\r\n").decode("latin-1"))
+        request_line = line.rstrip(b"\r\n")
+        self.requestline = request_line.decode("latin-1")   # escaped when logged
         self.request_version = "HTTP/1.1"   # errors before the version is known are answered so
-        method, target, version = parse_request_line(line.rstrip(b"\r\n"))
+        method, target, version = parse_request_line(request_line)
         self.command, self.path, self.request_version = method, target, version
-        lines = []
-        while True:
-            line = readline(budget + 1)
-            budget -= len(line)
-            if budget < 0:
-                raise HeaderTooLarge("Request header fields too large")
-            if line in (b"\r\n", b"\n"):
-                break
-            if not line.endswith(b"\n"):
-                raise BadRequest("Request head ended before an empty line")
-            lines.append(line.rstrip(b"\r\n"))
-            if len(lines) > _MAX_HEADERS:
-                raise HeaderTooLarge(f"More than {_MAX_HEADERS} header fields")
-        self.headers = parse_header_lines(lines)
+        # Fast path: the whole head is in the read buffer already (one recv
+        # brought it, as it does for almost every request): take it in one read.
+        buffered = self._reader.peek()
+        if buffered[:2] == b"\r\n":
+            self.rfile.read(2)
+            self.headers = parse_header_block(b"")
+        else:
+            end = buffered.find(b"\r\n\r\n", 0, budget)
+            if end >= 0 and buffered.count(b"\n", 0, end) == buffered.count(b"\r\n", 0, end):
+                self.headers = parse_header_block(self.rfile.read(end + 4)[:end])
+            else:
+                self.headers = self._read_header_lines(budget)
         connection = (self.headers.get("Connection") or "").lower()
         if version == "HTTP/1.1":
             self.close_connection = "close" in connection
@@ -231,6 +233,23 @@ class LocalApiHandler(BaseHTTPRequestHandler):
         if self.server.stopping:
             self.close_connection = True
         return True
+
+    def _read_header_lines(self, budget: int) -> Headers:
+        """The header lines one at a time, for a head that came in pieces."""
+        readline = self.rfile.readline
+        lines: list[bytes] = []
+        while True:
+            line = readline(budget + 1)
+            budget -= len(line)
+            if budget < 0:
+                raise HeaderTooLarge("Request header fields too large")
+            if line in (b"\r\n", b"\n"):
+                return parse_header_lines(lines)
+            if not line.endswith(b"\n"):
+                raise BadRequest("Request head ended before an empty line")
+            lines.append(line.rstrip(b"\r\n"))
+            if len(lines) > _MAX_HEADERS:
+                raise HeaderTooLarge(f"More than {_MAX_HEADERS} header fields")
 
     # http.server calls send_error from its own helpers; answer in our JSON shape.
     def send_error(self, code: int, message: Optional[str] = None, explain: Optional[str] = None) -> None:
@@ -444,7 +463,7 @@ class LocalApiHandler(BaseHTTPRequestHandler):
 
 _METHODS = frozenset(("GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"))
 _MAX_REQUEST_LINE = 65536   # http.server's bound, answered 414
-_MAX_HEADERS = 100          # http.client's bound, answered 431
+_MAX_HEADERS = MAX_HEADERS
 
 
 def _status_line(status: int) -> str:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from iofogd.errors import BadRequest, VersionNotSupported
+from iofogd.errors import BadRequest, HeaderTooLarge, VersionNotSupported
 from iofogd.record import Record
 
 TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from typing import Any, Final, Iterator, Mapping, Optional
 
 JSON_TYPE = "application/json"
+MAX_HEADERS = 100   # http.client's bound, answered 431
 
 # No request body of this API nests deeper than 3; 32 leaves room and keeps
 # the JSON parser (recursive in C) far from the interpreter's recursion limit.
@@ -122,6 +123,18 @@ def parse_header_lines(lines: list[bytes]) -> Headers:
             raise BadRequest("Control character in a header value")
         fields.append((name.decode("ascii"), value.decode("latin-1")))
     return Headers(fields)
+
+
+def parse_header_block(block: bytes) -> Headers:
+    """The header lines of a head joined by CRLF (without the final empty
+    line), as :func:`parse_header_lines` reads them; the caller has checked
+    that every line ends in CRLF."""
+    if not block:
+        return Headers([])
+    lines = block.split(b"\r\n")
+    if len(lines) > MAX_HEADERS:
+        raise HeaderTooLarge(f"More than {MAX_HEADERS} header fields")
+    return parse_header_lines(lines)
 
 
 def json_depth_exceeds(text: str, limit: int) -> bool:
