@@ -10,13 +10,16 @@ and connections are admitted into two pools of slots:
   share, at most ``max_per_peer`` slots per peer address;
 - the admin reserve (``admin_connections``), for a connection that finds no
   general slot: it is admitted on probation and keeps its slot only if its
-  first request carries the admin token; until then a newer arrival may take
-  its slot. So no amount of microservice traffic shuts the admin out.
+  first request carries the admin token; a slot whose connection has not
+  shown the token within ``probation`` seconds may be taken by a newer
+  arrival. A peer holds at most a quarter of the reserve on probation. So no
+  amount of microservice traffic shuts the admin out.
 
-Under pressure an idle keep-alive connection (no byte of a next request
-received) gives up its slot to a new one (RFC 9112 section 9.5 lets a server
-close an idle connection at any time), the oldest of the busiest peer first.
-Only when every slot is busy is a new connection answered 503 and closed.
+When the general pool is full an idle keep-alive connection (no byte of a
+next request received) gives up its slot to a newcomer (RFC 9112 section
+9.5 lets a server close an idle connection at any time): the oldest of the
+busiest peer, if that peer holds at least two slots more than the newcomer's.
+A connection that finds no slot is answered 503 and closed, without a thread.
 A WebSocket session gives its slot up as it starts (:meth:`release_slot`).
 
 Stopping: :meth:`close_idle_connections` closes idle connections at once,
@@ -49,12 +52,13 @@ log = logging.getLogger(__name__)
 
 class HttpLimits(Record):
     __slots__ = ("max_body_bytes", "max_header_bytes", "max_connections", "max_per_peer",
-                 "admin_connections", "idle_timeout", "shutdown_grace")
+                 "admin_connections", "probation", "idle_timeout", "shutdown_grace")
     max_body_bytes: Final[int]
     max_header_bytes: Final[int]
     max_connections: Final[int]     # the general pool
     max_per_peer: Final[int]        # general slots one peer address may hold
-    admin_connections: Final[int]   # the admin reserve
+    admin_connections: Final[int]   # the admin reserve (a peer may hold a quarter of it on probation)
+    probation: Final[float]         # seconds a reserve slot is kept for its connection to show the token
     idle_timeout: Final[float]      # seconds a connection may sit without a request
     shutdown_grace: Final[float]    # seconds busy connections get to finish when stopping
 
@@ -65,6 +69,7 @@ class HttpLimits(Record):
         max_connections: int = 64,
         max_per_peer: int = 32,
         admin_connections: int = 8,
+        probation: float = 0.25,
         idle_timeout: float = 30.0,
         shutdown_grace: float = 2.0,
     ) -> None:
@@ -73,6 +78,7 @@ class HttpLimits(Record):
         self.max_connections = max_connections
         self.max_per_peer = max_per_peer
         self.admin_connections = admin_connections
+        self.probation = probation
         self.idle_timeout = idle_timeout
         self.shutdown_grace = shutdown_grace
 
@@ -90,13 +96,14 @@ ADMIN = "admin"
 class Slot:
     """One accepted connection and the pool slot it holds (``pool`` None: released)."""
 
-    __slots__ = ("sock", "peer", "pool", "order", "handler", "thread", "admin")
+    __slots__ = ("sock", "peer", "pool", "order", "since", "handler", "thread", "admin")
 
     def __init__(self, sock: socket.socket, peer: str, pool: str, order: int) -> None:
         self.sock = sock
         self.peer = peer
         self.pool: Optional[str] = pool
         self.order = order                      # accept order: the oldest goes first
+        self.since = time.monotonic()
         self.handler: Optional[LocalApiHandler] = None
         self.thread: Optional[threading.Thread] = None
         self.admin = False                      # a request with the admin token was served
@@ -169,6 +176,10 @@ class LocalApiServer(ThreadingHTTPServer):
         peer = str(client_address[0])
         with self._lock:
             slot = self._admit(request, peer)
+        if slot is None and self._shows_token(request):
+            with self._lock:
+                slot = self._take(request, peer, ADMIN)
+                slot.admin = True
         if slot is None:
             self.peer_log.warning(peer, "busy", "refusing a connection from %s: every slot is busy "
                                   "(%d general, %d admin)", peer, self.limits.max_connections,
@@ -191,20 +202,75 @@ class LocalApiServer(ThreadingHTTPServer):
             raise
 
     def _admit(self, sock: socket.socket, peer: str) -> Optional[Slot]:
-        """A slot for a new connection, taking one from an idle connection if
-        the pools are full; None when every slot is busy. Holds the lock."""
-        limits = self.limits
+        """A slot for a new connection from ``peer``, or None: answer 503. Holds the lock.
+
+        Closing a connection for a newcomer must not feed a loop in which the
+        closed client reconnects and closes another (each turn a thread): a
+        peer at its share never takes a general slot from anyone, and takes
+        a general slot only from a peer holding at least two more than it.
+        """
         self._accepted += 1
-        peer_full = self._per_peer.get(peer, 0) >= limits.max_per_peer
-        pool_full = self._held[GENERAL] >= limits.max_connections
-        if (peer_full or pool_full) and self._evict(GENERAL, peer if peer_full else None):
-            peer_full = self._per_peer.get(peer, 0) >= limits.max_per_peer
-            pool_full = self._held[GENERAL] >= limits.max_connections
-        if not peer_full and not pool_full:
+        held = self._per_peer.get(peer, 0)
+        if held < self.limits.max_per_peer and (
+                self._held[GENERAL] < self.limits.max_connections or self._evict_general(held)):
             return self._take(sock, peer, GENERAL)
-        if self._held[ADMIN] >= limits.admin_connections and not self._evict(ADMIN, None):
-            return None
-        return self._take(sock, peer, ADMIN)
+        if self._reserve_room(peer):
+            return self._take(sock, peer, ADMIN)
+        return None
+
+    def _evict_general(self, newcomer_holds: int) -> bool:
+        """Close the oldest idle connection of the busiest peer, if that peer
+        holds at least two general slots more than the newcomer's peer."""
+        candidates = [s for s in self._slots.values()
+                      if s.pool == GENERAL and self._per_peer.get(s.peer, 0) > newcomer_holds + 1 and s.idle()]
+        if not candidates:
+            return False
+        self._close_for_room(min(candidates, key=lambda s: (-self._per_peer.get(s.peer, 0), s.order)))
+        return True
+
+    def _reserve_room(self, peer: str) -> bool:
+        """Room in the admin reserve for a connection from ``peer``: a free slot
+        within the peer's share, or one whose holder has not shown the token
+        within the probation (of this peer if it is at its share, else of the
+        peer holding most)."""
+        on_probation = [s for s in self._slots.values() if s.pool == ADMIN and not s.admin]
+        mine = sum(s.peer == peer for s in on_probation)
+        share = max(1, self.limits.admin_connections // 4)
+        if self._held[ADMIN] < self.limits.admin_connections and mine < share:
+            return True
+        expired = time.monotonic() - self.limits.probation
+        candidates = [s for s in on_probation if s.since <= expired and (mine < share or s.peer == peer)]
+        if not candidates:
+            return False
+        counts: dict[str, int] = {}
+        for s in on_probation:
+            counts[s.peer] = counts.get(s.peer, 0) + 1
+        self._close_for_room(min(candidates, key=lambda s: (-counts[s.peer], s.order)))
+        return True
+
+    def _shows_token(self, sock: socket.socket) -> bool:
+        """Whether the request already waiting on ``sock`` carries the admin
+        token: an admin whose address an attacker shares (loopback) is let in
+        at the door, beyond the reserve, with no thread spent on anyone else.
+        Only what has arrived is looked at (a peek that does not wait)."""
+        if self._held[ADMIN] >= 2 * self.limits.admin_connections:
+            return False   # bounded even so
+        try:
+            data = sock.recv(self.limits.max_header_bytes, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+        except OSError:
+            return False
+        end = data.find(b"\r\n\r\n")
+        if end < 0:
+            return False
+        from iofogd.errors import RequestError
+        from iofogd.http.request import parse_header_block
+
+        try:
+            headers = parse_header_block(data[:end].partition(b"\r\n")[2])
+        except RequestError:
+            return False
+        values = headers.get_all("Authorization") or []
+        return len(values) == 1 and self.app.token.matches(values[0])
 
     def _take(self, sock: socket.socket, peer: str, pool: str) -> Slot:
         slot = Slot(sock, peer, pool, self._accepted)
@@ -228,22 +294,10 @@ class LocalApiServer(ThreadingHTTPServer):
             else:
                 del self._per_peer[slot.peer]
 
-    def _evict(self, pool: str, peer: Optional[str]) -> bool:
-        """Close one connection of ``pool`` that may give up its slot (of ``peer``
-        if given): in the general pool an idle one, in the admin reserve any
-        not yet proven admin. The busiest peer's oldest goes first. Holds the lock."""
-        candidates = [
-            s for s in self._slots.values()
-            if s.pool == pool and (peer is None or s.peer == peer)
-            and (s.idle() if pool == GENERAL else not s.admin)
-        ]
-        if not candidates:
-            return False
-        victim = min(candidates, key=lambda s: (-self._per_peer.get(s.peer, 0), s.order))
+    def _close_for_room(self, victim: Slot) -> None:
         self._give_up(victim)
         victim.close()
-        log.debug("closed an idle connection from %s to free its slot", victim.peer)
-        return True
+        log.debug("closed a connection from %s to make room", victim.peer)
 
     def _forget(self, sock: socket.socket) -> None:
         with self._lock:

@@ -344,7 +344,7 @@ def test_idle_connections_give_their_slots_up_at_once(small_server: LocalApiServ
     held = [socket.create_connection(("127.0.0.1", port)) for _ in range(4)]   # the whole general pool
     try:
         time.sleep(0.1)
-        with socket.create_connection(("127.0.0.1", port)) as extra:
+        with socket.create_connection(("127.0.0.1", port), source_address=("127.0.0.2", 0)) as extra:
             extra.settimeout(5)   # immediate: long before the 0.5 s idle timeout
             extra.sendall(b"GET /v2/edgeResources HTTP/1.1\r\nHost: x\r\n\r\n")
             first = extra.recv(4096)

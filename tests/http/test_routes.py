@@ -71,3 +71,13 @@ def test_endpoints_called_directly(inproc_daemon: Any) -> None:
     with pytest.raises(BadRequest) as info:
         call(app, "POST", "/v2/commandline", {"command": 1})
     assert info.value.message == "Field 'command' must be a string"
+
+
+def test_status_follows_every_change_at_once(inproc_daemon: Any) -> None:
+    """/v2/status keeps its body only while its inputs are the same objects."""
+    app = inproc_daemon.app
+    assert call(app, "GET", "/v2/status")[1]["connection-to-controller"] == "not provisioned"
+    inproc_daemon.state.update(controller_status="ok")
+    assert call(app, "GET", "/v2/status")[1]["connection-to-controller"] == "ok"
+    inproc_daemon.state.update(controller_status="not provisioned")
+    assert call(app, "GET", "/v2/status")[1]["connection-to-controller"] == "not provisioned"
