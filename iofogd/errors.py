@@ -16,8 +16,11 @@ WebSocket session, the CLI) can decide how to present it::
     │   ├── RequestTimeout              408 (a request not received in time)
     │   ├── PayloadTooLarge(size, limit) 413
     │   ├── LengthRequired              411 (chunked bodies are refused)
+    │   ├── UriTooLong                  414
+    │   ├── HeaderTooLarge              431
     │   ├── NotImplementedYet           501 (an endpoint iofogd does not serve yet)
-    │   └── ServiceUnavailable          503
+    │   ├── ServiceUnavailable          503
+    │   └── VersionNotSupported         505
     ├── WebSocketError
     │   ├── HandshakeError(status, message)
     │   ├── ProtocolError(code, reason) a frame or message broke RFC 6455;
@@ -116,12 +119,24 @@ class LengthRequired(RequestError):
     status = 411
 
 
+class UriTooLong(RequestError):
+    status = 414
+
+
+class HeaderTooLarge(RequestError):
+    status = 431
+
+
 class NotImplementedYet(RequestError):
     status = 501
 
 
 class ServiceUnavailable(RequestError):
     status = 503
+
+
+class VersionNotSupported(RequestError):
+    status = 505
 
 
 # -- WebSockets ------------------------------------------------------------------

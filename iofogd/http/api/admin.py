@@ -1,17 +1,52 @@
 """Admin endpoints (spec 1.6.9-1.6.13): token-protected, called by the CLI and admins."""
 from __future__ import annotations
 
+import time
+from datetime import datetime
 
 from iofogd import __version__
 from iofogd.app import App
 from iofogd.commands import run_command
 from iofogd.errors import BadRequest, ProvisionError
 from iofogd.http.request import Request, Response
-from iofogd.reports import info_report, report_json
+from iofogd.reports import info_report, report_json, status_report
+
+TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
+if TYPE_CHECKING:
+    from typing import Any
+
+
+class StatusBody:
+    """The body of GET /v2/status, built again only when one of its inputs changed.
+
+    The inputs are those of :meth:`App.status`: the state and resource
+    snapshots (immutable, replaced on every change, so compared by identity),
+    the engine figures and the minute (the report's clock shows minutes).
+    Building the report and its JSON was most of the endpoint's cost; the
+    status CLI and monitoring poll it.
+    """
+
+    def __init__(self) -> None:
+        self._cached: tuple[Any, bytes] = (None, b"")
+
+    def get(self, app: App) -> bytes:
+        engine = app.engine()   # first: during start-up it waits, and the state then says RUNNING
+        now = time.time()
+        key = (app.state.snapshot(), app.sampler.snapshot(), engine.running, engine.error, int(now) // 60)
+        cached = self._cached   # one read: another thread may replace it
+        if cached[0] == key:
+            return cached[1]
+        report = status_report(key[0], key[1], engine, datetime.fromtimestamp(now))
+        body = Response.json(report_json(report)).body
+        self._cached = (key, body)
+        return body
+
+
+_status_body = StatusBody()
 
 
 def status(request: Request, app: App) -> Response:
-    return Response.json(report_json(app.status()))
+    return Response(200, _status_body.get(app))
 
 
 def info(request: Request, app: App) -> Response:
