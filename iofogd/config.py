@@ -261,18 +261,6 @@ def _any(opt: Option, value: str, values: Mapping[str, str], host: Host) -> Dict
     return {opt.tag: value}
 
 
-def _directory(opt: Option, value: str, values: Mapping[str, str], host: Host) -> Dict[str, str]:
-    # Upstream's addSeparator: a trailing separator is appended when missing.
-    return {opt.tag: value if value.endswith("/") else value + "/"}
-
-
-def _docker_url(opt: Option, value: str, values: Mapping[str, str], host: Host) -> Dict[str, str]:
-    if value.startswith("tcp://") or value.startswith("unix://"):
-        return {opt.tag: value}
-    # The trailing newline is upstream's (spec 4.4).
-    raise ConfigValueError(opt.key, "Unsupported protocol scheme. Only 'tcp://' or 'unix://' supported.\n")
-
-
 def _interface(opt: Option, value: str, values: Mapping[str, str], host: Host) -> Dict[str, str]:
     name = value.strip()
     if name == "dynamic" or name.lower() in {n.lower() for n in host.interfaces()}:
@@ -321,6 +309,67 @@ def _fog_type(opt: Option, value: str, values: Mapping[str, str], host: Host) ->
         except ConfigValueError:
             raise _invalid(opt, value) from None
     return {opt.tag: value}
+
+
+# -- paths and URLs (issue 12) ---------------------------------------------------------
+# One block, moved whole when config.py becomes a package. Directory options are
+# joined to --root (Paths.rooted), so a value is safe when it has no ".." segment:
+# then it cannot leave the root, whatever the root is (symbolic links inside the
+# root are the admin's own). URLs are checked when set, not only when used, and
+# every value has a length bound: a 500 KB URL would be written to config.xml,
+# sent to the Controller and logged. Values reach these checks stripped
+# (ConfigStore._apply), as config.xml gives them back on reload.
+
+MAX_URL_LENGTH = 2048     # what browsers and most servers accept
+MAX_PATH_LENGTH = 4096    # Linux PATH_MAX
+_HTTP_URL = r"https?://[^/?#@\s]*@?[^/?#\s]+(?:[/?#]\S*)?"
+_DOCKER_URL = r"unix://\S+|tcp://[^/?#\s]+/?"
+
+
+def _refuse(opt: Option, value: str, why: str, *, limit: int, what: str) -> ConfigValueError:
+    """The error for a value: its length when over ``limit`` (never echo 500 KB), else ``why``."""
+    if len(value) > limit:
+        return ConfigValueError(opt.key, f"Option -{opt.flag} has invalid value: {what} of {len(value)} "
+                                         f"characters (at most {limit})")
+    return ConfigValueError(opt.key, f"Option -{opt.flag} has invalid value: {value} ({why})")
+
+
+def directory_inside_root(text: str) -> bool:
+    """Whether a directory option, joined to the root, stays under it (also the load-time check)."""
+    return bool(text) and len(text) <= MAX_PATH_LENGTH and ".." not in text.split("/")
+
+
+def _directory(opt: Option, value: str, values: Mapping[str, str], host: Host) -> Dict[str, str]:
+    if not directory_inside_root(value):
+        raise _refuse(opt, value, "a directory may not leave the agent's root: no '..'",
+                      limit=MAX_PATH_LENGTH, what="a directory")
+    # Upstream's addSeparator: a trailing separator is appended when missing.
+    return {opt.tag: value if value.endswith("/") else value + "/"}
+
+
+def is_http_url(text: str) -> bool:
+    """An http(s) URL with a host, no whitespace, within the length bound."""
+    return len(text) <= MAX_URL_LENGTH and re.fullmatch(_HTTP_URL, text, re.IGNORECASE) is not None
+
+
+def _controller_url(opt: Option, value: str, values: Mapping[str, str], host: Host) -> Dict[str, str]:
+    if not is_http_url(value):
+        raise _refuse(opt, value, "an http:// or https:// URL with a host is required",
+                      limit=MAX_URL_LENGTH, what="a URL")
+    return {opt.tag: value}
+
+
+def _docker_url(opt: Option, value: str, values: Mapping[str, str], host: Host) -> Dict[str, str]:
+    if len(value) <= MAX_URL_LENGTH and not (value.startswith("tcp://") or value.startswith("unix://")):
+        # The trailing newline is upstream's (spec 4.4).
+        raise ConfigValueError(opt.key, "Unsupported protocol scheme. Only 'tcp://' or 'unix://' supported.\n")
+    if len(value) > MAX_URL_LENGTH or not re.fullmatch(_DOCKER_URL, value):
+        raise _refuse(opt, value, "unix://<socket path> or tcp://<host>:<port> is required",
+                      limit=MAX_URL_LENGTH, what="a URL")
+    return {opt.tag: value}
+
+
+# -- end of the paths and URLs block ------------------------------------------------------
 
 
 # -- load-time checks: a stored value that fails one is replaced by the default ------
@@ -422,7 +471,8 @@ OPTIONS: Tuple[Option, ...] = (
     # shipped value, a local Controller on v3.
     _o("controller_url", "a", "controller-url", None,
        "http://localhost:54421/api/v3/", "http://localhost:54421/api/v3/",
-       check=_any, metavar="<uri>", help="Set the uri of the fog controller to which this software connects"),
+       check=_controller_url, load_ok=is_http_url, metavar="<uri>",
+       help="Set the uri of the fog controller to which this software connects"),
     _o("iofog_uuid", None, None, None, ""),
     _o("secure_mode", "sec", None, None, "off", check=_any, metavar="<on/off>",
        help="Refuse plain http connections to the controller"),
@@ -445,7 +495,7 @@ OPTIONS: Tuple[Option, ...] = (
        load_ok=_is_float, json_type="float", metavar="<#GB Limit>",
        help="Set the limit, in GiB, of disk space that the message archive is allowed to use"),
     _o("disk_directory", "dl", "disk-directory", "diskDirectory", "/var/lib/iofog-agent/",
-       check=_directory, load_ok=bool, metavar="<dir>",
+       check=_directory, load_ok=directory_inside_root, metavar="<dir>",
        help="Set the directory to use for disk storage"),
     _o("memory_consumption_limit", "m", "memory-limit", "memoryLimit", "4096",
        check=_float_in(128, 1048576, "Memory limit range must be 128 to 1048576 MB"),
@@ -460,7 +510,7 @@ OPTIONS: Tuple[Option, ...] = (
        load_ok=_is_float, json_type="float", metavar="<#GB Limit>",
        help="Set the limit, in GiB, of disk space that the log files can consume"),
     _o("log_disk_directory", "ld", "logs-directory", "logDirectory", "/var/log/iofog-agent/",
-       check=_directory, load_ok=bool, metavar="<dir>",
+       check=_directory, load_ok=directory_inside_root, metavar="<dir>",
        help="Set the directory to use for log file storage"),
     _o("log_file_count", "lc", "logs-count", "logFileCount", "10",
        check=_int_in(1, 100, "Log file count range must be 1 to 100"),
@@ -506,10 +556,15 @@ OPTIONS: Tuple[Option, ...] = (
     # Our additions: where the Local API listens.
     _o("local_api_address", None, None, None, "0.0.0.0", load_ok=bool),
     _o("local_api_port", None, None, None, "54321", load_ok=_is_port),
+    # Ours (issue 12): callers that are not a container of this agent may not use
+    # the microservice endpoints (see iofogd/system/identity.py).
+    _o("strict_microservice_identity", "smi", "strict-microservice-identity", None, "off",
+       check=_on_off, load_ok=lambda t: t.lower() in ("on", "off"), metavar="<on/off>",
+       help="Refuse the microservice endpoints to callers that are not a container of this agent"),
 )
 
 # The tags iofogd adds to upstream's set.
-OUR_TAGS = frozenset({"local_api_address", "local_api_port"})
+OUR_TAGS = frozenset({"local_api_address", "local_api_port", "strict_microservice_identity"})
 
 _BY_TAG = {o.tag: o for o in OPTIONS}
 _BY_FLAG = {o.flag: o for o in OPTIONS if o.flag}
@@ -1204,7 +1259,9 @@ class ConfigStore:
             errors: List[Tuple[str, str]] = []
             accepted: List[Tuple[str, str, str]] = []
             for opt, raw in options:
-                value = raw[1:] if raw.startswith("+") else raw
+                # Stripped: config.xml gives values back stripped, so what is stored is what is used.
+                value = raw.strip()
+                value = value[1:].strip() if value.startswith("+") else value
                 if not value.strip() and opt.flag != "ac":
                     errors.append((opt.key, BLANK_VALUE))
                     continue
@@ -1220,6 +1277,7 @@ class ConfigStore:
                 accepted.append((opt.key, old.get(opt.tag), value))
                 values.update(updates)
             for tag, value in direct.items():
+                value = value.strip()
                 if not re.search(_UNWRITABLE, value) and values.get(tag) != value:
                     accepted.append((tag, old.get(tag), value))
                     values[tag] = value
