@@ -19,6 +19,9 @@ TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.
 if TYPE_CHECKING:
     from typing import Callable, Protocol
 
+    from iofogd.http.api.gps import GpsUpdates
+    from iofogd.system.identity import MicroserviceIdentity
+
     class Provisioner(Protocol):
         def provision(self, key: str) -> str: ...      # returns the node uuid; raises ProvisionError
         def deprovision(self) -> str: ...              # returns the message; raises ProvisionError
@@ -65,7 +68,7 @@ class TokenFile:
 class App:
     __slots__ = (
         "paths", "config", "state", "sampler", "token", "network", "fog_type", "engine", "provisioner",
-        "prune",
+        "prune", "identity", "gps",
     )
     paths: Paths
     config: ConfigStore
@@ -77,6 +80,8 @@ class App:
     engine: Callable[[], EngineInfo]
     provisioner: Callable[[], Provisioner]   # waits for start-up phase 2 (iofogd.daemon)
     prune: Callable[[], int]
+    identity: MicroserviceIdentity   # who may act as which microservice (issue 12)
+    gps: GpsUpdates                  # POST /v2/gps writes, bounded (issue 12)
 
     def __init__(
         self,
@@ -90,6 +95,8 @@ class App:
         engine: Callable[[], EngineInfo],
         provisioner: Callable[[], Provisioner],
         prune: Callable[[], int],
+        identity: MicroserviceIdentity,
+        gps: GpsUpdates,
     ) -> None:
         self.paths = paths
         self.config = config
@@ -101,6 +108,8 @@ class App:
         self.engine = engine
         self.provisioner = provisioner
         self.prune = prune
+        self.identity = identity
+        self.gps = gps
 
     def status(self) -> Report:
         """The status report (CLI ``status``, GET /v2/status)."""

@@ -1381,13 +1381,26 @@ class ConfigStore:
         with self._lock:
             self._commit(self.current.with_values({"iofog_uuid": uuid, "access_token": token}))
 
-    def set_gps(self, lat: str, lon: str) -> None:
-        """POST /v2/gps (spec 1.6.6): mode ``dynamic``, coordinates validated like ``-gps``."""
+    def set_gps(self, lat: str, lon: str, *, keep_modes: Collection[str] = ()) -> bool:
+        """POST /v2/gps (spec 1.6.6): mode ``dynamic``, coordinates validated like ``-gps``.
+
+        Returns whether anything changed. The same position (as numbers) in mode
+        ``dynamic`` writes nothing and tells no listener (so nothing is PATCHed to
+        the Controller); a current mode in ``keep_modes`` (the admin's ``off`` or
+        ``manual``, issue 12) is kept, checked under the lock that serialises changes.
+        """
         coordinates = f"{lat.strip()},{lon.strip()}"
-        if parse_coordinates(coordinates) is None:
+        position = parse_coordinates(coordinates)
+        if position is None:
             raise ConfigValueError("gps", f"Option -gps has invalid value: {coordinates}")
         with self._lock:
-            self._commit(self.current.with_values({"gps": "dynamic", "gps_coordinates": coordinates}))
+            current = self.current
+            if current.gps_mode in keep_modes:
+                return False
+            if current.gps_mode == "dynamic" and current.gps_lat_lon == position:
+                return False
+            self._commit(current.with_values({"gps": "dynamic", "gps_coordinates": coordinates}))
+            return True
 
     def switch(self, name: str) -> str:
         """``switch <dev|prod|def>`` (spec 4.6)."""

@@ -31,6 +31,7 @@ from iofogd import __version__
 from iofogd.app import App, TokenFile
 from iofogd.config import Config, ConfigStore, Paths, check_config, ensure_token
 from iofogd.errors import ConfigError, IofogdError, ServiceUnavailable
+from iofogd.http.api.gps import GpsUpdates
 from iofogd.http.handler import LocalApiHandler
 from iofogd.http.server import HttpLimits, LocalApiServer
 from iofogd.logfiles import LogSetup
@@ -44,6 +45,7 @@ from iofogd.state import (
     STOPPED,
     AgentState,
 )
+from iofogd.system.identity import ContainerAddresses, MicroserviceIdentity, strict_identity
 from iofogd.system.network import NetworkWatcher
 from iofogd.system.status import Probe, ResourceSampler
 
@@ -135,6 +137,9 @@ class Daemon:
             engine=self._engine_info,
             provisioner=self.provisioning,
             prune=lambda: self.microservices().prune_unused(),
+            identity=MicroserviceIdentity(ContainerAddresses(),
+                                          lambda: strict_identity(self.store.current.get)),
+            gps=GpsUpdates(store),
         )
         host = args.address or cfg.api_address
         port = args.port if args.port is not None else cfg.api_port
@@ -185,6 +190,7 @@ class Daemon:
             node_uuid=cfg.iofog_uuid,
             agent_address=self.network.current().address or LOOPBACK,
             time_zone=cfg.time_zone,
+            addresses=self.app.identity.addresses,
         )
         self.network.on_change(lambda info: self._network_changed(microservices, info))
         self.autoprune = AutoPruner.for_paths(
@@ -206,7 +212,8 @@ class Daemon:
         self.store.add_listener(lambda old, new: self.sync.config_changed())
         self._config_changed(microservices, cfg, self.store.current)   # a change made while building
         self._provisioning = Provisioning(self.store, port, self.sync)
-        self._sockets = SocketEndpoints(self.control, self.sessions, SessionLimits())
+        self._sockets = SocketEndpoints(self.control, self.sessions, SessionLimits(),
+                                        identity=self.app.identity, token=self.app.token)
         self._spawn("control-retry", lambda: self.control.run(self.stop))
         self._spawn("microservices", lambda: microservices.run(self.stop, CONTAINER_MONITOR_FREQ))
         self._spawn("autoprune", lambda: self.autoprune.run(self.stop))
@@ -275,6 +282,7 @@ class Daemon:
         self.state.update(daemon_status=STOPPED)
         self.sync.stop()
         self._stop_serving()
+        self.app.gps.flush()                   # a position still waiting for its write
         self.network.poke()
         for thread in self.threads:
             thread.join(timeout=5)

@@ -18,6 +18,7 @@ from datetime import datetime
 from iofogd.config import Config
 from iofogd.record import Record
 from iofogd.state import StateSnapshot
+from iofogd.system.identity import strict_identity
 from iofogd.system.status import ResourceSnapshot
 
 TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
@@ -118,6 +119,8 @@ def info_report(cfg: Config, net: NetworkInfo, fog_type: str) -> Report:
         ("Ready To Upgrade Scan Frequency", str(cfg.upgrade_scan_frequency)),
         ("Developer's Mode", _on_off(cfg.dev_mode)),
         ("Time Zone", cfg.time_zone),
+        # Ours (issue 12), after upstream's lines so scripts that read them by position still work.
+        ("Strict Microservice Identity", _on_off(strict_identity(cfg.get))),
     ]
 
 

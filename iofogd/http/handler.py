@@ -234,7 +234,7 @@ class LocalApiHandler(BaseHTTPRequestHandler):
         app = self.server.app
         if route.auth and not app.token.matches(self.headers.get("Authorization", "")):
             raise Unauthorized("Incorrect access token")
-        return handler(Request(self.command, path, query, self.headers, body), app)
+        return handler(Request(self.command, path, query, self.headers, body, peer=self.client_address[0]), app)
 
     def _content_length(self) -> int:
         if self.headers.get("Transfer-Encoding"):

@@ -20,13 +20,14 @@ JSON_TYPE = "application/json"
 
 
 class Request(Record):
-    __slots__ = ("method", "path", "query", "headers", "body", "params")
+    __slots__ = ("method", "path", "query", "headers", "body", "params", "peer")
     method: Final[str]
     path: Final[str]  # without the query string
     query: Final[str]
     headers: Final[Message]  # case-insensitive, as http.server parses them
     body: Final[bytes]
     params: Final[Mapping[str, str]]  # from the route pattern
+    peer: Final[str]  # the client's address (who is calling: iofogd.system.identity)
 
     def __init__(
         self,
@@ -36,6 +37,7 @@ class Request(Record):
         headers: Message,
         body: bytes = b"",
         params: Mapping[str, str] | None = None,
+        peer: str = "",
     ) -> None:
         self.method = method
         self.path = path
@@ -43,6 +45,7 @@ class Request(Record):
         self.headers = headers
         self.body = body
         self.params = {} if params is None else params
+        self.peer = peer
 
     def header(self, name: str) -> str:
         value = self.headers.get(name)
