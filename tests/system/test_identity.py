@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import struct
-import time
 import urllib.error
 import urllib.request
 import uuid
