@@ -15,8 +15,9 @@ import sys
 from typing import Optional, Sequence
 
 from iofogd import __version__
-from iofogd.config import Paths, read_config, read_token
-from iofogd.daemon import default_root
+from iofogd.admintoken import read_token
+from iofogd.config.xmlfile import read_config
+from iofogd.paths import Paths, default_root
 from iofogd.errors import ConfigFileError
 
 NOT_RUNNING = "ioFog Agent is not running."

@@ -24,7 +24,8 @@ from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 import pytest
 
-from iofogd.config import Paths, parse_config_xml
+from iofogd.config import parse_config_xml
+from iofogd.paths import Paths
 from iofogd.http.handler import LocalApiHandler
 from iofogd.http.server import HttpLimits, LocalApiServer
 from tests.daemon_process import REPO, RunningDaemon, free_port

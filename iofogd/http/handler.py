@@ -291,12 +291,8 @@ class LocalApiHandler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     def _upgrade(self, path: str) -> None:
-        hook = self.server.websocket
-        if hook is None:
-            self._write(error_response(501, "WebSockets are not available in this build of iofogd"))
-            return
         try:
-            hook(self, path)
+            self.server.app.phase2("the WebSocket layer").sockets(self, path)
         except (HandshakeError, RequestError) as exc:
             # Refused before the 101: answer as HTTP (400, or 426 with
             # Sec-WebSocket-Version: 13, RFC 6455 section 4.4).

@@ -20,7 +20,7 @@ from iofogd.record import Record
 
 TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
 if TYPE_CHECKING:
-    from typing import Any, Callable, Final, Optional
+    from typing import Any, Final
 
     from iofogd.http.handler import LocalApiHandler
 
@@ -66,13 +66,9 @@ class LocalApiServer(ThreadingHTTPServer):
         handler_class: type[LocalApiHandler],
         app: App,
         limits: HttpLimits,
-        websocket: Optional[Callable[[LocalApiHandler, str], None]] = None,
     ) -> None:
         self.app = app
         self.limits = limits
-        # Called with (handler, path) for a WebSocket upgrade; None while no
-        # WebSocket layer is wired (the handler then answers 501).
-        self.websocket = websocket
         self.stopping = False
         self._slots = threading.BoundedSemaphore(limits.max_connections)
         self._handlers: set[LocalApiHandler] = set()

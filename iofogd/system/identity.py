@@ -35,14 +35,9 @@ from iofogd.errors import Forbidden
 
 TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
 if TYPE_CHECKING:
-    from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Tuple
+    from typing import Any, Dict, Iterable, Mapping, Optional, Tuple
 
-STRICT_TAG = "strict_microservice_identity"
-
-
-def strict_identity(values: Callable[[str], str]) -> bool:
-    """Whether strict mode is on, given a config's ``get`` (``cfg.get``)."""
-    return values(STRICT_TAG).strip().lower() == "on"
+    from iofogd.config.store import ConfigStore
 
 
 def normalise_address(address: str) -> str:
@@ -102,9 +97,9 @@ class ContainerAddresses:
 class MicroserviceIdentity:
     """The one check every unauthenticated microservice endpoint makes."""
 
-    def __init__(self, addresses: ContainerAddresses, strict: Callable[[], bool]) -> None:
+    def __init__(self, addresses: ContainerAddresses, config: ConfigStore) -> None:
         self.addresses = addresses
-        self._strict = strict
+        self.config = config   # strict mode is read at each check: a change applies at once
 
     def check(self, peer: str, claimed: str, *, admin: bool = False) -> None:
         """Forbidden (403) unless the caller at ``peer`` may act as microservice ``claimed``."""
@@ -116,7 +111,7 @@ class MicroserviceIdentity:
                 raise Forbidden(f"This caller is microservice {owner}: it may use only its own id, "
                                 f"not {_shown(claimed)}")
             return
-        if self._strict():
+        if self.config.current.strict_microservice_identity:
             raise Forbidden(f"Strict microservice identity is on: {_shown(peer)} is not a container of "
                             f"this agent, so it may not act as microservice {_shown(claimed)}")
 

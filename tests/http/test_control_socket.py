@@ -46,7 +46,7 @@ def test_config_change_signals_every_socket_of_that_id(inproc_daemon: Daemon) ->
     other = websocket.create_connection(url(d, "ms2"), timeout=5)
     try:
         assert wait_for(lambda: len(d.control.sessions("ms1")) == 2)
-        changed = d.state.set_microservice_configs({"ms1": '{"threshold":5}'})
+        changed = d.controller_port.set_microservice_configs({"ms1": '{"threshold":5}'})
         assert changed == ["ms1"]
         for ws in (a, b):
             opcode, data = ws.recv_data()
@@ -61,7 +61,7 @@ def test_config_change_signals_every_socket_of_that_id(inproc_daemon: Daemon) ->
         assert wait_for(lambda: d.control.pending(sa) is None)
         assert d.control.pending(sb) == (0x0C, 1)
         # An unchanged config sends nothing.
-        assert d.state.set_microservice_configs({"ms1": '{"threshold":5}'}) == []
+        assert d.controller_port.set_microservice_configs({"ms1": '{"threshold":5}'}) == []
     finally:
         for ws in (a, b, other):
             ws.close()
@@ -72,7 +72,7 @@ def test_edge_resources_signal_goes_to_every_socket(inproc_daemon: Daemon) -> No
     socks = [websocket.create_connection(url(d, f"ms{i}"), timeout=5) for i in range(3)]
     try:
         assert wait_for(lambda: len(d.control.sessions()) == 3)
-        assert d.state.set_edge_resources([{"id": 1, "name": "lamp"}])
+        assert d.controller_port.set_edge_resources([{"id": 1, "name": "lamp"}])
         for ws in socks:
             assert ws.recv_data() == (websocket.ABNF.OPCODE_BINARY, b"\x0f")
     finally:
@@ -126,7 +126,7 @@ def test_published_python_sdk_gets_0x0c_and_acks(inproc_daemon: Daemon) -> None:
     client.establish_control_ws_connection(Listener())
     try:
         assert wait_for(lambda: d.control.sessions("sdk-ms"), timeout=10)
-        d.state.set_microservice_configs({"sdk-ms": '{"k":"v"}'})
+        d.controller_port.set_microservice_configs({"sdk-ms": '{"k":"v"}'})
         assert signalled.wait(10)
         session = d.control.sessions("sdk-ms")[0]
         # The SDK ACKs after its listener returns; the agent sees it.

@@ -18,8 +18,9 @@ from typing import Any, Callable, Optional
 import pytest
 
 from iofogd.daemon import Daemon
-from iofogd.http.api.gps import GPS_WRITE_INTERVAL
-from tests.controller_standin import wait_until
+from iofogd.config import Origin
+from iofogd.config.gps import GPS_WRITE_INTERVAL
+from tests.controller.standin import wait_until
 
 
 def post_gps(d: Daemon, lat: str, lon: str, token: Optional[str] = None) -> tuple[int, Any]:
@@ -67,7 +68,7 @@ class Writes:
         d.sync.config_changed = counted  # type: ignore[method-assign]
         self.stamp = self.file_stamp()
 
-    def _changed(self, old: Any, new: Any) -> None:
+    def _changed(self, old: Any, new: Any, origin: str) -> None:
         with self.lock:
             self.changes += 1
 
@@ -79,8 +80,8 @@ class Writes:
 @pytest.mark.parametrize("mode", ["off", "manual"])
 def test_the_admins_mode_is_kept(inproc_daemon: Daemon, mode: str) -> None:
     d = inproc_daemon
-    assert d.store.apply({"gps": "48.85,2.35"}).errors == []
-    assert d.store.apply({"gps": mode}).errors == []
+    assert d.store.apply({"gps": "48.85,2.35"}, Origin.LOCAL).errors == []
+    assert d.store.apply({"gps": mode}, Origin.LOCAL).errors == []
     writes = Writes(d)
     before = open(d.paths.config_xml, "rb").read()
     status, body = post_gps(d, "1.5", "2.5")
@@ -142,7 +143,7 @@ def test_a_waiting_position_does_not_undo_an_admin_who_turned_gps_off(inproc_dae
     assert post_gps(d, "1.5", "2.5")[0] == 200     # written at once: the interval starts
     assert post_gps(d, "3.5", "4.5")[0] == 200     # waits for the interval
     assert gps.coordinates() == "3.5,4.5"
-    assert d.store.apply({"gps": "off"}).errors == []
+    assert d.store.apply({"gps": "off"}, Origin.LOCAL).errors == []
     gps.flush()
     assert (d.store.current.gps_mode, d.store.current.gps_coordinates) == ("off", "1.5,2.5")
     assert post_gps(d, "5.5", "6.5")[0] == 403

@@ -20,12 +20,14 @@ from typing import Any, Iterator, Optional
 import pytest
 import websocket  # websocket-client
 
+from iofogd.config import Origin
 from iofogd.daemon import Daemon
 from iofogd.errors import DockerError, Forbidden
 from iofogd.system import dockerproto as proto
 from iofogd.system.identity import ContainerAddresses, MicroserviceIdentity, addresses_of, normalise_address
-from tests.controller_standin import ControllerStandIn, wait_until
+from tests.controller.standin import ControllerStandIn, wait_until
 from tests.daemon_process import RunningDaemon
+from tests.test_config import make_store
 from tests.system.conftest import Engine, microservice
 
 SLEEPER = ["sh", "-c", "trap 'exit 0' TERM; sleep 100000 & wait"]
@@ -60,11 +62,11 @@ def test_the_map_follows_passes_starts_and_removals() -> None:
     assert addresses.snapshot() == {}
 
 
-def test_the_check() -> None:
+def test_the_check(tmp_path: Any) -> None:
     addresses = ContainerAddresses()
     addresses.replace([("ms-a", "cid-a", ["10.1.0.2"])])
-    strict = [False]
-    identity = MicroserviceIdentity(addresses, lambda: strict[0])
+    store = make_store(tmp_path)
+    identity = MicroserviceIdentity(addresses, store)
     identity.check("10.1.0.2", "ms-a")
     with pytest.raises(Forbidden) as info:
         identity.check("10.1.0.2", "ms-b")
@@ -72,7 +74,7 @@ def test_the_check() -> None:
     assert info.value.message == "This caller is microservice ms-a: it may use only its own id, not 'ms-b'"
     identity.check("10.1.0.2", "ms-b", admin=True)          # the admin token is the admin's
     identity.check("127.0.0.1", "ms-b")                     # not a container: upstream's behaviour
-    strict[0] = True
+    assert store.apply({"smi": "on"}, Origin.LOCAL).errors == []   # read at each check: at once
     with pytest.raises(Forbidden) as info:
         identity.check("127.0.0.1", "ms-b")
     assert info.value.message == ("Strict microservice identity is on: '127.0.0.1' is not a container of "

@@ -15,7 +15,8 @@ def status(request: Request, app: App) -> Response:
 
 
 def info(request: Request, app: App) -> Response:
-    report = info_report(app.config.current, app.network(), app.fog_type())
+    cfg = app.config.current
+    report = info_report(cfg, app.network.current(), cfg.fog_type)
     return Response.json(report_json(report))
 
 
@@ -51,7 +52,7 @@ def provision(request: Request, app: App) -> Response:
     if not isinstance(key, str) or not key.strip():
         raise BadRequest("Missing required property 'provisioning-key'")
     try:
-        uuid = app.provisioner().provision(key.strip())
+        uuid = app.phase2("the Controller client").provisioning.provision(key.strip())
     except ProvisionError as exc:
         return Response.json({"status": "failed", "error": exc.message}, status=500)
     return Response.json({"status": "ok", "uuid": uuid})
@@ -59,11 +60,12 @@ def provision(request: Request, app: App) -> Response:
 
 def deprovision(request: Request, app: App) -> Response:
     try:
-        message = app.provisioner().deprovision()
+        message = app.phase2("the Controller client").provisioning.deprovision()
     except ProvisionError as exc:
         return Response.json({"status": "failed", "error": exc.message, "message": exc.message}, status=500)
     return Response.json({"message": message, "status": "success"})
 
 
 def prune(request: Request, app: App) -> Response:
-    return Response.json({"status": "ok", "spaceReclaimed": app.prune()})
+    reclaimed = app.phase2("the Docker engine client").microservices.prune_unused()
+    return Response.json({"status": "ok", "spaceReclaimed": reclaimed})

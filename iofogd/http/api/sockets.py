@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from http.server import BaseHTTPRequestHandler
 
-from iofogd.app import TokenFile
+from iofogd.admintoken import TokenFile
 from iofogd.errors import NotFound
 from iofogd.system.identity import MicroserviceIdentity
 from iofogd.ws.control import ControlHub, control_socket_id
