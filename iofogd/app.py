@@ -13,11 +13,13 @@ import threading
 from datetime import datetime
 
 from iofogd.admintoken import TokenFile
+from iofogd.config.gps import GpsUpdates
 from iofogd.config.store import ConfigStore
 from iofogd.errors import ServiceUnavailable
 from iofogd.paths import Paths
 from iofogd.reports import EngineInfo, Report, status_report
 from iofogd.state import AgentState
+from iofogd.system.identity import MicroserviceIdentity
 from iofogd.system.network import NetworkWatcher
 from iofogd.system.status import ResourceSampler
 
@@ -79,7 +81,7 @@ class StartGate:
 
 
 class App:
-    __slots__ = ("paths", "config", "state", "sampler", "token", "network", "started")
+    __slots__ = ("paths", "config", "state", "sampler", "token", "network", "started", "identity", "gps")
 
     def __init__(
         self,
@@ -90,6 +92,8 @@ class App:
         token: TokenFile,
         network: NetworkWatcher,
         started: StartGate,
+        identity: MicroserviceIdentity,
+        gps: GpsUpdates,
     ) -> None:
         self.paths = paths
         self.config = config
@@ -98,6 +102,8 @@ class App:
         self.token = token
         self.network = network
         self.started = started
+        self.identity = identity   # who may act as which microservice (issue 12)
+        self.gps = gps             # POST /v2/gps writes: the admin's mode kept, bounded rate (issue 12)
 
     def phase2(self, what: str) -> Phase2:
         """The phase-2 parts, once they are up (waits; see :class:`StartGate`).

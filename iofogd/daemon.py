@@ -31,6 +31,7 @@ from types import FrameType
 from iofogd import __version__
 from iofogd.admintoken import TokenFile, ensure_token
 from iofogd.app import App, Phase2, StartGate
+from iofogd.config.gps import GpsUpdates
 from iofogd.config.store import ConfigStore, Origin
 from iofogd.config.value import Config
 from iofogd.config.xmlfile import check_config
@@ -48,6 +49,7 @@ from iofogd.state import (
     STOPPED,
     AgentState,
 )
+from iofogd.system.identity import ContainerAddresses, MicroserviceIdentity
 from iofogd.system.network import NetworkInfo, NetworkWatcher
 from iofogd.system.status import Probe, ResourceSampler
 
@@ -100,6 +102,10 @@ class Daemon:
             token=TokenFile(paths.token_file),
             network=self.network,
             started=self.started,
+            # Who may act as which microservice: the reconciler of phase 2 feeds
+            # the addresses; strict mode is read from the store at each check.
+            identity=MicroserviceIdentity(ContainerAddresses(), store),
+            gps=GpsUpdates(store),
         )
         host = args.address or cfg.api_address
         port = args.port if args.port is not None else cfg.api_port
@@ -128,6 +134,7 @@ class Daemon:
             node_uuid=cfg.iofog_uuid,
             agent_address=self.network.current().address or LOOPBACK,
             time_zone=cfg.time_zone,
+            addresses=self.app.identity.addresses,
         )
         self.microservices: Microservices = microservices
         self.network.on_change(self._network_changed)
@@ -144,7 +151,8 @@ class Daemon:
         # A change made while building (the first cycle, resync below, pushes it).
         self._config_changed(cfg, self.store.current, Origin.LOCAL)
         parts = Phase2(microservices, Provisioning(self.store, port, self.sync),
-                       SocketEndpoints(self.control, self.sessions, SessionLimits()))
+                       SocketEndpoints(self.control, self.sessions, SessionLimits(),
+                                       identity=self.app.identity, token=self.app.token))
         self._spawn("control-retry", lambda: self.control.run(self.stop))
         self._spawn("microservices", lambda: microservices.run(self.stop, CONTAINER_MONITOR_FREQ))
         self._spawn("autoprune", lambda: self.autoprune.run(self.stop))
@@ -217,6 +225,10 @@ class Daemon:
         self.state.update(daemon_status=STOPPED)
         self.sync.stop()
         self._stop_serving()
+        try:
+            self.app.gps.flush()               # a position still waiting for its write
+        except ConfigError as exc:
+            log.error("cannot store the last GPS position: %s", exc)
         self.network.poke()
         for thread in self.threads:
             thread.join(timeout=5)

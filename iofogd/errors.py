@@ -11,6 +11,7 @@ WebSocket session, the CLI) can decide how to present it::
     ├── RequestError(status, message)   answered as {"status":"failed","error":...}
     │   ├── BadRequest                  400
     │   ├── Unauthorized                401
+    │   ├── Forbidden                   403 (a caller acting as another microservice)
     │   ├── NotFound                    404
     │   ├── MethodNotAllowed            405
     │   ├── RequestTimeout              408 (a request not received in time)
@@ -87,6 +88,10 @@ class BadRequest(RequestError):
 
 class Unauthorized(RequestError):
     status = 401
+
+
+class Forbidden(RequestError):
+    status = 403
 
 
 class NotFound(RequestError):

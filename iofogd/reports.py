@@ -107,6 +107,8 @@ def info_report(cfg: Config, net: NetworkInfo, fog_type: str) -> Report:
         ("Ready To Upgrade Scan Frequency", str(cfg.upgrade_scan_frequency)),
         ("Developer's Mode", _on_off(cfg.dev_mode)),
         ("Time Zone", cfg.time_zone),
+        # Ours (issue 12), after upstream's lines so scripts that read them by position still work.
+        ("Strict Microservice Identity", _on_off(cfg.strict_microservice_identity)),
     ]
 
 

@@ -14,10 +14,12 @@ from iofogd.admintoken import TokenFile
 from iofogd.app import App, StartGate
 from iofogd.commands import help_text, run_command
 from iofogd.config import ConfigStore, Origin
+from iofogd.config.gps import GpsUpdates
 from iofogd.errors import ServiceUnavailable
 from iofogd.paths import Paths
 from iofogd.state import AgentState
 from iofogd.system.host import Host, interface_names
+from iofogd.system.identity import ContainerAddresses, MicroserviceIdentity
 from iofogd.system.network import NetworkWatcher
 from iofogd.system.status import Probe, ResourceSampler
 
@@ -30,7 +32,8 @@ def app(tmp_path: Path) -> App:
     gate = StartGate()
     gate.fail("phase 2 is not built in this test")
     return App(paths, store, AgentState(), ResourceSampler(Probe, lambda: str(tmp_path), lambda: str(tmp_path)),
-               TokenFile(paths.token_file), NetworkWatcher(lambda: ("dynamic", "http://127.0.0.1:1/")), gate)
+               TokenFile(paths.token_file), NetworkWatcher(lambda: ("dynamic", "http://127.0.0.1:1/")), gate,
+               MicroserviceIdentity(ContainerAddresses(), store), GpsUpdates(store))
 
 
 def test_version_and_help(app: App) -> None:

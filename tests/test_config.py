@@ -87,6 +87,7 @@ SPEC_TABLE: Dict[str, Tuple[Optional[str], Optional[str], str, str]] = {
     # ours
     "local_api_address": (None, None, "0.0.0.0", "0.0.0.0"),
     "local_api_port": (None, None, "54321", "54321"),
+    "strict_microservice_identity": ("smi", None, "off", "off"),
 }
 
 # Spec 1.6.10
@@ -97,6 +98,7 @@ LONG_NAMES = {
     "status-frequency": "sf", "changes-frequency": "cf", "diagnostics-frequency": "df",
     "device-scan-frequency": "sd", "isolated": "idc", "gps": "gps", "fog-type": "ft",
     "developer-mode": "dev", "time-zone": "tz",
+    "strict-microservice-identity": "smi",   # ours (issue 12)
 }
 
 
@@ -313,6 +315,7 @@ FLAG_CASES: List[Tuple[str, str, str, str, str, str]] = [
     ("dt", "10", "available_disk_threshold", "10", "0", "Available disk threshold must be greater than 1"),
     ("uf", "12", "upgrade_scan_frequency", "12", "0", "isReadyToUpgrade scan frequency must be greater than 1"),
     ("tz", "America/New_York", "time_zone", "America/New_York", "", "Command or value is invalid"),
+    ("smi", "on", "strict_microservice_identity", "on", "strict", INVALID.format("smi", "strict")),
 ]
 
 
@@ -599,3 +602,117 @@ def test_kill_9_during_a_burst_of_writes_leaves_a_loadable_config(tmp_path: Path
         assert cfg.log_file_count == 1 + cfg.status_update_freq % 100 or last == 0
         assert not [p for p in etc(tmp_path).iterdir() if p.name.endswith(".tmp")]
         previous = cfg.status_update_freq
+
+
+# -- paths, URLs and stored values (issue 12) ------------------------------------------------
+
+OUTSIDE = "(a directory may not leave the agent's root: no '..')"
+NOT_HTTP = "(an http:// or https:// URL with a host is required)"
+
+
+@pytest.mark.parametrize("flag", ["ld", "dl"])
+@pytest.mark.parametrize("value", ["../../etc", "/var/log/../../../etc", "a/..", "..", "/x/../y"])
+def test_directories_may_not_leave_the_root(tmp_path: Path, flag: str, value: str) -> None:
+    store = make_store(tmp_path)
+    before = (etc(tmp_path) / "config.xml").read_bytes()
+    report = store.apply({flag: value}, Origin.LOCAL)
+    assert report.errors == [(flag, f"Option -{flag} has invalid value: {value} {OUTSIDE}")]
+    assert report.accepted == [] and (etc(tmp_path) / "config.xml").read_bytes() == before
+
+
+def test_the_cli_creates_no_log_file_outside_the_root(tmp_path: Path) -> None:
+    """The finding itself: ``iofog-agent config -ld ../../etc`` through a real daemon."""
+    from tests.daemon_process import RunningDaemon
+    root = tmp_path / "deep" / "root"
+    d = RunningDaemon(str(root)).start()
+    try:
+        out = d.cli("config", "-ld", "../../etc")
+        assert out.returncode == 0 and f"Option -ld has invalid value: ../../etc {OUTSIDE}" in out.stdout, out
+        # a name that lies inside the root is taken, with its leading and trailing "/"
+        out = d.cli("config", "-ld", "var/log/other")
+        assert "Change accepted" in out.stdout, out
+        assert d.request("GET", "/v2/info")[2]["log-file-directory"] == f"{root}/var/log/other/"
+    finally:
+        d.stop()
+    assert not (tmp_path / "etc").exists() and not (tmp_path / "deep" / "etc").exists()
+    assert (root / "var" / "log" / "other").is_dir()
+
+
+def test_a_stored_directory_outside_the_root_is_replaced(tmp_path: Path,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """A hand edit (or an older agent) that left ``..`` in config.xml: the default, with a warning."""
+    data = JAVA_CONFIG.replace(b"<log_disk_directory>/var/log/iofog-agent/</log_disk_directory>",
+                               b"<log_disk_directory>../../etc/</log_disk_directory>")
+    assert data != JAVA_CONFIG
+    caplog.set_level(logging.WARNING, logger="iofogd.config")
+    cfg = make_store(tmp_path, data).current
+    assert cfg.log_directory == f"{tmp_path}/var/log/iofog-agent/"
+    assert any("<log_disk_directory> has an invalid value '../../etc/'" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("value", ["file:///etc/passwd", "javascript:alert(1)", "ftp://c/api/v3/",
+                                   "http://", "https:///api", "http://exa mple/", "c:51121/api/v3",
+                                   "//c/api/v3"])
+def test_the_controller_url_must_be_http(tmp_path: Path, value: str) -> None:
+    store = make_store(tmp_path)
+    report = store.apply({"a": value}, Origin.LOCAL)
+    assert report.errors == [("a", f"Option -a has invalid value: {value} {NOT_HTTP}")]
+    assert store.current.get("controller_url") == "http://192.168.1.20:51121/api/v3/"
+
+
+@pytest.mark.parametrize("value", ["http://c:51121/api/v3", "https://user:pw@c.example/api/v3/?x=1",
+                                   "HTTPS://[fe80::1]:51121/api/v3/", "http://10.0.0.1"])
+def test_the_controller_url_takes_http_and_https(tmp_path: Path, value: str) -> None:
+    store = make_store(tmp_path)
+    assert store.apply({"a": value}, Origin.LOCAL).errors == []
+    assert reload(tmp_path).get("controller_url") == value
+
+
+def test_urls_and_directories_have_length_bounds(tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    before = (etc(tmp_path) / "config.xml").read_bytes()
+    huge = "http://c/" + "a" * 500_000
+    report = store.apply({"a": huge, "c": "unix:///" + "s" * 3000, "dl": "/d" * 2100}, Origin.LOCAL)
+    assert sorted(report.errors) == [
+        ("a", "Option -a has invalid value: a URL of 500009 characters (at most 2048)"),
+        ("c", "Option -c has invalid value: a URL of 3008 characters (at most 2048)"),
+        ("dl", "Option -dl has invalid value: a directory of 4200 characters (at most 4096)"),
+    ]
+    assert (etc(tmp_path) / "config.xml").read_bytes() == before
+    # the longest accepted values round-trip
+    longest = "http://c/" + "a" * (2048 - 9)
+    assert store.apply({"a": longest}, Origin.LOCAL).errors == [] and reload(tmp_path).get("controller_url") == longest
+
+
+@pytest.mark.parametrize("value,message", [
+    ("unix://", "Option -c has invalid value: unix:// (unix://<socket path> or tcp://<host>:<port> is required)"),
+    ("tcp://", "Option -c has invalid value: tcp:// (unix://<socket path> or tcp://<host>:<port> is required)"),
+    ("tcp://h:2375/x", "Option -c has invalid value: tcp://h:2375/x "
+                       "(unix://<socket path> or tcp://<host>:<port> is required)"),
+    ("https://h:2376", "Unsupported protocol scheme. Only 'tcp://' or 'unix://' supported.\n"),
+])
+def test_the_docker_url_is_unix_or_tcp(tmp_path: Path, value: str, message: str) -> None:
+    store = make_store(tmp_path)
+    assert store.apply({"c": value}, Origin.LOCAL).errors == [("c", message)]
+    for good in ("unix:///run/docker.sock", "tcp://127.0.0.1:2375", "tcp://docker:2375/"):
+        assert store.apply({"c": good}, Origin.LOCAL).errors == []
+        assert reload(tmp_path).get("docker_url") == good
+
+
+@pytest.mark.parametrize("flag,typed,stored", [
+    ("tz", " Europe/Paris ", "Europe/Paris"),
+    ("a", "\thttp://c:51121/api/v3 ", "http://c:51121/api/v3"),
+    ("n", " lo", "lo"),
+    ("d", " +20 ", "20"),
+    ("dl", " /data/x ", "/data/x/"),
+    ("sec", "on\u2003", "on"),
+])
+def test_values_are_stored_as_they_are_used(tmp_path: Path, flag: str, typed: str, stored: str) -> None:
+    """config.xml gives values back stripped: what is kept in memory is that already."""
+    store = make_store(tmp_path)
+    report = store.apply({flag: typed}, Origin.LOCAL)
+    assert report.errors == [] and report.accepted[0][2] == typed.strip().lstrip("+")   # as typed, stripped
+    tag = option_by_flag(flag).tag  # type: ignore[union-attr]
+    assert store.current.get(tag) == stored == reload(tmp_path).get(tag)
+    assert store.current == reload(tmp_path)
+

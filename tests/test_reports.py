@@ -89,6 +89,8 @@ def test_info_text_is_byte_exact() -> None:
         "Ready To Upgrade Scan Frequency          : 24",
         "Developer's Mode                         : off",
         "Time Zone                                : Europe/Paris",
+        # ours (issue 12), after upstream's 28 lines
+        "Strict Microservice Identity             : off",
     ])
     # Upstream CI takes awk field 5 of this line (spec 5.3).
     threshold = next(line for line in text.split("\\n") if line.startswith("Available Disk Threshold"))
@@ -105,5 +107,9 @@ def test_info_without_network_and_json_keys() -> None:
     assert as_json["network-interface"] == "wlan0"
     assert as_json["gps-coordinates"] == "0,0" and as_json["developer-mode"] == "off"
     assert as_json["fog-type"] == "intel_amd"
+    assert as_json["strict-microservice-identity"] == "off"
+    strict = cfg.with_values({"strict_microservice_identity": "on"})
+    assert report_json(info_report(strict, NetworkInfo(None, None, "wlan0"), cfg.fog_type))[
+        "strict-microservice-identity"] == "on"
     dynamic = info_report(cfg, NetworkInfo(None, None, "Dynamic"), cfg.fog_type)
     assert report_json(dynamic)["network-interface"] == "not found(dynamic)"

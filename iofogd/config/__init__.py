@@ -10,6 +10,8 @@ By concern:
   rendered; reading without writing (the CLI, ``--check-config``).
 - :mod:`iofogd.config.store`: :class:`ConfigStore`, the only writer, with
   ``apply(changes, origin)`` and listeners told the origin.
+- :mod:`iofogd.config.gps`: :class:`GpsUpdates`, positions from ``POST /v2/gps``
+  written at a bounded rate, never over the admin's GPS mode (issue 12).
 
 The Controller's view of these options is :mod:`iofogd.controller.agentconfig`;
 the files' locations :mod:`iofogd.paths`; the admin token
@@ -34,8 +36,15 @@ Deliberate differences from the Java agent (see compatibility.md):
   value alone (upstream resets them to code defaults or fails the whole update).
 
 Our additions: the tags ``local_api_address`` (default ``0.0.0.0``) and
-``local_api_port`` (default ``54321``) say where the Local API listens. The Java
-agent ignores unknown tags, and so do we: unknown elements are kept on rewrite.
+``local_api_port`` (default ``54321``) say where the Local API listens;
+``strict_microservice_identity`` (``-smi``, default ``off``) refuses the
+microservice endpoints to callers that are not a container of this agent
+(iofogd/system/identity.py). The Java agent ignores unknown tags, and so do we:
+unknown elements are kept on rewrite.
+
+Issue 12: directory options may not leave ``--root``, URL options take only
+http(s) (the Docker URL unix:// and tcp://) within length bounds, and values are
+stored stripped, as config.xml gives them back on reload.
 """
 from __future__ import annotations
 

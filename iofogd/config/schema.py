@@ -134,18 +134,6 @@ def _any(opt: Option, value: str, values: Mapping[str, str], host: Host) -> Dict
     return {opt.tag: value}
 
 
-def check_directory(opt: Option, value: str, values: Mapping[str, str], host: Host) -> Dict[str, str]:
-    # Upstream's addSeparator: a trailing separator is appended when missing.
-    return {opt.tag: value if value.endswith("/") else value + "/"}
-
-
-def _docker_url(opt: Option, value: str, values: Mapping[str, str], host: Host) -> Dict[str, str]:
-    if value.startswith("tcp://") or value.startswith("unix://"):
-        return {opt.tag: value}
-    # The trailing newline is upstream's (spec 4.4).
-    raise ConfigValueError(opt.key, "Unsupported protocol scheme. Only 'tcp://' or 'unix://' supported.\n")
-
-
 def _interface(opt: Option, value: str, values: Mapping[str, str], host: Host) -> Dict[str, str]:
     name = value.strip()
     if name == "dynamic" or name.lower() in {n.lower() for n in host.interfaces()}:
@@ -194,6 +182,68 @@ def _fog_type(opt: Option, value: str, values: Mapping[str, str], host: Host) ->
         except ConfigValueError:
             raise invalid_value(opt, value) from None
     return {opt.tag: value}
+
+
+# -- paths and URLs (issue 12) ---------------------------------------------------------
+# One block, moved whole from config.py. Directory options are joined to --root
+# (Paths.rooted), so a value is safe when it has no ".." segment: then it cannot
+# leave the root, whatever the root is (symbolic links inside the root are the
+# admin's own). URLs are checked when set, not only when used, and every value
+# has a length bound: a 500 KB URL would be written to config.xml, sent to the
+# Controller and logged. Values reach these checks stripped
+# (ConfigStore.apply), as config.xml gives them back on reload.
+
+MAX_URL_LENGTH = 2048     # what browsers and most servers accept
+MAX_PATH_LENGTH = 4096    # Linux PATH_MAX
+_HTTP_URL = r"https?://[^/?#@\s]*@?[^/?#\s]+(?:[/?#]\S*)?"
+_DOCKER_URL = r"unix://\S+|tcp://[^/?#\s]+/?"
+
+
+def _refuse(opt: Option, value: str, why: str, *, limit: int, what: str) -> ConfigValueError:
+    """The error for a value: its length when over ``limit`` (never echo 500 KB), else ``why``."""
+    if len(value) > limit:
+        return ConfigValueError(opt.key, f"Option -{opt.flag} has invalid value: {what} of {len(value)} "
+                                         f"characters (at most {limit})")
+    return ConfigValueError(opt.key, f"Option -{opt.flag} has invalid value: {value} ({why})")
+
+
+def directory_inside_root(text: str) -> bool:
+    """Whether a directory option, joined to the root, stays under it (also the load-time check)."""
+    return bool(text) and len(text) <= MAX_PATH_LENGTH and ".." not in text.split("/")
+
+
+def check_directory(opt: Option, value: str, values: Mapping[str, str], host: Host) -> Dict[str, str]:
+    # The Controller's view (controller/agentconfig.py) knows directory options by this validator.
+    if not directory_inside_root(value):
+        raise _refuse(opt, value, "a directory may not leave the agent's root: no '..'",
+                      limit=MAX_PATH_LENGTH, what="a directory")
+    # Upstream's addSeparator: a trailing separator is appended when missing.
+    return {opt.tag: value if value.endswith("/") else value + "/"}
+
+
+def is_http_url(text: str) -> bool:
+    """An http(s) URL with a host, no whitespace, within the length bound."""
+    return len(text) <= MAX_URL_LENGTH and re.fullmatch(_HTTP_URL, text, re.IGNORECASE) is not None
+
+
+def _controller_url(opt: Option, value: str, values: Mapping[str, str], host: Host) -> Dict[str, str]:
+    if not is_http_url(value):
+        raise _refuse(opt, value, "an http:// or https:// URL with a host is required",
+                      limit=MAX_URL_LENGTH, what="a URL")
+    return {opt.tag: value}
+
+
+def _docker_url(opt: Option, value: str, values: Mapping[str, str], host: Host) -> Dict[str, str]:
+    if len(value) <= MAX_URL_LENGTH and not (value.startswith("tcp://") or value.startswith("unix://")):
+        # The trailing newline is upstream's (spec 4.4).
+        raise ConfigValueError(opt.key, "Unsupported protocol scheme. Only 'tcp://' or 'unix://' supported.\n")
+    if len(value) > MAX_URL_LENGTH or not re.fullmatch(_DOCKER_URL, value):
+        raise _refuse(opt, value, "unix://<socket path> or tcp://<host>:<port> is required",
+                      limit=MAX_URL_LENGTH, what="a URL")
+    return {opt.tag: value}
+
+
+# -- end of the paths and URLs block ------------------------------------------------------
 
 
 # -- load-time checks: a stored value that fails one is replaced by the default ------
@@ -287,7 +337,8 @@ OPTIONS: Tuple[Option, ...] = (
     # 4.3): `config defaults` would point a gateway at the internet. Ours is the
     # shipped value, a local Controller on v3.
     Option(tag="controller_url", flag="a", long_name="controller-url",
-        default="http://localhost:54421/api/v3/", shipped="http://localhost:54421/api/v3/", check=_any,
+        default="http://localhost:54421/api/v3/", shipped="http://localhost:54421/api/v3/",
+        check=_controller_url, load_ok=is_http_url,
         metavar="<uri>", help="Set the uri of the fog controller to which this software connects"),
     Option(tag="iofog_uuid"),
     Option(tag="secure_mode", flag="sec", default="off", check=_any, metavar="<on/off>",
@@ -312,7 +363,8 @@ OPTIONS: Tuple[Option, ...] = (
         load_ok=_is_float, json_type="float", metavar="<#GB Limit>",
         help="Set the limit, in GiB, of disk space that the message archive is allowed to use"),
     Option(tag="disk_directory", flag="dl", long_name="disk-directory", controller_key="diskDirectory",
-        default="/var/lib/iofog-agent/", check=check_directory, load_ok=bool, metavar="<dir>",
+        default="/var/lib/iofog-agent/", check=check_directory, load_ok=directory_inside_root,
+        metavar="<dir>",
         help="Set the directory to use for disk storage"),
     Option(tag="memory_consumption_limit", flag="m", long_name="memory-limit",
         controller_key="memoryLimit", default="4096",
@@ -330,8 +382,8 @@ OPTIONS: Tuple[Option, ...] = (
         json_type="float", metavar="<#GB Limit>",
         help="Set the limit, in GiB, of disk space that the log files can consume"),
     Option(tag="log_disk_directory", flag="ld", long_name="logs-directory",
-        controller_key="logDirectory", default="/var/log/iofog-agent/", check=check_directory, load_ok=bool,
-        metavar="<dir>", help="Set the directory to use for log file storage"),
+        controller_key="logDirectory", default="/var/log/iofog-agent/", check=check_directory,
+        load_ok=directory_inside_root, metavar="<dir>", help="Set the directory to use for log file storage"),
     Option(tag="log_file_count", flag="lc", long_name="logs-count", controller_key="logFileCount",
         default="10", check=_int_in(1, 100, "Log file count range must be 1 to 100"), load_ok=_is_int,
         json_type="int", metavar="<#log files>",
@@ -381,10 +433,15 @@ OPTIONS: Tuple[Option, ...] = (
     # Our additions: where the Local API listens.
     Option(tag="local_api_address", default="0.0.0.0", load_ok=bool),
     Option(tag="local_api_port", default="54321", load_ok=_is_port),
+    # Ours (issue 12): callers that are not a container of this agent may not use
+    # the microservice endpoints (see iofogd/system/identity.py). No Controller key.
+    Option(tag="strict_microservice_identity", flag="smi", long_name="strict-microservice-identity",
+        default="off", check=_on_off, load_ok=lambda t: t.lower() in ("on", "off"), metavar="<on/off>",
+        help="Refuse the microservice endpoints to callers that are not a container of this agent"),
 )
 
 # The tags iofogd adds to upstream's set.
-OUR_TAGS = frozenset({"local_api_address", "local_api_port"})
+OUR_TAGS = frozenset({"local_api_address", "local_api_port", "strict_microservice_identity"})
 
 _BY_TAG = {o.tag: o for o in OPTIONS}
 _BY_FLAG = {o.flag: o for o in OPTIONS if o.flag}

@@ -45,7 +45,7 @@ from iofogd.system.host import Host, detect_fog_type, real_host
 
 TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
 if TYPE_CHECKING:
-    from typing import Callable, Dict, Final, List, Mapping, Optional, Tuple
+    from typing import Callable, Collection, Dict, Final, List, Mapping, Optional, Tuple
 
     Listener = Callable[[Config, Config, str], None]   # (old, new, origin)
 
@@ -257,7 +257,9 @@ class ConfigStore:
             errors: List[Tuple[str, str]] = []
             accepted: List[Tuple[str, str, str]] = []
             for opt, raw in options:
-                value = raw[1:] if raw.startswith("+") else raw
+                # Stripped: config.xml gives values back stripped, so what is stored is what is used.
+                value = raw.strip()
+                value = value[1:].strip() if value.startswith("+") else value
                 if not value.strip() and opt.flag != "ac":
                     errors.append((opt.key, BLANK_VALUE))
                     continue
@@ -273,6 +275,7 @@ class ConfigStore:
                 accepted.append((opt.key, old.get(opt.tag), value))
                 values.update(updates)
             for tag, value in direct.items():
+                value = value.strip()
                 if not re.search(UNWRITABLE, value) and values.get(tag) != value:
                     accepted.append((tag, old.get(tag), value))
                     values[tag] = value
@@ -322,14 +325,27 @@ class ConfigStore:
             new = self.current.with_values({"iofog_uuid": uuid, "access_token": token})
             self._commit(new, Origin.LOCAL)
 
-    def set_gps(self, lat: str, lon: str) -> None:
-        """POST /v2/gps (spec 1.6.6): mode ``dynamic``, coordinates validated like ``-gps``."""
+    def set_gps(self, lat: str, lon: str, *, keep_modes: Collection[str] = ()) -> bool:
+        """POST /v2/gps (spec 1.6.6): mode ``dynamic``, coordinates validated like ``-gps``.
+
+        Returns whether anything changed. The same position (as numbers) in mode
+        ``dynamic`` writes nothing and tells no listener (so nothing is PATCHed to
+        the Controller); a current mode in ``keep_modes`` (the admin's ``off`` or
+        ``manual``, issue 12) is kept, checked under the lock that serialises changes.
+        """
         coordinates = f"{lat.strip()},{lon.strip()}"
-        if parse_coordinates(coordinates) is None:
+        position = parse_coordinates(coordinates)
+        if position is None:
             raise ConfigValueError("gps", f"Option -gps has invalid value: {coordinates}")
         with self._lock:
-            self._commit(self.current.with_values({"gps": "dynamic", "gps_coordinates": coordinates}),
+            current = self.current
+            if current.gps_mode in keep_modes:
+                return False
+            if current.gps_mode == "dynamic" and current.gps_lat_lon == position:
+                return False
+            self._commit(current.with_values({"gps": "dynamic", "gps_coordinates": coordinates}),
                          Origin.LOCAL)
+            return True
 
     def switch(self, name: str) -> str:
         """``switch <dev|prod|def>`` (spec 4.6)."""

@@ -59,6 +59,7 @@ class Config:
     time_zone: str
     api_address: str
     api_port: int
+    strict_microservice_identity: bool   # ours (issue 12): see iofogd/system/identity.py
 
     def __init__(self, values: Mapping[str, str], *, paths: Paths, machine: str = "",
                  order: Sequence[str] = (), extras: Mapping[str, str] | None = None) -> None:
@@ -106,6 +107,7 @@ class Config:
         self.time_zone = v["time_zone"]
         self.api_address = v["local_api_address"]
         self.api_port = self._int("local_api_port")
+        self.strict_microservice_identity = is_on(v["strict_microservice_identity"])
         self._frozen = True
 
     def __setattr__(self, name: str, value: object) -> None:

@@ -331,7 +331,7 @@ class LocalApiHandler(BaseHTTPRequestHandler):
             self._discard_body(length)
             raise Unauthorized("Incorrect access token")
         body = self._read_body(length)
-        return handler(Request(self.command, path, query, self.headers, body), app)
+        return handler(Request(self.command, path, query, self.headers, body, peer=self.client_address[0]), app)
 
     def _expects_continue(self) -> bool:
         expect = self.headers.get("Expect")

@@ -172,13 +172,14 @@ def json_depth_exceeds(text: str, limit: int) -> bool:
 
 
 class Request(Record):
-    __slots__ = ("method", "path", "query", "headers", "body", "params")
+    __slots__ = ("method", "path", "query", "headers", "body", "params", "peer")
     method: Final[str]
     path: Final[str]  # without the query string
     query: Final[str]
     headers: Final[Headers]
     body: Final[bytes]
     params: Final[Mapping[str, str]]  # from the route pattern
+    peer: Final[str]  # the client's address (who is calling: iofogd.system.identity)
 
     def __init__(
         self,
@@ -188,6 +189,7 @@ class Request(Record):
         headers: Headers,
         body: bytes = b"",
         params: Mapping[str, str] | None = None,
+        peer: str = "",
     ) -> None:
         self.method = method
         self.path = path
@@ -195,6 +197,7 @@ class Request(Record):
         self.headers = headers
         self.body = body
         self.params = {} if params is None else params
+        self.peer = peer
 
     def header(self, name: str) -> str:
         value = self.headers.get(name)

@@ -63,3 +63,13 @@ def test_controller_view_has_javas_types(tmp_path: Path) -> None:
     assert agent_config_body(store.current, "eth0")["networkInterface"] == "eth0"
     view = agent_config_body(store.current)
     assert isinstance(view["diskLimit"], float) and type(view["logFileCount"]) is int
+
+
+def test_controller_values_are_checked_and_stripped_too(tmp_path: Path) -> None:
+    """Issue 12: the Controller's values pass the same directory and URL checks, and are stored stripped."""
+    store = make_store(tmp_path)
+    report = apply_agent_config(store, {"logDirectory": "../../../etc", "dockerUrl": "http://x",
+                                        "routerHost": " router "})
+    assert sorted(key for key, _ in report.errors) == ["c", "ld"]
+    assert store.current.get("router_host") == "router"
+    assert store.current.log_directory == f"{tmp_path}/var/log/iofog-agent/"

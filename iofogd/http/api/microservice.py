@@ -13,6 +13,8 @@ def get_config(request: Request, app: App) -> Response:
     mid = request.json_object().get("id")
     if not isinstance(mid, str) or not mid.strip():
         raise BadRequest("Incorrect content/data: field 'id' must be a non-empty string")
+    # A container of ours may read only its own configuration (issue 12).
+    app.identity.check(request.peer, mid, admin=app.token.matches(request.header("Authorization")))
     config = app.state.snapshot().microservice_configs.get(mid)
     if config is None:
         raise BadRequest(f"No configuration found for the id {mid}")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 from http.server import BaseHTTPRequestHandler
 
+from iofogd.admintoken import TokenFile
 from iofogd.errors import NotFound
+from iofogd.system.identity import MicroserviceIdentity
 from iofogd.ws.control import ControlHub, control_socket_id
 from iofogd.ws.session import SessionLimits, SessionRegistry, accept
 
@@ -15,10 +17,13 @@ log = logging.getLogger(__name__)
 class SocketEndpoints:
     """Called by the HTTP handler with ``(handler, path)`` for an upgrade."""
 
-    def __init__(self, hub: ControlHub, registry: SessionRegistry, limits: SessionLimits) -> None:
+    def __init__(self, hub: ControlHub, registry: SessionRegistry, limits: SessionLimits, *,
+                 identity: MicroserviceIdentity, token: TokenFile) -> None:
         self.hub = hub
         self.registry = registry
         self.limits = limits
+        self.identity = identity
+        self.token = token
 
     def __call__(self, handler: BaseHTTPRequestHandler, path: str) -> None:
         microservice_id = control_socket_id(path)
@@ -26,6 +31,9 @@ class SocketEndpoints:
             raise NotFound("A control socket needs a microservice id: /v2/control/socket/id/<id>")
         # Any id is accepted, as upstream does: a microservice may connect before
         # the Controller has told us about it, and gets its 0x0C when it arrives.
+        # But a container of ours only with its own id (issue 12): Forbidden is a 403.
+        self.identity.check(handler.client_address[0], microservice_id,
+                            admin=self.token.matches(handler.headers.get("Authorization", "")))
         session = accept(handler, limits=self.limits)  # HandshakeError: answered as HTTP
         self.registry.add(session)
         self.hub.register(microservice_id, session)
