@@ -43,7 +43,7 @@ from iofogd.record import Record
 
 TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
 if TYPE_CHECKING:
-    from typing import Any, Final
+    from typing import Any, Final, Optional
 
     from iofogd.http.handler import LocalApiHandler
 

@@ -30,7 +30,7 @@ class StatusBody:
         self._cached: tuple[Any, bytes] = (None, b"")
 
     def get(self, app: App) -> bytes:
-        engine = app.engine()   # first: during start-up it waits, and the state then says RUNNING
+        engine = app.engine_info()   # first: during start-up it waits, and the state then says RUNNING
         now = time.time()
         key = (app.state.snapshot(), app.sampler.snapshot(), engine.running, engine.error, int(now) // 60)
         cached = self._cached   # one read: another thread may replace it
