@@ -101,6 +101,7 @@ class Composite:
     CODE: ClassVar[int] = 0
     NAME: ClassVar[str] = ""
     FIELDS: ClassVar[Tuple[Tuple[str, Wrap], ...]] = ()
+    MANDATORY: ClassVar[Tuple[str, ...]] = ()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         if len(args) > len(self.FIELDS):
@@ -134,7 +135,11 @@ class Composite:
             raise AmqpDecodeError(f"{cls.NAME} must be a list, got {type(values).__name__}")
         if len(values) > len(cls.FIELDS):
             values = values[:len(cls.FIELDS)]  # fields a later version added: ignored
-        return cls(*values)
+        instance = cls(*values)
+        for name in cls.MANDATORY:
+            if getattr(instance, name) is None:
+                raise AmqpDecodeError(f"{cls.NAME} without its mandatory field {name.replace('_', '-')}")
+        return instance
 
     def __eq__(self, other: object) -> bool:
         return type(other) is type(self) and all(
@@ -160,6 +165,7 @@ class Open(Composite):
                      ("channel_max", _ushort), ("idle_time_out", _uint), ("outgoing_locales", symbols),
                      ("incoming_locales", symbols), ("offered_capabilities", symbols),
                      ("desired_capabilities", symbols), ("properties", None))
+    MANDATORY = ("container_id",)
     __slots__ = tuple(n for n, _ in FIELDS)
     container_id: str
     hostname: Optional[str]
@@ -178,6 +184,7 @@ class Begin(Composite):
     FIELDS = _fields(("remote_channel", _ushort), ("next_outgoing_id", _uint), ("incoming_window", _uint),
                      ("outgoing_window", _uint), ("handle_max", _uint), ("offered_capabilities", symbols),
                      ("desired_capabilities", symbols), ("properties", None))
+    MANDATORY = ("next_outgoing_id", "incoming_window", "outgoing_window")
     __slots__ = tuple(n for n, _ in FIELDS)
     remote_channel: Optional[int]
     next_outgoing_id: int
@@ -196,6 +203,7 @@ class Attach(Composite):
                      ("unsettled", None), ("incomplete_unsettled", None), ("initial_delivery_count", _uint),
                      ("max_message_size", _ulong), ("offered_capabilities", symbols),
                      ("desired_capabilities", symbols), ("properties", None))
+    MANDATORY = ("name", "handle", "role")
     __slots__ = tuple(n for n, _ in FIELDS)
     name: str
     handle: int
@@ -219,6 +227,7 @@ class Flow(Composite):
                      ("outgoing_window", _uint), ("handle", _uint), ("delivery_count", _uint),
                      ("link_credit", _uint), ("available", _uint), ("drain", None), ("echo", None),
                      ("properties", None))
+    MANDATORY = ("incoming_window", "next_outgoing_id", "outgoing_window")
     __slots__ = tuple(n for n, _ in FIELDS)
     next_incoming_id: Optional[int]
     incoming_window: int
@@ -238,6 +247,7 @@ class Transfer(Composite):
     FIELDS = _fields(("handle", _uint), ("delivery_id", _uint), ("delivery_tag", None),
                      ("message_format", _uint), ("settled", None), ("more", None), ("rcv_settle_mode", _ubyte),
                      ("state", _composite), ("resume", None), ("aborted", None), ("batchable", None))
+    MANDATORY = ("handle",)
     __slots__ = tuple(n for n, _ in FIELDS)
     handle: int
     delivery_id: Optional[int]
@@ -256,6 +266,7 @@ class Disposition(Composite):
     CODE, NAME = 0x15, "amqp:disposition:list"
     FIELDS = _fields(("role", None), ("first", _uint), ("last", _uint), ("settled", None),
                      ("state", _composite), ("batchable", None))
+    MANDATORY = ("role", "first")
     __slots__ = tuple(n for n, _ in FIELDS)
     role: bool
     first: int
@@ -268,6 +279,7 @@ class Disposition(Composite):
 class Detach(Composite):
     CODE, NAME = 0x16, "amqp:detach:list"
     FIELDS = _fields(("handle", _uint), ("closed", None), ("error", _composite))
+    MANDATORY = ("handle",)
     __slots__ = tuple(n for n, _ in FIELDS)
     handle: int
     closed: Optional[bool]
@@ -291,6 +303,7 @@ class Close(Composite):
 class Error(Composite):
     CODE, NAME = 0x1D, "amqp:error:list"
     FIELDS = _fields(("condition", _symbol), ("description", None), ("info", None))
+    MANDATORY = ("condition",)
     __slots__ = tuple(n for n, _ in FIELDS)
     condition: str
     description: Optional[str]
@@ -355,6 +368,7 @@ class Modified(Composite):
 class SaslMechanisms(Composite):
     CODE, NAME = 0x40, "amqp:sasl-mechanisms:list"
     FIELDS = _fields(("sasl_server_mechanisms", symbols),)
+    MANDATORY = ("sasl_server_mechanisms",)
     __slots__ = tuple(n for n, _ in FIELDS)
     sasl_server_mechanisms: Any
 
@@ -362,6 +376,7 @@ class SaslMechanisms(Composite):
 class SaslInit(Composite):
     CODE, NAME = 0x41, "amqp:sasl-init:list"
     FIELDS = _fields(("mechanism", _symbol), ("initial_response", None), ("hostname", None))
+    MANDATORY = ("mechanism",)
     __slots__ = tuple(n for n, _ in FIELDS)
     mechanism: str
     initial_response: Optional[bytes]
@@ -371,6 +386,7 @@ class SaslInit(Composite):
 class SaslChallenge(Composite):
     CODE, NAME = 0x42, "amqp:sasl-challenge:list"
     FIELDS = _fields(("challenge", None),)
+    MANDATORY = ("challenge",)
     __slots__ = tuple(n for n, _ in FIELDS)
     challenge: bytes
 
@@ -378,6 +394,7 @@ class SaslChallenge(Composite):
 class SaslResponse(Composite):
     CODE, NAME = 0x43, "amqp:sasl-response:list"
     FIELDS = _fields(("response", None),)
+    MANDATORY = ("response",)
     __slots__ = tuple(n for n, _ in FIELDS)
     response: bytes
 
@@ -385,6 +402,7 @@ class SaslResponse(Composite):
 class SaslOutcome(Composite):
     CODE, NAME = 0x44, "amqp:sasl-outcome:list"
     FIELDS = _fields(("code", _ubyte), ("additional_data", None))
+    MANDATORY = ("code",)
     __slots__ = tuple(n for n, _ in FIELDS)
     code: int
     additional_data: Optional[bytes]
@@ -475,10 +493,10 @@ def parse_frame(buf: Buffer, max_frame_size: int, sasl: bool = False) -> Optiona
     start = doff * 4
     if start == size:
         return Frame(frame_type, channel, None), size
-    view = memoryview(buf)[:size]
-    value, end = decode_value(view, start)
+    data = bytes(buf[:size])  # a copy: the caller trims its buffer, even after an error
+    value, end = decode_value(data, start)
     body = composite_of(value, SASL_FRAMES if sasl else PERFORMATIVES)
-    payload = bytes(view[end:]) if end < size else b""
+    payload = data[end:] if end < size else b""
     if payload and not isinstance(body, Transfer):
         raise AmqpProtocolError(FRAMING_ERROR, f"{len(payload)} bytes after a {type(body).__name__}")
     return Frame(frame_type, channel, body, payload), size

@@ -382,6 +382,9 @@ class Connection:
                     break
             except AmqpError as exc:
                 self._fail(exc)
+            except (TypeError, ValueError, AttributeError) as exc:
+                # A field of the wrong AMQP type (a string where a handle goes ...).
+                self._fail(AmqpDecodeError(f"malformed performative: {exc}"))
         return self._events.pop(0) if self._events else None
 
     def data_to_send(self) -> bytes:

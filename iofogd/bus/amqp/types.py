@@ -166,8 +166,9 @@ class Described(Record):
 
 
 class Array(Record):
-    """An AMQP array: ``code`` is the element format code (e.g. :data:`SYM32`),
-    ``descriptor`` is set when every element is described by it."""
+    """An AMQP array: ``code`` is the element format code (e.g. :data:`SYM32`);
+    ``descriptor``, when set, describes every element (the elements are the
+    plain values, as in Proton)."""
 
     __slots__ = ("code", "elements", "descriptor")
     code: Final[int]
@@ -356,7 +357,7 @@ def _array(wide: bool) -> Callable[[Buffer, int], Decoded]:
             value, p = element(buf, p)
             if p > end:
                 raise AmqpDecodeError("array element runs past the array's size")
-            elements.append(Described(descriptor, value) if descriptor is not None else value)
+            elements.append(value)
         if p != end:
             raise AmqpDecodeError(f"array size {size} does not match its {count} elements")
         return Array(code, elements, descriptor), end
@@ -548,7 +549,7 @@ _ARRAY_COMPOUND = {LIST8: LIST32, LIST32: LIST32, LIST0: LIST32, MAP8: MAP32, MA
 
 def _enc_array(value: Array) -> bytes:
     code = value.code
-    elements = [e.value if isinstance(e, Described) else e for e in value.elements]
+    elements = value.elements
     ctor = b"\x00" + encode(value.descriptor) if value.descriptor is not None else b""
     try:
         if code in _ARRAY_VARIABLE:
