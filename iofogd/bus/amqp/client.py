@@ -108,10 +108,15 @@ class Sender:
 
 
 class Receiver:
-    def __init__(self, client: Client, link: p.Link, on_message: OnMessage) -> None:
+    """A receiver link.  With ``prefetch`` set, credit is topped up as deliveries are
+    settled, so that credit plus unsettled deliveries never exceed ``prefetch``:
+    a consumer that settles slowly holds the peer back; 0 leaves credit to :meth:`Client.flow`."""
+
+    def __init__(self, client: Client, link: p.Link, on_message: OnMessage, prefetch: int) -> None:
         self.client = client
         self.link = link
         self.on_message = on_message
+        self.prefetch = prefetch
 
     @property
     def address(self) -> str:
@@ -231,16 +236,17 @@ class Client:
         self._wait_attached(link, timeout)
         return Sender(self, link)
 
-    def receiver(self, address: str, on_message: OnMessage, *, credit: int = 100, name: Optional[str] = None,
-                 timeout: float = 10.0) -> Receiver:
+    def receiver(self, address: str, on_message: OnMessage, *, credit: int = 100, prefetch: bool = True,
+                 name: Optional[str] = None, timeout: float = 10.0) -> Receiver:
         """Attach a receiver to ``address`` granting ``credit``; ``on_message`` gets every delivery,
-        which stays unsettled until :meth:`settle`."""
+        which stays unsettled until :meth:`settle`.  ``prefetch``: keep ``credit`` topped up
+        as deliveries are settled (see :class:`Receiver`)."""
         with self._lock:
             self._check_open()
             assert self._session is not None
             link = self.protocol.attach_receiver(
                 self._session, name or f"{address}-receiver-{uuid.uuid4().hex[:8]}", address, credit)
-            receiver = Receiver(self, link, on_message)
+            receiver = Receiver(self, link, on_message, credit if prefetch else 0)
             self._receivers[link.handle] = receiver
         self._wake()
         self._wait_attached(link, timeout)
@@ -267,6 +273,13 @@ class Client:
         """Settle a received delivery (accepted unless ``state`` says otherwise)."""
         with self._lock:
             self.protocol.settle(delivery, state)
+            receiver = self._receivers.get(delivery.link.handle)
+            if receiver is not None and receiver.prefetch and not self.closed.is_set():
+                link = receiver.link
+                want = receiver.prefetch - len(link.unsettled)
+                # Top up in batches (half the window) rather than one flow frame per message.
+                if want - link.credit >= max(1, receiver.prefetch // 2) and not link.detached:
+                    self.protocol.flow(link, want)
         self._wake()
 
     def flow(self, receiver: Receiver, credit: int) -> None:
