@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import os
 import subprocess
-from typing import Iterator
+import time
+from typing import Callable, Iterator
 
 import pytest
 
@@ -45,3 +46,13 @@ def broker() -> Iterator[Broker]:
         yield b
     finally:
         b.stop()
+
+
+def wait_for(check: Callable[[], bool], timeout: float = 15.0) -> bool:
+    """Poll ``check`` until it holds or ``timeout`` passes (threads deliver asynchronously)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.01)
+    return check()

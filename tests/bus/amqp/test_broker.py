@@ -13,16 +13,7 @@ from iofogd.bus.amqp import message as m
 from iofogd.bus.amqp import protocol as p
 from iofogd.bus.amqp.client import Client, Receiver
 from iofogd.errors import AmqpAuthError, AmqpConnectionLost, AmqpError
-from tests.bus.amqp.conftest import Broker
-
-
-def wait_for(check: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.01)
-    return check()
+from tests.bus.amqp.conftest import Broker, wait_for
 
 
 def queue() -> str:
