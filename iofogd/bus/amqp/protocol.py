@@ -130,7 +130,7 @@ class Delivery:
 class Link:
     __slots__ = ("session", "name", "handle", "role", "address", "attached", "remote_attached", "detached",
                  "remote_handle", "delivery_count", "credit", "queue", "unsettled", "incoming", "remote_source",
-                 "remote_target", "error", "drain", "max_message_size")
+                 "remote_target", "error", "drain", "max_message_size", "overdrawn")
 
     def __init__(self, session: Session, name: str, handle: int, role: bool, address: str) -> None:
         self.session = session
@@ -152,6 +152,7 @@ class Link:
         self.error: Optional[AmqpError] = None
         self.drain = False
         self.max_message_size = 0
+        self.overdrawn = 0  # transfers the peer sent beyond our credit
 
     @property
     def is_sender(self) -> bool:
@@ -621,11 +622,15 @@ class Connection:
             if body.delivery_id is None or body.delivery_tag is None:
                 raise AmqpProtocolError(f.INVALID_FIELD, "first transfer of a delivery without id or tag")
             if link.credit <= 0:
-                raise AmqpProtocolError(f.TRANSFER_LIMIT_EXCEEDED, f"transfer on link {link.name!r} without credit")
+                # A transfer beyond our credit.  Part 2 makes it an error, but RabbitMQ 3.x
+                # overdraws after a flow that tops credit up while its transfers are in
+                # flight; like Proton we take it (memory stays bounded by what is in flight)
+                # and count it.
+                link.overdrawn += 1
             delivery = Delivery(link, bytes(body.delivery_tag), b"", False)
             delivery.id = int(body.delivery_id)
             delivery.remote_settled = bool(body.settled)
-            link.credit -= 1
+            link.credit = max(0, link.credit - 1)
             link.delivery_count = (link.delivery_count + 1) % _SEQ
             chunks: List[bytes] = [payload]
             delivery.context = chunks
