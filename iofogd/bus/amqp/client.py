@@ -109,8 +109,10 @@ class Sender:
 
 class Receiver:
     """A receiver link.  With ``prefetch`` set, credit is topped up as deliveries are
-    settled, so that credit plus unsettled deliveries never exceed ``prefetch``:
-    a consumer that settles slowly holds the peer back; 0 leaves credit to :meth:`Client.flow`."""
+    settled, so that credit plus unsettled deliveries never exceed ``prefetch``
+    (twice that with RabbitMQ 3.x, which overdraws by what was in flight when
+    credit was topped up): a consumer that settles slowly holds the peer back.
+    0 leaves credit to :meth:`Client.flow`."""
 
     def __init__(self, client: Client, link: p.Link, on_message: OnMessage, prefetch: int) -> None:
         self.client = client

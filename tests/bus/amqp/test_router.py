@@ -204,7 +204,9 @@ def test_a_slow_store_holds_the_router_back(broker: Broker, nodes: Any) -> None:
         if rl is not None:
             highest = max(highest, rl.link.credit + len(rl.link.unsettled))
         time.sleep(0.005)
-    assert 0 < highest <= 4
+    # Credit plus unsettled stays within prefetch with a compliant peer; RabbitMQ 3.10
+    # overdraws by what was in flight when credit was topped up, so at most twice.
+    assert 0 < highest <= 8
 
 
 def test_router_down_then_up_loses_nothing_accepted(broker: Broker, nodes: Any) -> None:
