@@ -70,7 +70,10 @@ CONF
             if ctl await_startup --timeout 5 > /dev/null 2>&1; then
                 break
             fi
-            [ "$i" = 120 ] && die "did not start; see $RABBIT_DIR/log"
+            if [ "$i" = 60 ]; then
+                tail -n 20 "$RABBIT_DIR/log/"*.log >&2 2> /dev/null || true
+                die "did not start within 5 minutes; see $RABBIT_DIR/log"
+            fi
             sleep 0.5
         done
     fi
@@ -81,7 +84,16 @@ CONF
 
 stop() {
     ctl stop > /dev/null 2>&1 || true
+    # A node that did not answer rabbitmqctl: end it by its pid file.
     local pid
+    if [ -s "$RABBITMQ_PID_FILE" ]; then
+        pid=$(cat "$RABBITMQ_PID_FILE")
+        if kill -0 "$pid" 2> /dev/null; then
+            kill "$pid" 2> /dev/null || true
+            for _ in $(seq 1 50); do kill -0 "$pid" 2> /dev/null || break; sleep 0.2; done
+        fi
+        rm -f "$RABBITMQ_PID_FILE"
+    fi
     for pid in $(epmd_pids); do
         kill "$pid" 2> /dev/null || true
     done

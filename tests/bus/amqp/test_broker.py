@@ -180,3 +180,16 @@ def test_the_broker_stopping_mid_flow_ends_the_connection_with_an_error(broker: 
     again.connect()
     again.close()
     assert again.error is None
+
+
+def test_heartbeats_from_our_idle_timeout_keep_the_connection(broker: Broker) -> None:
+    # We ask for 2 s: the broker must send something at least that often, and does.
+    c = Client(broker.url, idle_timeout=2)
+    c.connect()
+    try:
+        first = c.protocol._last_received
+        time.sleep(5)
+        assert not c.closed.is_set() and c.protocol._last_received > first + 2
+    finally:
+        c.close()
+    assert c.error is None
