@@ -59,7 +59,7 @@ from iofogd.bus.amqp import frames as f
 from iofogd.bus.amqp import message as m
 from iofogd.bus.amqp.client import Client, Receiver, Sender
 from iofogd.bus.amqp.types import Byte, Symbol, Timestamp
-from iofogd.errors import AmqpDecodeError, AmqpError
+from iofogd.errors import AmqpDecodeError, AmqpError, AmqpRemoteError
 
 TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
 if TYPE_CHECKING:
@@ -176,6 +176,9 @@ class RouterLink:
         self._receivers: Dict[str, Receiver] = {}
         self._paused: Dict[str, float] = {}  # receiver -> when to retry its held deliveries
         self._held: Dict[str, List[Tuple[Receiver, Delivery]]] = {}  # behind a failed store, in order
+        self._blocked: Dict[Tuple[str, str], float] = {}  # ("in"/"out", receiver) refused until
+        self._deferred: Dict[str, List[_Outgoing]] = {}  # for a refused sender, in order
+        self._block_delay: Dict[Tuple[str, str], float] = {}  # the last back-off of each
         self._pending: Dict[int, _Outgoing] = {}  # insertion order is send order
         self._unsent: List[_Outgoing] = []
         self._seq = 0
@@ -230,7 +233,8 @@ class RouterLink:
         offer it again after :meth:`RouterSink.router_ready`.
         """
         with self._wake:
-            if len(self._pending) >= self.max_pending:
+            if self._host is None or len(self._pending) >= self.max_pending:
+                # No router (local delivery only) or too much waiting: the bus keeps it.
                 self._busy_said = True
                 return False
             self._seq += 1
@@ -245,6 +249,9 @@ class RouterLink:
     @property
     def status(self) -> str:
         """One line for the status report: connected, retrying (and why), or no router."""
+        refused = sorted({r for (_, r) in self._blocked})
+        if refused and self.connected:
+            return f"{self._status}; refused for {len(refused)} receiver(s): {', '.join(refused[:3])}"
         return self._status
 
     @property
@@ -273,14 +280,16 @@ class RouterLink:
             assert host is not None and port is not None
             where = f"{'amqps' if self.tls else 'amqp'}://{host}:{port}"
             self._status = f"connecting to the router at {where}"
+            connects = self.connects
+            reason = "connection lost"
             try:
                 self._session(host, port)
-                backoff = self.backoff_first  # we were connected: start the back-off anew
-                reason = "connection lost"
             except AmqpError as exc:
                 reason = str(exc)
             except OSError as exc:
                 reason = f"I/O error: {exc}"
+            if self.connects > connects:
+                backoff = self.backoff_first  # we were connected: start the back-off anew
             with self._wake:
                 if self._stopping:
                     return
@@ -312,6 +321,9 @@ class RouterLink:
             # Unsettled deliveries of the last connection come again from the router.
             self._held.clear()
             self._paused.clear()
+            # Refused links stay blocked until their time (a refusal may have cost the
+            # last connection); what waited for them is in line again just below.
+            self._deferred.clear()
             # Everything not accepted goes again, in order (at least once).
             self._unsent = list(self._pending.values())
             for entry in self._unsent:
@@ -328,10 +340,13 @@ class RouterLink:
                     batch, self._unsent = self._unsent, []
                     local = set(self._local)
                     now = time.monotonic()
-                    due = any(until <= now for until in self._paused.values())
-                    if not batch and not due and local == set(self._receivers):
-                        self._wake.wait(self._next_unpause())
+                    due = any(until <= now for until in self._paused.values()) or any(
+                        until <= now for until in self._blocked.values())
+                    wanted = local - {r for (d, r), until in self._blocked.items() if d == "in" and until > now}
+                    if not batch and not due and wanted == set(self._receivers):
+                        self._wake.wait(self._next_timer())
                         continue
+                self._unblock_due()
                 self._reconcile_receivers(client, local)
                 self._retry_held()
                 self._send_batch(client, batch)
@@ -342,10 +357,12 @@ class RouterLink:
             if client.error is not None:
                 raise client.error
 
-    def _next_unpause(self) -> Optional[float]:
-        if not self._paused:
+    def _next_timer(self) -> Optional[float]:
+        """Seconds until a paused receiver or a refused link is due again (None: none)."""
+        times = list(self._paused.values()) + list(self._blocked.values())
+        if not times:
             return None
-        return max(0.05, min(self._paused.values()) - time.monotonic())
+        return max(0.05, min(times) - time.monotonic())
 
     def _reconcile_receivers(self, client: Client, local: Set[str]) -> None:
         for receiver in list(self._receivers):
@@ -355,26 +372,83 @@ class RouterLink:
                     self._held.pop(receiver, None)  # unsettled: the router keeps them
                     self._paused.pop(receiver, None)
                 client.detach(gone.link)
+        now = time.monotonic()
         for receiver in sorted(local - set(self._receivers)):
+            if self._blocked.get(("in", receiver), 0.0) > now:
+                continue
             # A fresh link name for each attach: RabbitMQ does not feed a link that
             # re-uses the name of one just detached (its old consumer is being cancelled).
             self._attaches += 1
-            link = client.receiver(receiver, self._on_message, credit=self.prefetch,
-                                   name=f"iofogd-{self.node_id}-{receiver}-{self._attaches}")
+            try:
+                link = client.receiver(receiver, self._on_message, credit=self.prefetch,
+                                       name=f"iofogd-{self.node_id}-{receiver}-{self._attaches}")
+            except AmqpRemoteError as exc:
+                self._block("in", receiver, exc)
+                if client.error is not None:
+                    raise
+                continue
+            self._block_delay.pop(("in", receiver), None)
             with self._wake:
                 self._receivers[receiver] = link
 
     def _send_batch(self, client: Client, batch: List[_Outgoing]) -> None:
+        now = time.monotonic()
         for entry in batch:
             if entry.seq not in self._pending or entry.sent:
                 continue
-            sender = self._senders.get(entry.receiver)
-            if sender is None:
-                sender = client.sender(entry.receiver, name=f"iofogd-{self.node_id}-to-{entry.receiver}")
-                self._senders[entry.receiver] = sender
-            entry.sent = True
-            entry.attempt += 1
-            client.send(sender, entry.payload, self._on_outcome, context=(entry.seq, entry.attempt))
+            receiver = entry.receiver
+            if self._blocked.get(("out", receiver), 0.0) > now:
+                self._deferred.setdefault(receiver, []).append(entry)
+                continue
+            try:
+                sender = self._senders.get(receiver)
+                if sender is None:
+                    self._senders[receiver] = sender = client.sender(
+                        receiver, name=f"iofogd-{self.node_id}-to-{receiver}-{self.connects}")
+                    self._block_delay.pop(("out", receiver), None)
+                entry.attempt += 1
+                client.send(sender, entry.payload, self._on_outcome, context=(entry.seq, entry.attempt))
+                entry.sent = True
+            except AmqpRemoteError as exc:
+                # The router refuses this address: this receiver's messages wait (with
+                # back-off), the others go on.  RabbitMQ refuses by ending the session,
+                # which costs the connection: we reconnect, and the block holds.
+                self._block("out", receiver, exc)
+                self._senders.pop(receiver, None)
+                self._deferred.setdefault(receiver, []).append(entry)
+                if client.error is not None:
+                    raise
+                now = time.monotonic()
+
+    def _block(self, direction: str, receiver: str, exc: AmqpError) -> None:
+        key = (direction, receiver)
+        delay = min(self.backoff_max, self._block_delay.get(key, self.backoff_first * 2.5) * 2)
+        self._block_delay[key] = delay
+        log.warning("router link: the router refused the %s link of %s (%s); retrying in %g s",
+                    "sender" if direction == "out" else "receiver", receiver, exc, delay)
+        self._blocked[key] = time.monotonic() + delay
+
+    def _unblock_due(self) -> None:
+        """Put the messages of receivers whose block is over back in line, first (their order)."""
+        now = time.monotonic()
+        for key, until in list(self._blocked.items()):
+            if until > now:
+                continue
+            del self._blocked[key]
+            direction, receiver = key
+            if direction == "out":
+                waiting = self._deferred.pop(receiver, [])
+                with self._wake:
+                    self._unsent[:0] = waiting
+        # A sender link the router detached: what it had in flight goes again.
+        for receiver, sender in list(self._senders.items()):
+            if sender.link.detached or (sender.link.error is not None):
+                del self._senders[receiver]
+                with self._wake:
+                    again = [e for e in self._pending.values() if e.receiver == receiver and e.sent]
+                    for e in again:
+                        e.sent = False
+                    self._unsent[:0] = again
 
     def _maybe_ready(self) -> None:
         with self._wake:

@@ -217,7 +217,7 @@ class Client:
         deadline = time.monotonic() + timeout
         with self._changed:
             while link.handle not in self._attached:
-                if self.closed.is_set():
+                if self.closed.is_set() or self.error is not None:
                     raise self.error or AmqpConnectionLost("connection closed")
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -408,9 +408,14 @@ class Client:
                         callback = self._outcomes.pop(id(d), None)
                         if callback is not None:
                             calls.append((callback, (d,)))
+                elif isinstance(event, p.SessionEnded):
+                    # Our one session is gone (RabbitMQ ends it to refuse an address): the
+                    # connection is of no more use; close it with the peer's reason.
+                    if self.error is None:
+                        self.error = event.error or AmqpConnectionLost("the peer ended the session")
+                    self.protocol.close()
                 elif isinstance(event, p.ConnectionClosed):
-                    self.error = event.error if not (self._closing and event.error is None) else None
-                    if event.error is not None and self.error is None:
+                    if event.error is not None:
                         self.error = event.error
                 self._changed.notify_all()
         for func, args in calls:

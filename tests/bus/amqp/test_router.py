@@ -260,3 +260,22 @@ def test_wire_helpers_round_trip() -> None:
         text_of(m.encode_message(m.Message([[1]], m.BODY_SEQUENCE)))
     with pytest.raises(ValueError):
         text_of(b"garbage")
+
+
+def test_an_address_the_router_refuses_holds_back_only_its_own_messages(broker: Broker, nodes: Any) -> None:
+    # RabbitMQ refuses an unknown exchange by ending the session: the link reconnects,
+    # keeps that address blocked with back-off, and everything else flows.
+    good = uuid.uuid4().hex
+    bad = "/exchange/no-such-exchange"
+    sink = Sink()
+    b = nodes(sink)
+    b.set_local_receivers([good, bad])
+    a = nodes()
+    assert wait_for(lambda: good in b._receivers and a.connected)
+    settled = Settled()
+    assert a.offer(bad, iomessage(1), settled)
+    assert a.offer(good, iomessage(2), settled)
+    assert wait_for(lambda: len(sink.texts(good)) == 1 and settled.results == [True])
+    assert a.pending == 1  # the refused one waits, it is not dropped
+    assert wait_for(lambda: "refused for 1 receiver(s): /exchange/no-such-exchange" in a.status)
+    assert bad not in b._receivers
