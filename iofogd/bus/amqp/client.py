@@ -327,7 +327,7 @@ class Client:
         error: Optional[AmqpError] = None
         writing = False
         try:
-            while True:
+            while not self.closed.is_set():  # set by close() when the peer never answered
                 now = time.monotonic()
                 with self._lock:
                     pending += self.protocol.data_to_send()
@@ -354,7 +354,8 @@ class Client:
                     self._read(sock)
                 self._dispatch()
         except OSError as exc:
-            error = AmqpConnectionLost(f"connection to {self.endpoint!r} failed: {exc}")
+            if not self.closed.is_set():
+                error = AmqpConnectionLost(f"connection to {self.endpoint!r} failed: {exc}")
         except Exception as exc:  # a bug of ours or a callback's: end the connection, say why
             log.exception("AMQP I/O thread failed")
             error = AmqpConnectionLost(f"AMQP client failed: {exc!r}")

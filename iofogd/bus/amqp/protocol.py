@@ -589,7 +589,10 @@ class Connection:
                 raise AmqpProtocolError(f.UNATTACHED_HANDLE, f"flow for unattached handle {body.handle}")
             if link.is_sender:
                 remote_count = link.delivery_count if body.delivery_count is None else int(body.delivery_count)
-                link.credit = max(0, (remote_count + int(body.link_credit or 0) - link.delivery_count) % _SEQ)
+                # Serial-number arithmetic (RFC 1982): the peer may lower its credit below
+                # what is in flight already, which leaves us none, not 2**32 - n.
+                credit = (remote_count + int(body.link_credit or 0) - link.delivery_count) % _SEQ
+                link.credit = credit if credit < _SEQ // 2 else 0
                 link.drain = bool(body.drain)
                 self._pump(link)
                 if link.drain and link.credit:
@@ -597,6 +600,13 @@ class Connection:
                     link.credit = 0
                     self._write_link_flow(link)
                 self._events.append(CreditChanged(link))
+            elif body.delivery_count is not None:
+                # Our receiver: a peer that drained (or had nothing) advanced its delivery
+                # count, which used up that much of the credit we gave.
+                advanced = (int(body.delivery_count) - link.delivery_count) % _SEQ
+                if 0 < advanced < _SEQ // 2:
+                    link.delivery_count = int(body.delivery_count)
+                    link.credit = max(0, link.credit - advanced)
             if body.echo:
                 self._write_link_flow(link)
         elif body.echo:

@@ -400,3 +400,35 @@ def test_malformed_messages(wire: bytes, text: str) -> None:
     from iofogd.errors import AmqpDecodeError
     with pytest.raises(AmqpDecodeError, match=text):
         m.decode_message(wire)
+
+
+def test_credit_the_peer_lowers_below_what_is_in_flight_is_none() -> None:
+    ours = after_open()
+    session = ours.sessions[0]
+    link = ours.attach_sender(session, "s", "q")
+    ours.receive_data(f.encode_frame(0, f.Attach("s", 3, True, None, None, f.Source("s"), f.Target("q")))
+                      + f.encode_frame(0, f.Flow(0, 100, 0, 100, 3, 0, 2)), 0.0)
+    while ours.next_event() is not None:
+        pass
+    ours.send(link, b"\x00Sw\x40")
+    ours.send(link, b"\x00Sw\x40")
+    assert link.delivery_count == 2 and link.credit == 0
+    # The peer revokes: delivery-count 0, credit 1, sent before our two arrived.
+    ours.receive_data(f.encode_frame(0, f.Flow(0, 100, 0, 100, 3, 0, 1)), 0.0)
+    while ours.next_event() is not None:
+        pass
+    assert link.credit == 0
+    ours.send(link, b"\x00Sw\x40")
+    assert link.queued == 1
+
+
+def test_a_drained_peer_uses_up_our_credit() -> None:
+    ours = after_open()
+    session = ours.sessions[0]
+    link = ours.attach_receiver(session, "r", "q", credit=10)
+    ours.receive_data(f.encode_frame(0, f.Attach("r", 4, False, None, None, f.Source("q"), f.Target("r"),
+                                                  None, None, 0))
+                      + f.encode_frame(0, f.Flow(0, 100, 0, 100, 4, 10, 0)), 0.0)
+    while ours.next_event() is not None:
+        pass
+    assert link.credit == 0 and link.delivery_count == 10
