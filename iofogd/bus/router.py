@@ -205,11 +205,12 @@ class RouterLink:
         if self._thread is not None:
             self._thread.join(timeout)
 
-    def set_router(self, host: Optional[str], port: Optional[int]) -> None:
-        """The router address from ``GET agent/config`` (at start and on ``routerChanged``);
-        ``None``: no router, local delivery only."""
+    def set_router(self, host: Optional[str], port: Optional[int], *, reconnect: bool = False) -> None:
+        """The router address from ``GET agent/config``; ``None``: no router, local delivery
+        only.  At start and after each config sync; on ``routerChanged`` with ``reconnect``
+        (the Java agent reconnects then even when the address is the same)."""
         with self._wake:
-            if (host, port) == (self._host, self._port) and not self._router_changed:
+            if (host, port) == (self._host, self._port) and not self._router_changed and not reconnect:
                 return
             self._host, self._port = (host, port) if host and port else (None, None)
             self._router_changed = True
@@ -249,7 +250,8 @@ class RouterLink:
     @property
     def status(self) -> str:
         """One line for the status report: connected, retrying (and why), or no router."""
-        refused = sorted({r for (_, r) in self._blocked})
+        with self._lock:
+            refused = sorted({r for (_, r) in self._blocked})
         if refused and self.connected:
             return f"{self._status}; refused for {len(refused)} receiver(s): {', '.join(refused[:3])}"
         return self._status

@@ -247,8 +247,12 @@ def test_router_changed_reconnects_to_the_new_address(broker: Broker, nodes: Any
     assert "127.0.0.1:1" in a.status
     a.set_router("127.0.0.1", broker.port)
     assert wait_for(lambda: a.connected and "connected" in a.status)
+    connects = a.connects
+    a.set_router("127.0.0.1", broker.port, reconnect=True)  # routerChanged, same address
+    assert wait_for(lambda: a.connects == connects + 1 and a.connected)
     a.set_router(None, None)
     assert wait_for(lambda: a.status == "no router: local delivery only")
+    assert not a.offer("someone", iomessage(1), Settled())  # the bus keeps it: local delivery only
 
 
 def test_wire_helpers_round_trip() -> None:
