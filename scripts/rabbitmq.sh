@@ -86,8 +86,8 @@ stop() {
     ctl stop > /dev/null 2>&1 || true
     # A node that did not answer rabbitmqctl: end it by its pid file.
     local pid
-    if [ -s "$RABBITMQ_PID_FILE" ]; then
-        pid=$(cat "$RABBITMQ_PID_FILE")
+    pid=$(cat "$RABBITMQ_PID_FILE" 2> /dev/null || true)  # rabbitmqctl stop may have removed it
+    if [ -n "$pid" ]; then
         if kill -0 "$pid" 2> /dev/null; then
             kill "$pid" 2> /dev/null || true
             for _ in $(seq 1 50); do kill -0 "$pid" 2> /dev/null || break; sleep 0.2; done
