@@ -25,8 +25,9 @@ non-persistent), so a storing router or broker keeps what it accepted.
 At least once, where upstream loses messages:
 
 - Outgoing: :meth:`RouterLink.offer` hands over a message with a callback;
-  it is kept (in memory, bounded by ``max_pending``; the bus keeps it in its
-  archive) until the router *accepts* it, then ``on_settled(True)`` runs.  A
+  it is kept (in memory, bounded by ``max_pending`` messages and
+  ``max_pending_bytes``; the bus keeps it in its archive too) until the router
+  *accepts* it, then ``on_settled(True)`` runs.  A
   router that rejects it: ``on_settled(False)`` and a log line.  Released or
   modified, or the connection lost before the outcome: sent again, after a
   reconnect if need be.  Duplicates are possible only for what was in flight.
@@ -148,6 +149,7 @@ class RouterLink:
         node_id: str = "",
         prefetch: int = 100,
         max_pending: int = 10_000,
+        max_pending_bytes: int = 32 << 20,
         idle_timeout: float = 30.0,
         durable: bool = True,
         backoff_first: float = BACKOFF_FIRST,
@@ -159,6 +161,8 @@ class RouterLink:
         self.node_id = node_id or uuid.uuid4().hex
         self.prefetch = prefetch
         self.max_pending = max_pending
+        self.max_pending_bytes = max_pending_bytes
+        self._pending_bytes = 0
         self.idle_timeout = idle_timeout
         self.durable = durable
         self.backoff_first = backoff_first
@@ -234,7 +238,9 @@ class RouterLink:
         offer it again after :meth:`RouterSink.router_ready`.
         """
         with self._wake:
-            if self._host is None or len(self._pending) >= self.max_pending:
+            full = len(self._pending) >= self.max_pending or (
+                self._pending and self._pending_bytes + len(iomessage_json) > self.max_pending_bytes)
+            if self._host is None or full:
                 # No router (local delivery only) or too much waiting: the bus keeps it.
                 self._busy_said = True
                 return False
@@ -243,6 +249,7 @@ class RouterLink:
                                           int(time.time() * 1000), self.durable)
             entry = _Outgoing(self._seq, receiver, payload, on_settled)
             self._pending[entry.seq] = entry
+            self._pending_bytes += len(payload)
             self._unsent.append(entry)
             self._wake.notify_all()
         return True
@@ -454,7 +461,8 @@ class RouterLink:
 
     def _maybe_ready(self) -> None:
         with self._wake:
-            say = self._busy_said and len(self._pending) < self.max_pending // 2
+            say = self._busy_said and self._host is not None and len(self._pending) < self.max_pending // 2 \
+                and self._pending_bytes < self.max_pending_bytes // 2
             if say:
                 self._busy_said = False
         if say:
@@ -471,6 +479,7 @@ class RouterLink:
                 return  # the outcome of an earlier attempt (on a connection since lost)
             if isinstance(state, (f.Accepted, f.Rejected)):
                 del self._pending[seq]
+                self._pending_bytes -= len(entry.payload)
             else:  # released, modified or no outcome: it goes again
                 entry.sent = False
                 self._unsent.append(entry)

@@ -283,3 +283,18 @@ def test_an_address_the_router_refuses_holds_back_only_its_own_messages(broker: 
     assert a.pending == 1  # the refused one waits, it is not dropped
     assert wait_for(lambda: "refused for 1 receiver(s): /exchange/no-such-exchange" in a.status)
     assert bad not in b._receivers
+
+
+def test_what_waits_for_the_router_is_bounded_in_bytes_too() -> None:
+    a = RouterLink(Sink(), max_pending_bytes=20_000)
+    a.set_router("127.0.0.1", 1)  # nothing listens: everything waits
+    a.start()
+    try:
+        big = iomessage(0) + " " * 4000
+        taken = 0
+        while a.offer("elsewhere", big, Settled()):
+            taken += 1
+            assert taken < 100
+        assert 3 <= taken <= 5 and a.pending == taken
+    finally:
+        a.stop()
