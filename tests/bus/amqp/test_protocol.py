@@ -432,3 +432,41 @@ def test_a_drained_peer_uses_up_our_credit() -> None:
     while ours.next_event() is not None:
         pass
     assert link.credit == 0 and link.delivery_count == 10
+
+
+def test_a_multi_frame_delivery_waits_for_the_peers_session_window() -> None:
+    ours = p.Connection(container_id="ours", sasl=p.SaslAnonymous())
+    ours.initiate(0.0)
+    session = ours.begin()
+    link = ours.attach_sender(session, "s", "q")
+    ours.receive_data(f.SASL_HEADER + f.encode_frame(0, f.SaslMechanisms(["ANONYMOUS"]), b"", f.FRAME_SASL)
+                      + f.encode_frame(0, f.SaslOutcome(0), b"", f.FRAME_SASL)
+                      + f.AMQP_HEADER + f.encode_frame(0, f.Open("peer", None, 512))
+                      + f.encode_frame(0, f.Begin(0, 0, 2, 100))  # the peer takes 2 frames for now
+                      + f.encode_frame(0, f.Attach("s", 0, True, None, None, f.Source("s"), f.Target("q")))
+                      + f.encode_frame(0, f.Flow(0, 2, 0, 100, 0, 0, 10)), 0.0)
+    while ours.next_event() is not None:
+        pass
+    ours.data_to_send()
+    payload = bytes(range(256)) * 8  # 2048 bytes: 5 frames of at most 512
+    ours.send(link, payload)
+
+    def transfers() -> list[f.Frame]:
+        out, frames = ours.data_to_send(), []
+        while out:
+            parsed = f.parse_frame(out, 512)
+            assert parsed is not None
+            frames.append(parsed[0])
+            out = out[parsed[1]:]
+        return frames
+
+    first = transfers()
+    assert len(first) == 2 and all(fr.body.more for fr in first)
+    assert link.queued == 1 and session.remote_incoming_window == 0
+    ours.receive_data(f.encode_frame(0, f.Flow(2, 10, 0, 100)), 0.0)  # the window opens
+    while ours.next_event() is not None:
+        pass
+    rest = transfers()
+    assert [fr.body.more for fr in rest][-1] is False and link.queued == 0
+    assert b"".join(fr.payload for fr in first + rest) == payload
+    assert first[0].body.delivery_id == 0 and rest[0].body.delivery_id is None
