@@ -47,6 +47,22 @@ bus never waits for the router); we retry with exponential back-off (1 s to
 60 s) and :attr:`RouterLink.status` says what is going on, for the status
 report.  A changed router address (``routerChanged``) closes the connection
 and connects to the new one; messages not yet accepted go there.
+
+Wiring (the composition root and the bus; not done here yet):
+
+- :meth:`RouterLink.set_router` after every ``GET agent/config`` (``routerHost``,
+  ``routerPort``; ``None`` while unprovisioned), with ``reconnect=True`` when
+  ``routerChanged`` is flagged.
+- :meth:`RouterLink.set_local_receivers` whenever routes change: every receiver
+  of a route that runs on this node, and every ``isConsumer`` microservice.
+- Publishing: for each receiver not on this node, :meth:`RouterLink.offer`; the
+  bus counts the message delivered to it only on ``on_settled(True)``, keeps
+  what :meth:`offer` declined (and, across restarts, what was never settled)
+  on disk, and offers it again on :meth:`RouterSink.router_ready` or start-up.
+- :meth:`RouterSink.deliver_local`: append to the receiver's waiting queue and
+  fsync before returning (it runs in the AMQP I/O thread, one message at a
+  time: blocking there is the flow control); keep the id and timestamp the
+  publishing node gave the message.
 """
 from __future__ import annotations
 
