@@ -10,8 +10,8 @@ This module does no I/O.
 """
 from __future__ import annotations
 
-from iofogd.bus.amqp.frames import Composite, _composite, _fields, _symbol, _ubyte, _uint
-from iofogd.bus.amqp.types import Described, ULong, decode_value, encode
+from iofogd.bus.amqp.frames import Composite, _fields, _symbol, _ubyte, _uint
+from iofogd.bus.amqp.types import Described, Timestamp, ULong, decode_value, encode
 from iofogd.errors import AmqpDecodeError
 
 TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
@@ -35,7 +35,6 @@ BODY_SEQUENCE = "sequence"
 
 
 def _timestamp(v: Any) -> Any:
-    from iofogd.bus.amqp.types import Timestamp
     return Timestamp(v)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from typing import Any, Callable, List
+from typing import Any, List
 
 import pytest
 
