@@ -298,3 +298,51 @@ def test_what_waits_for_the_router_is_bounded_in_bytes_too() -> None:
         assert 3 <= taken <= 5 and a.pending == taken
     finally:
         a.stop()
+
+
+def _lines(path: str) -> List[str]:
+    try:
+        with open(path) as f:
+            return [line for line in f.read().split("\n") if line]
+    except FileNotFoundError:
+        return []
+
+
+def test_kill_9_of_either_node_mid_burst_loses_nothing_acknowledged(broker: Broker, tmp_path: Any) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    top = os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+    receiver = uuid.uuid4().hex
+    acks, store = str(tmp_path / "acks"), str(tmp_path / "store")
+
+    def node(*args: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-m", "tests.bus.amqp.router_node", *args], cwd=top,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    procs: List[subprocess.Popen[bytes]] = []
+    try:
+        procs.append(node("receive", str(broker.port), receiver, store))
+        procs.append(node("send", str(broker.port), receiver, "3000", acks))
+        assert wait_for(lambda: len(_lines(acks)) >= 300, timeout=60)
+        procs[1].send_signal(signal.SIGKILL)  # the sender, mid-burst
+        procs[1].wait()
+        assert wait_for(lambda: len(_lines(store)) >= 100, timeout=60)
+        procs[0].send_signal(signal.SIGKILL)  # the receiver, mid-stream
+        procs[0].wait()
+        procs.append(node("receive", str(broker.port), receiver, store))
+        acknowledged = {int(x) for x in _lines(acks)}
+        assert len(acknowledged) < 3000  # the kill did land mid-burst
+
+        def stored() -> set[int]:
+            import json
+            return {json.loads(x)["sequencenumber"] for x in _lines(store)}
+
+        assert wait_for(lambda: acknowledged <= stored(), timeout=60), len(acknowledged - stored())
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signal.SIGKILL)
+                p.wait()
