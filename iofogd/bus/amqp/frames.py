@@ -104,14 +104,17 @@ class Composite:
     MANDATORY: ClassVar[Tuple[str, ...]] = ()
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        if len(args) > len(self.FIELDS):
-            raise TypeError(f"{type(self).__name__} takes at most {len(self.FIELDS)} fields")
-        for i, (name, _) in enumerate(self.FIELDS):
-            object.__setattr__(self, name, args[i] if i < len(args) else None)
+        names = self.__slots__  # the field names, in list order
+        if len(args) > len(names):
+            raise TypeError(f"{type(self).__name__} takes at most {len(names)} fields")
+        for name, value in zip(names, args):
+            setattr(self, name, value)
+        for name in names[len(args):]:
+            setattr(self, name, None)
         for name, value in kwargs.items():
             if name not in self.__slots__:
                 raise TypeError(f"{type(self).__name__} has no field {name!r}")
-            object.__setattr__(self, name, value)
+            setattr(self, name, value)
 
     def fields(self) -> List[Any]:
         """The field values as AMQP-typed values, trailing nulls left off."""
