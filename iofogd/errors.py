@@ -32,6 +32,15 @@ WebSocket session, the CLI) can decide how to present it::
     │   ├── ControllerUnreachable
     │   └── CertificateError
     ├── ProvisionError(message)
+    ├── AmqpError                       the AMQP 1.0 client (iofogd/bus/amqp)
+    │   ├── AmqpDecodeError(message)    a malformed encoding or frame from the peer
+    │   ├── AmqpEncodeError(message)    a value no AMQP type carries (our bug)
+    │   ├── AmqpProtocolError(condition, description)  the peer broke the protocol;
+    │   │                                  we close the connection with ``condition``
+    │   ├── AmqpAuthError(code)         SASL refused us (or offered no mechanism we speak)
+    │   ├── AmqpRemoteError(condition, description, scope)  the peer closed a
+    │   │                                  connection/session/link with an error
+    │   └── AmqpConnectionLost(message) the TCP connection dropped or went silent
     └── DockerError(status, message)
         ├── EngineUnavailable
         └── EngineUnsupported           the engine's API version is outside ours
@@ -244,3 +253,64 @@ class EngineUnsupported(DockerError):
 
     def __init__(self, message: str) -> None:
         super().__init__(0, message)
+
+
+# -- AMQP 1.0 ---------------------------------------------------------------------
+
+
+class AmqpError(IofogdError):
+    """Base of the AMQP 1.0 client's errors."""
+
+
+class AmqpDecodeError(AmqpError):
+    """Bytes from the peer are not a valid AMQP encoding or frame."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+        # The condition a connection closes with when this reaches it.
+        self.condition = "amqp:decode-error"
+
+
+class AmqpEncodeError(AmqpError, ValueError):
+    """A Python value that no AMQP type can carry (a programming error on our side)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class AmqpProtocolError(AmqpError):
+    """The peer broke the protocol; ``condition`` is the AMQP error we close with."""
+
+    def __init__(self, condition: str, description: str) -> None:
+        super().__init__(f"{description} ({condition})")
+        self.condition = condition
+        self.description = description
+
+
+class AmqpAuthError(AmqpError):
+    """SASL failed: ``code`` is the sasl-outcome code (1 auth, 2 sys, ...), 0 when we gave up."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class AmqpRemoteError(AmqpError):
+    """The peer ended a ``scope`` ("connection", "session", "link") with an error."""
+
+    def __init__(self, condition: str, description: str, scope: str) -> None:
+        super().__init__(f"{scope} closed by the peer: {condition} {description}".rstrip())
+        self.condition = condition
+        self.description = description
+        self.scope = scope
+
+
+class AmqpConnectionLost(AmqpError):
+    """The transport ended (EOF, reset, refused, or the peer went silent)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
