@@ -3,6 +3,7 @@ script checked cheaply here; the real proofs (debootstrap chroots, an offline
 wheel install) are the scripts/prove-*.sh, run from here when asked:
 
     IOFOGD_PROVE_PACKAGING=1 .venv/bin/pytest tests/packaging     (root, Debian archive, PyPI)
+    (prove-migrate.sh also needs the private engine: eval "$(scripts/docker-engine.sh start)")
     IOFOGD_PROVE_PI=1 .venv/bin/pytest tests/packaging -k pi       (adds qemu arm64/armhf)
 """
 from __future__ import annotations
@@ -293,11 +294,11 @@ def test_openrc_script() -> None:
 SHELL_SCRIPTS = [
     "scripts/build-deb.sh", "scripts/prove-deb.sh", "scripts/prove-openrc.sh",
     "scripts/prove-wheel.sh", "scripts/prove-pi.sh", "scripts/prove-systemd.sh",
-    "scripts/lib/debian.sh",
+    "scripts/lib/debian.sh", "scripts/prove-migrate.sh",
     "packaging/deb/iofogd.postinst", "packaging/deb/iofogd.postrm", "packaging/deb/iofogd.preinst",
     "packaging/deb/iofogd.iofog-agent.init", "packaging/openrc/iofogd",
     "packaging/iofogctl/check_iofogd.sh", "packaging/iofogctl/install_iofogd.sh",
-    "packaging/iofogctl/uninstall_iofogd.sh", "scripts/prove-migrate.sh",
+    "packaging/iofogctl/uninstall_iofogd.sh",
 ]
 
 
@@ -332,6 +333,14 @@ def prove(script: str, *args: str) -> None:
                                     "prove-systemd.sh"])
 def test_prove(script: str) -> None:
     prove(script)
+
+
+@needs_proof
+@pytest.mark.skipif(not os.environ.get("IOFOGD_TEST_DOCKER"),
+                    reason="moving off the Java agent needs the private Docker engine: "
+                           'eval "$(scripts/docker-engine.sh start)" (scripts/test does it as root)')
+def test_prove_migrate() -> None:
+    prove("prove-migrate.sh")
 
 
 @pytest.mark.skipif(
