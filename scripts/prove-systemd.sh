@@ -22,7 +22,9 @@
 # the container), iofogctl's version check, its ARM `<docker_url>` sed with a
 # service restart, `sudo -S service iofog-agent prune`, and to delete the agent
 # `sudo iofog-agent deprovision`, `sudo -S service iofog-agent stop` and
-# uninstall_iofogd.sh, which purges. (iofogctl's own check_prereqs.sh is not
+# uninstall_iofogd.sh, which purges; then install_iofogd.sh from a Debian
+# repository (a flat one in the container), its version check, and
+# uninstall_iofogd.sh again. (iofogctl's own check_prereqs.sh is not
 # replayed: it is not ours.)
 #
 #   scripts/prove-systemd.sh [--debs DIR]
@@ -73,6 +75,10 @@ standin_copy
 mkdir -p "$ROOT/run/prove-systemd.scripts"
 rm -f "$ROOT/run/prove-systemd.scripts/"*
 cp "$ROOT/packaging/iofogctl/"*.sh "$DEB2" "$ROOT/run/prove-systemd.scripts/"
+# A Debian repository (flat, trusted) with the first build, for install_iofogd.sh repo.
+mkdir -p "$CHROOT/srv/proof-repo"
+cp "$DEB1" "$CHROOT/srv/proof-repo/"
+(cd "$CHROOT/srv/proof-repo" && dpkg-scanpackages . /dev/null 2>/dev/null >Packages) || die "dpkg-scanpackages"
 echo proof >"$CHROOT/etc/hostname"
 printf '127.0.1.1\tproof\n' >>"$CHROOT/etc/hosts"   # sudo resolves its host name
 # A booted system: maintainer scripts may start and restart services now.
@@ -221,6 +227,20 @@ node 'sudo -S service iofog-agent stop' || die "sudo -S service iofog-agent stop
 expect "state after iofogctl's stop" "$(prop ActiveState)" inactive
 node '/etc/iofog/agent/uninstall_iofogd.sh ' >>"$APTLOG" 2>&1 || die "uninstall_iofogd.sh"
 expect "package after uninstall_iofogd.sh (purged)" \
+    "$(in_ct dpkg-query -W -f='${db:Status-Status}' iofogd 2>/dev/null || true)" ""
+
+log "iofogctl over ssh: install_iofogd.sh from a Debian repository, uninstall_iofogd.sh"
+WANT=$(dpkg-deb -f "$DEB1" Version)
+node "sudo /etc/iofog/agent/install_iofogd.sh repo 'deb [trusted=yes] file:/srv/proof-repo ./' $WANT" \
+    >>"$APTLOG" 2>&1 || { tail -n 20 "$APTLOG" >&2; die "install_iofogd.sh repo"; }
+expect "installed from the repository" "$(in_ct dpkg-query -W -f='${Version}' iofogd)" "$WANT"
+expect "status after install from the repository" "$(in_ct iofog-agent status | head -n 1)" \
+    "ioFog daemon                : RUNNING"
+node "sudo /etc/iofog/agent/install_iofogd.sh repo 'deb [trusted=yes] file:/srv/proof-repo ./' $WANT" \
+    | tail -n 1 | grep -qx "Agent $WANT already installed." || die "install_iofogd.sh repo did not see the version"
+log "ok: a second install_iofogd.sh with the same version: already installed"
+node '/etc/iofog/agent/uninstall_iofogd.sh ' >>"$APTLOG" 2>&1 || die "uninstall_iofogd.sh"
+expect "package after the second uninstall_iofogd.sh (purged)" \
     "$(in_ct dpkg-query -W -f='${db:Status-Status}' iofogd 2>/dev/null || true)" ""
 # /etc/iofog/agent is iofogctl's own folder (its scripts), which it leaves too.
 expect "files left after uninstall_iofogd.sh" \

@@ -60,7 +60,9 @@ case "$1" in
             install -D -m 0644 "$HERE/$KEYRING" "/usr/share/keyrings/$KEYRING"
         fi
         echo "$2" >"$LIST"
-        apt-get update -q
+        # Only this repository's lists, as iofogctl's own install script does.
+        apt-get update -q -o Dir::Etc::sourcelist="$LIST" -o Dir::Etc::sourceparts=- \
+            -o APT::Get::List-Cleanup=0
         apt-get install -y -q --no-install-recommends "iofogd${version:+=$version*}"
         ;;
     *)
