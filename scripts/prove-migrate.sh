@@ -8,18 +8,20 @@
 # tests/fixtures/java-config.xml, the local-api token; its post-install adds
 # the user to sudo, makes everything root:iofog-agent 774 and swaps
 # /dev/random. Two cases, each in a fresh container: "apt", where the
-# package's removal leaves /etc/iofog-agent, moved with
-# `apt install ./iofogd_*.deb`; and "dpkg", where its after-remove deletes
-# /etc/iofog-agent as upstream's does, moved with `dpkg -i ./iofogd_*.deb`
-# (apt removes a conflicting package before anything of iofogd runs; dpkg
-# removes it in favour of iofogd after iofogd's preinst kept the node).
+# package's removal leaves /etc/iofog-agent and the containers alone, moved
+# with `apt install ./iofogd_*.deb` (the container is neither recreated nor
+# restarted); and "dpkg", where its after-remove deletes /etc/iofog-agent and
+# stops the iofog_ containers as upstream's does, moved with
+# `dpkg -i ./iofogd_*.deb` (apt removes a conflicting package before anything
+# of iofogd runs; dpkg removes it in favour of iofogd after iofogd's preinst
+# kept the node); there iofogd starts the same container again.
 # The node runs a microservice container iofog_<uuid> on the engine, labelled
 # with the node's uuid, and the Controller stand-in (tests/controller_standin.py,
 # in the container) knows the node by its uuid and token. Then
 # the move, and: the Java package is gone, iofogd.service
 # is active, `iofog-agent status` says RUNNING and connected to the Controller
 # with the same uuid and token (the Controller accepted the token), the token
-# file is unchanged, the container is the same one, never restarted, and
+# file is unchanged, the container is the same one (not restarted in the apt case), and
 # counted as running, /dev/random is a device again, the user is out of sudo
 # and in docker, and `service iofog-agent prune` prunes through the engine.
 #
@@ -157,10 +159,27 @@ EOF
     if [ "$1" = dpkg ]; then
         cat >"$PKG/DEBIAN/postrm" <<'EOF'
 #!/bin/sh
-# As upstream's after-remove script: the node's files go with the package.
+# As upstream's after-remove script: the node's files go with the package,
+# and the running iofog_ containers are stopped (upstream: docker ps | grep
+# iofog_ | docker stop; here the engine's API, as this container has no
+# docker CLI).
 case "$1" in
     remove|purge)
         rm -rf /etc/iofog-agent /var/log/iofog-agent /var/lib/iofog-agent /var/run/iofog-agent
+        python3 - <<'PY'
+import http.client, json, socket
+class Engine(http.client.HTTPConnection):
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.connect("/run/docker.sock")
+def call(method, path):
+    conn = Engine("localhost")
+    conn.request(method, path)
+    return conn.getresponse().read()
+for c in json.loads(call("GET", "/containers/json")):
+    if any(name.startswith("/iofog_") for name in c["Names"]):
+        call("POST", "/containers/%s/stop" % c["Id"])
+PY
         ;;
 esac
 exit 0
@@ -240,7 +259,15 @@ EOF
     expect "Iofog UUID in iofog-agent info" "$(in_ct iofog-agent info | sed -n 's/^Iofog UUID *: //p')" "$NODE"
     expect "local-api token" "$(in_ct sha256sum /etc/iofog-agent/local-api)" "$TOKEN_SUM"
     expect "container id (not recreated)" "$(inspect 'd["Id"]')" "$ID"
-    expect "container start time (not restarted)" "$(inspect 'd["State"]["StartedAt"]')" "$STARTED"
+    if [ "$1" = dpkg ]; then
+        # Stopped by the Java package's removal, started again by iofogd: the
+        # same container, a new start.
+        [ "$(inspect 'd["State"]["StartedAt"]')" != "$STARTED" ] || die "the Java removal did not stop $CONTAINER"
+        STARTED=$(inspect 'd["State"]["StartedAt"]')
+        log "ok: $CONTAINER, stopped by the Java package's removal, started again by iofogd"
+    else
+        expect "container start time (not restarted)" "$(inspect 'd["State"]["StartedAt"]')" "$STARTED"
+    fi
     expect "container restarts" "$(inspect 'd["RestartCount"]') $(inspect 'd["State"]["Running"]')" "0 True"
     expect "/dev/random" "$(in_ct stat -c %F /dev/random) $(in_ct sh -c 'ls /dev/random.real 2>/dev/null || echo gone')" \
         "character special file gone"
