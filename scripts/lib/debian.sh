@@ -105,7 +105,24 @@ chroot_up() {
     mount_in /var/cache/apt/archives --bind "$CACHE/debs-$arch"
 }
 
+# Ends the processes whose root is the chroot (a daemon a failed proof left
+# running, e.g. one started by a service script), by pid: TERM, then KILL.
+chroot_kill() {
+    [ -n "$CHROOT" ] || return 0
+    for signal in TERM KILL; do
+        pids=""
+        for dir in /proc/[0-9]*; do
+            [ "$(readlink "$dir/root" 2>/dev/null)" = "$CHROOT" ] && pids="$pids ${dir#/proc/}"
+        done
+        [ -n "$pids" ] || return 0
+        # shellcheck disable=SC2086 # a word list of pids
+        kill -s "$signal" $pids 2>/dev/null || true
+        [ "$signal" = KILL ] || sleep 2
+    done
+}
+
 chroot_down() {
+    [ -z "$MOUNTED" ] || chroot_kill
     for target in $MOUNTED; do
         umount "$target" 2>/dev/null || umount -l "$target" 2>/dev/null || true
     done
