@@ -201,5 +201,5 @@ def run_command(app: App, command: str) -> CommandResult:
     if name == "stop":
         # Upstream slept 30 s and deleted every microservice container (spec 5.2);
         # the service manager stops us, and containers outlive the daemon.
-        return CommandResult('Enter "service iofogd stop"')
+        return CommandResult('Enter "service iofog-agent stop"')
     return CommandResult(help_text())
