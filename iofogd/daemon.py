@@ -53,7 +53,6 @@ if TYPE_CHECKING:  # the modules of start-up phase 2 are imported there
 
     from iofogd.agent import Provisioning
     from iofogd.controller.sync import ControllerSync
-    from iofogd.http.api.sockets import SocketEndpoints
     from iofogd.system.microservices import Microservices
     from iofogd.ws.session import SessionRegistry
 
@@ -123,7 +122,6 @@ class Daemon:
         self.started = StartGate()
         self._microservices: Optional[Microservices] = None
         self._provisioning: Optional[Provisioning] = None
-        self._sockets: Optional[SocketEndpoints] = None
         self.app = App(
             paths=paths,
             config=store,
@@ -138,10 +136,8 @@ class Daemon:
         )
         host = args.address or cfg.api_address
         port = args.port if args.port is not None else cfg.api_port
-        self.server = LocalApiServer(
-            (host, port), LocalApiHandler, self.app, HttpLimits(),
-            websocket=lambda handler, path: self.sockets()(handler, path),
-        )
+        # The WebSocket endpoints are set on the server by phase 2.
+        self.server = LocalApiServer((host, port), LocalApiHandler, self.app, HttpLimits())
 
     def microservices(self) -> Microservices:
         self.started.wait("the Docker engine client")
@@ -152,11 +148,6 @@ class Daemon:
         self.started.wait("the Controller client")
         assert self._provisioning is not None
         return self._provisioning
-
-    def sockets(self) -> SocketEndpoints:
-        self.started.wait("the WebSocket layer")
-        assert self._sockets is not None
-        return self._sockets
 
     def _engine_info(self) -> EngineInfo:
         microservices = self.microservices()
@@ -171,7 +162,7 @@ class Daemon:
         from iofogd.agent import ControllerPort, Provisioning
         from iofogd.controller.cache import OfflineCache
         from iofogd.controller.sync import ControllerSync
-        from iofogd.http.api.sockets import SocketEndpoints
+        from iofogd.ws.endpoints import SocketEndpoints
         from iofogd.system.docker import EngineClients
         from iofogd.system.microservices import Microservices
         from iofogd.system.prune import AutoPruner
@@ -206,7 +197,7 @@ class Daemon:
         self.store.add_listener(lambda old, new: self.sync.config_changed())
         self._config_changed(microservices, cfg, self.store.current)   # a change made while building
         self._provisioning = Provisioning(self.store, port, self.sync)
-        self._sockets = SocketEndpoints(self.control, self.sessions, SessionLimits())
+        self.server.websocket = SocketEndpoints(self.control, self.sessions, SessionLimits())
         self._spawn("control-retry", lambda: self.control.run(self.stop))
         self._spawn("microservices", lambda: microservices.run(self.stop, CONTAINER_MONITOR_FREQ))
         self._spawn("autoprune", lambda: self.autoprune.run(self.stop))

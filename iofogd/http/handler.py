@@ -28,6 +28,7 @@ from iofogd.errors import (
     PayloadTooLarge,
     RequestError,
     RequestTimeout,
+    ServiceUnavailable,
     Unauthorized,
 )
 from iofogd.http.request import Request, Response, error_response
@@ -230,10 +231,15 @@ class LocalApiHandler(BaseHTTPRequestHandler):
         except RequestError:
             self._discard_body()
             raise
-        body = self._read_body()
         app = self.server.app
         if route.auth and not app.token.matches(self.headers.get("Authorization", "")):
+            # Checked before the body is read (framing errors, which need no
+            # body, come first): an unauthorised client never gets to send, or
+            # make us wait for, a body; it stays unread, so the connection ends.
+            self._content_length()
+            self.close_connection = True
             raise Unauthorized("Incorrect access token")
+        body = self._read_body()
         return handler(Request(self.command, path, query, self.headers, body), app)
 
     def _content_length(self) -> int:
@@ -291,20 +297,40 @@ class LocalApiHandler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     def _upgrade(self, path: str) -> None:
-        hook = self.server.websocket
-        if hook is None:
-            self._write(error_response(501, "WebSockets are not available in this build of iofogd"))
-            return
+        """A WebSocket upgrade: validated and admitted here, then handed to the WebSocket layer.
+
+        Every refusal is plain HTTP before any 101: 400 or 426 for the handshake
+        (RFC 6455 section 4.4), 404 for a path without a session, 503 over the
+        session bounds or while start-up phase 2 is still building the layer.
+        The 101 leaves in one write; the session then holds no HTTP slot.
+        """
+        # Imported here, not at the top: start-up phase 1 does not load the WebSocket layer.
+        from iofogd.ws.handshake import response as handshake_response
+        from iofogd.ws.handshake import validate_request
+        from iofogd.ws.session import read_buffered
+
+        self.close_connection = True   # after a session, or a refusal, the socket is done with HTTP
+        peer = f"{self.client_address[0]}:{self.client_address[1]}"
+        endpoints = self.server.websocket
         try:
-            hook(self, path)
+            if endpoints is None:
+                raise ServiceUnavailable("The WebSocket layer is still starting, try again")
+            headers = validate_request(self.command, self.headers, self.request_version)
+            endpoints.admit(path, peer)
         except (HandshakeError, RequestError) as exc:
-            # Refused before the 101: answer as HTTP (400, or 426 with
-            # Sec-WebSocket-Version: 13, RFC 6455 section 4.4).
-            self.close_connection = True
-            status = exc.status
             extra = exc.headers if isinstance(exc, HandshakeError) else ()
-            self._write(error_response(status, exc.message, extra))
-        self.close_connection = True  # after a session the socket is done with HTTP
+            self._write(error_response(exc.status, exc.message, extra))
+            return
+        sock = self.connection
+        try:
+            sock.sendall(handshake_response(headers))
+        except OSError as exc:
+            log.debug("upgrade for %s failed: %s", peer, exc)
+            return
+        log.debug("%s upgraded %r to WebSocket", peer, path)
+        buffered = read_buffered(self.rfile, sock)
+        self.server.release_slot(self)
+        endpoints.serve(sock, buffered, path, peer)
 
     # -- output --------------------------------------------------------------------
 

@@ -20,9 +20,16 @@ from iofogd.record import Record
 
 TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
 if TYPE_CHECKING:
-    from typing import Any, Callable, Final, Optional
+    from typing import Any, Final, Optional, Protocol
 
     from iofogd.http.handler import LocalApiHandler
+
+    class WebSocketEndpoints(Protocol):
+        """What the handler needs of the WebSocket layer (iofogd.ws.endpoints.SocketEndpoints)."""
+
+        def admit(self, path: str, peer: str) -> None: ...
+
+        def serve(self, sock: socket.socket, buffered: bytes, path: str, peer: str) -> None: ...
 
 log = logging.getLogger(__name__)
 
@@ -66,15 +73,16 @@ class LocalApiServer(ThreadingHTTPServer):
         handler_class: type[LocalApiHandler],
         app: App,
         limits: HttpLimits,
-        websocket: Optional[Callable[[LocalApiHandler, str], None]] = None,
+        websocket: Optional[WebSocketEndpoints] = None,
     ) -> None:
         self.app = app
         self.limits = limits
-        # Called with (handler, path) for a WebSocket upgrade; None while no
-        # WebSocket layer is wired (the handler then answers 501).
+        # The WebSocket layer; None until start-up phase 2 has built it (the
+        # handler then answers 503).
         self.websocket = websocket
         self.stopping = False
         self._slots = threading.BoundedSemaphore(limits.max_connections)
+        self._released: set[Any] = set()   # sockets whose slot was given back early
         self._handlers: set[LocalApiHandler] = set()
         self._handlers_lock = threading.Lock()
         if ":" in address[0]:
@@ -94,6 +102,12 @@ class LocalApiServer(ThreadingHTTPServer):
     # -- connection cap ----------------------------------------------------------
 
     def process_request(self, request: Any, client_address: Any) -> None:
+        # Every response leaves in one write; without TCP_NODELAY a write that
+        # follows another could still wait for the peer's delayed ACK.
+        try:
+            request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass   # not TCP (a test's socketpair)
         if not self._slots.acquire(blocking=False):
             log.warning("refusing %s: %d connections open", client_address, self.limits.max_connections)
             try:
@@ -113,7 +127,21 @@ class LocalApiServer(ThreadingHTTPServer):
         try:
             super().process_request_thread(request, client_address)
         finally:
-            self._slots.release()
+            with self._handlers_lock:
+                released = request in self._released
+                self._released.discard(request)
+            if not released:
+                self._slots.release()
+
+    def release_slot(self, handler: LocalApiHandler) -> None:
+        """Give back ``handler``'s connection slot now: its connection has left HTTP
+        (a WebSocket session, bounded by the WebSocket layer's own limits)."""
+        with self._handlers_lock:
+            if handler.request in self._released:
+                return
+            self._released.add(handler.request)
+            self._handlers.discard(handler)
+        self._slots.release()
 
     # -- tracking for shutdown ---------------------------------------------------
 

@@ -42,6 +42,7 @@ def get_config(d: Daemon, mid: str) -> tuple[int, Any]:
 def test_config_change_signals_every_socket_of_that_id(inproc_daemon: Daemon) -> None:
     d = inproc_daemon
     a = websocket.create_connection(url(d, "ms1"), timeout=5)
+    assert wait_for(lambda: len(d.control.sessions("ms1")) == 1)   # so the hub's order is a, b
     b = websocket.create_connection(url(d, "ms1"), timeout=5)   # an SDK that reconnected
     other = websocket.create_connection(url(d, "ms2"), timeout=5)
     try:

@@ -13,8 +13,8 @@ from websockets.sync.client import connect
 from iofogd.errors import ConnectionClosed
 from iofogd.ws.protocol import Message
 from iofogd.ws.session import SessionLimits, WebSocketSession
-from tests.conformance import echo_server
-from tests.conformance.echo_server import EchoServer
+from iofogd.ws import echo as echo_server
+from iofogd.ws.echo import EchoServer
 from tests.ws.conftest import RawClient, ServerFactory, frame_bytes, url, wait_for
 
 SMALL = SessionLimits(max_message_size=1000, max_frame_size=1000, ping_interval=0.2, pong_timeout=0.3, close_timeout=0.5)
@@ -235,7 +235,7 @@ def test_echo_server_runs_as_a_module() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "tests.conformance.echo_server", "--port", str(port)])
+    proc = subprocess.Popen([sys.executable, "-m", "iofogd.ws.echo", "--port", str(port)])
     try:
         def listening() -> bool:
             try:
