@@ -153,7 +153,7 @@ class Connection:
         self.close_reason = ""
         self.failure: Optional[BaseException] = None
         self._buf = bytearray()
-        self._out = bytearray()   # the one outbox
+        self._out: List[bytes] = []   # the one outbox
         self._events: List[Event] = []
         # The frame whose payload is being received.
         self._header: Optional[Header] = None
@@ -205,11 +205,12 @@ class Connection:
 
     def data_to_send(self) -> bytes:
         """Everything queued for the peer since the last call, in order, as one buffer."""
-        if not self._out:
+        out = self._out
+        if not out:
             return b""
-        out = bytes(self._out)
-        self._out.clear()
-        return out
+        data = out[0] if len(out) == 1 else b"".join(out)
+        out.clear()
+        return data
 
     # -- output (queued in the outbox) --------------------------------------------
 
@@ -248,7 +249,7 @@ class Connection:
 
     def _frame(self, opcode: Opcode, payload: bytes) -> None:
         # Unfragmented, no RSV bits: the first header byte is FIN | opcode.
-        self._out += encode(0x80 | opcode, payload, self._mask_source(4) if self.client else None)
+        self._out.append(encode(0x80 | opcode, payload, self._mask_source(4) if self.client else None))
 
     def _fail(self, exc: BaseException) -> None:
         """Fail the connection (section 7.1.7): send a close frame, ignore the rest."""
@@ -269,8 +270,30 @@ class Connection:
 
     def _parse(self) -> None:
         buf = self._buf
-        if self._header is None and len(buf) < 2:
-            return  # the common "nothing more buffered" call
+        if self._header is None:
+            size = len(buf)
+            if size < 2:
+                return  # the common "nothing more buffered" call
+            # The common frame: a whole, small, unfragmented, masked text or
+            # binary frame from a client, no fragmented message in progress.
+            # Every check of the general path holds for it by construction
+            # (FIN set, no RSV bits, a known opcode, masked, minimal length).
+            b0 = buf[0]
+            b1 = buf[1]
+            length = b1 & 0x7F
+            if ((b0 == 0x82 or b0 == 0x81) and b1 & 0x80 and length < 126 and size >= 6 + length
+                    and self._msg_opcode is None and not self.client
+                    and length <= self.max_frame_size and length <= self.max_message_size):
+                payload = apply_mask(buf[6 : 6 + length], bytes(buf[2:6]))
+                del buf[: 6 + length]
+                if b0 == 0x82:
+                    self._events.append(Message(payload))
+                    return
+                try:
+                    self._events.append(Message(payload.decode("utf-8")))
+                except UnicodeDecodeError as exc:
+                    raise invalid_data("text message is not valid UTF-8") from exc
+                return
         pos = 0
         masked = not self.client
         try:

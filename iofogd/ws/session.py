@@ -260,12 +260,13 @@ class WebSocketSession:
 
     def _feed(self, data: bytes, on_message: OnMessage) -> None:
         protocol = self._protocol
-        with self._lock:
-            protocol.receive_data(data)
         while True:
             # One event at a time, so that the reply to a message leaves before
             # the echo of a close frame that followed it in the same segment.
             with self._lock:
+                if data:
+                    protocol.receive_data(data)
+                    data = b""
                 event = protocol.next_event()
                 try:
                     self._flush()

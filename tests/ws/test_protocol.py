@@ -320,7 +320,7 @@ def test_an_unexpected_error_while_parsing_is_1011(monkeypatch: pytest.MonkeyPat
     def broken(*args: object, **kwargs: object) -> None:
         raise RuntimeError("bug")
 
-    monkeypatch.setattr(protocol, "parse_header", broken)
+    monkeypatch.setattr(protocol, "apply_mask", broken)
     conn = Connection()
     conn.receive_data(client_frame(0x1, b"hi"))
     assert conn.events() == []
