@@ -435,17 +435,17 @@ def bench_load(args: argparse.Namespace) -> None:
     ready = ctx.Event()
     procs = []
     try:
-        holder = ctx.Process(target=hold_control_sockets, args=(daemon.port, 300, ready, stop))
+        holder = ctx.Process(target=hold_control_sockets, args=(daemon.port, args.sockets, ready, stop))
         holder.start()
         procs.append(holder)
         if not ready.wait(60):
             raise RuntimeError("the 300 control sockets did not open")
-        rest = ctx.Process(target=rest_clients, args=(daemon.port, daemon.token, 32, stop))
+        rest = ctx.Process(target=rest_clients, args=(daemon.port, daemon.token, args.rest_clients, stop))
         rest.start()
         procs.append(rest)
         time.sleep(0.5)
         latencies, failed = probe(daemon, args.seconds * 3)
-        report_probe("300 control sockets + 32 REST clients", latencies, failed, daemon.peak_rss_mib(),
+        report_probe(f"{args.sockets} control sockets + {args.rest_clients} REST clients", latencies, failed, daemon.peak_rss_mib(),
                      "aim: p99 < 20 ms, RSS < 40 MiB")
     finally:
         stop.set()
@@ -477,6 +477,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--size", type=int, default=32, help="message size in bytes (< 65536)")
     parser.add_argument("--only", choices=("echo", "load", "fragments"))
+    parser.add_argument("--sockets", type=int, default=300, help="control sockets held open in the load case")
+    parser.add_argument("--rest-clients", type=int, default=32, help="busy REST clients in the load case")
     args = parser.parse_args()
     if args.only in (None, "echo"):
         bench_echo(args)

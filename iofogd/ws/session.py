@@ -73,7 +73,10 @@ class SessionLimits(Record):
     )
     max_message_size: Final[int]
     max_frame_size: Final[int]
-    max_fragments: Final[int]   # frames of one fragmented message
+    # Frames of one fragmented message. No SDK fragments at all (their control
+    # messages are one byte); each fragment costs a parse while holding the
+    # GIL, so a flood of tiny ones is cut off early.
+    max_fragments: Final[int]
     ping_interval: Final[float]
     pong_timeout: Final[float]
     close_timeout: Final[float]
@@ -83,7 +86,7 @@ class SessionLimits(Record):
         self,
         max_message_size: int = 1 << 20,
         max_frame_size: int = 1 << 20,
-        max_fragments: int = 1024,
+        max_fragments: int = 128,
         ping_interval: float = 20.0,
         pong_timeout: float = 20.0,
         close_timeout: float = 10.0,
