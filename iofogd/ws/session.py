@@ -106,21 +106,21 @@ if TYPE_CHECKING:
 
 
 def read_buffered(rfile: io.BufferedIOBase, sock: socket.socket) -> bytes:
-    """What an HTTP server's buffered ``rfile`` holds past the request, read without blocking."""
-    chunks: List[bytes] = []
+    """What an HTTP server's buffered ``rfile`` holds past the request, without blocking.
+
+    ONE ``read1``: it returns the buffered bytes, or (buffer empty) what one
+    non-blocking read brings.  A loop would go on reading the socket for as
+    long as a client keeps sending, and hand the session megabytes that no
+    limit has looked at yet.
+    """
     timeout = sock.gettimeout()
-    sock.settimeout(0.0)  # read1() then returns what is buffered instead of waiting
+    sock.settimeout(0.0)  # read1() then returns at once instead of waiting
     try:
-        while True:
-            chunk = rfile.read1(_RECV_SIZE)
-            if not chunk:
-                break
-            chunks.append(chunk)
+        return rfile.read1(_RECV_SIZE) or b""
     except (BlockingIOError, OSError, ValueError):
-        pass
+        return b""
     finally:
         sock.settimeout(timeout)
-    return b"".join(chunks)
 
 
 def _echo(payload: bytes) -> bytes:
