@@ -194,6 +194,10 @@ class Connection:
                 self._fail(exc)
         return self._events.pop(0) if self._events else None
 
+    def has_input(self) -> bool:
+        """Whether :meth:`next_event` has anything left to look at (events or bytes)."""
+        return bool(self._events or self._buf)
+
     def events(self) -> List[Event]:
         """Every event the buffered bytes hold, oldest first."""
         events: List[Event] = []

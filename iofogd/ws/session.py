@@ -285,6 +285,8 @@ class WebSocketSession:
             if isinstance(event, Message):
                 if protocol.state is State.OPEN:
                     self._dispatch(on_message, event)
+                if not protocol.has_input():
+                    return   # the common case: one message per read, nothing left to parse
             elif isinstance(event, Pong):
                 self._ping_sent = None
             elif isinstance(event, Close):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import http.client
 import socket
+import threading
 import time
 
 import pytest
@@ -251,3 +252,56 @@ def test_echo_server_runs_as_a_module() -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_read_buffered_takes_what_is_buffered_and_never_drains_the_socket() -> None:
+    # A flooding client must not hand the session more than one read's worth
+    # before any limit has looked at it.
+    from iofogd.ws.session import read_buffered
+
+    a, b = socket.socketpair()
+    try:
+        rfile = a.makefile("rb")
+        b.sendall(b"GET / HTTP/1.1\r\n\r\nearly")
+        assert rfile.readline() == b"GET / HTTP/1.1\r\n" and rfile.readline() == b"\r\n"
+        b.setblocking(False)
+        flood = 0
+        try:
+            while flood < 8 << 20:
+                flood += b.send(b"x" * 65536)
+        except BlockingIOError:
+            pass
+        got = read_buffered(rfile, a)
+        assert got.startswith(b"early") and len(got) <= 65536 < flood
+        assert a.gettimeout() is None   # the socket's mode is given back
+    finally:
+        a.close()
+        b.close()
+
+
+def test_every_frame_leaves_in_one_write() -> None:
+    # The session's writes, counted on the socket itself: a message, a pong and
+    # the close echo are one sendall each (never header then payload).
+    class Counting(socket.socket):
+        writes: list
+
+        def sendall(self, data, flags=0):  # type: ignore[no-untyped-def,override]
+            self.writes.append(bytes(data))
+            return super().sendall(data, flags)
+
+    a, b = socket.socketpair()
+    server_side = Counting(a.family, a.type, a.proto, fileno=a.detach())
+    server_side.writes = []
+    session = WebSocketSession(server_side, SessionLimits(ping_interval=0))
+    thread = threading.Thread(target=session.run, args=(echo_server.echo,))
+    thread.start()
+    try:
+        b.sendall(frame_bytes(0x2, b"x" * 300) + frame_bytes(0x9, b"p"))
+        b.sendall(frame_bytes(0x8, b"\x03\xe8"))
+        assert session.wait_closed(5)
+        assert server_side.writes == [
+            b"\x82\x7e\x01\x2c" + b"x" * 300, b"\x8a\x01p", b"\x88\x02\x03\xe8"]
+    finally:
+        thread.join(5)
+        b.close()
+        server_side.close()
