@@ -360,6 +360,10 @@ class WebSocketSession:
         self._ping_sent = now
         return now + limits.pong_timeout
 
+    def abort(self) -> None:
+        """Drop the connection now, without a closing handshake."""
+        self._drop()
+
     def _drop(self) -> None:
         """Abandon a peer: no more waiting. Shutting the socket down wakes a blocked read or write."""
         self._dropped = True
@@ -435,14 +439,17 @@ class SessionRegistry:
     def close_all(
         self, code: int = CloseCode.GOING_AWAY, reason: str = "going away", wait: Optional[float] = None
     ) -> None:
-        """Close every session with ``code``; with ``wait``, give their handshakes that long."""
+        """Close every session with ``code``; with ``wait``, give their handshakes that long
+        and then drop the peers that have not finished (shutdown is bounded, whatever
+        the clients do)."""
         sessions = self.sessions()
         for session in sessions:
             session.close(code, reason)
         if wait is not None:
             deadline = time.monotonic() + wait
             for session in sessions:
-                session.wait_closed(max(0.0, deadline - time.monotonic()))
+                if not session.wait_closed(max(0.0, deadline - time.monotonic())):
+                    session.abort()
 
     def _watch(self) -> None:
         while True:

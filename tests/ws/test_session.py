@@ -305,3 +305,15 @@ def test_every_frame_leaves_in_one_write() -> None:
         thread.join(5)
         b.close()
         server_side.close()
+
+
+def test_close_all_with_a_wait_drops_peers_that_do_not_answer(server: EchoServer) -> None:
+    # Shutdown is bounded: a peer that never echoes our close is dropped after ``wait``.
+    raw = RawClient(server)
+    assert wait_for(lambda: len(server.registry) == 1)
+    (session,) = server.registry.sessions()
+    assert server.limits.close_timeout > 2   # without the drop it would wait that long
+    server.registry.close_all(wait=0.3)
+    assert session.wait_closed(2) and session.close_code == 1006
+    assert raw.recv_close() == (1001, "going away")
+    raw.close()
