@@ -24,7 +24,7 @@ from iofogd.ws.control import ControlHub, control_socket_id
 from iofogd.ws.envelope import SDK_PING, sdk_pong
 from iofogd.ws.frames import CloseCode
 from iofogd.ws.protocol import Message
-from iofogd.ws.session import SessionLimits, SessionRegistry, WebSocketSession
+from iofogd.ws.session import SessionLimits, SessionRegistry, WebSocketSession, client_log
 
 TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
 if TYPE_CHECKING:
@@ -75,7 +75,7 @@ class SocketEndpoints:
                 self._total += 1
                 self._per_id[microservice_id] = self._per_id.get(microservice_id, 0) + 1
         except ServiceUnavailable as exc:
-            log.info("control socket %r from %s: %s", microservice_id, peer, exc.message)
+            client_log.info("control socket %r from %s: %s", microservice_id, peer, exc.message)
             session.close(CloseCode.TRY_AGAIN_LATER, "too many sockets")
             self.registry.add(session)   # its watchdog bounds the closing handshake
             try:

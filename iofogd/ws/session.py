@@ -123,6 +123,41 @@ def read_buffered(rfile: io.BufferedIOBase, sock: socket.socket) -> bytes:
         sock.settimeout(timeout)
 
 
+class LogThrottle:
+    """At most ``burst`` lines per ``period`` seconds for what clients can trigger at will.
+
+    A client that fails its connections in a loop must not fill the disk through
+    our log (each line is one INFO): past the burst, lines are counted, and the
+    count is logged with the next line let through.
+    """
+
+    def __init__(self, burst: int = 20, period: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.burst = burst
+        self.period = period
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._window_start = -period
+        self._count = 0
+        self._suppressed = 0
+
+    def info(self, msg: str, *args: object) -> None:
+        with self._lock:
+            now = self._clock()
+            if now - self._window_start >= self.period:
+                self._window_start, self._count = now, 0
+            self._count += 1
+            if self._count > self.burst:
+                self._suppressed += 1
+                return
+            suppressed, self._suppressed = self._suppressed, 0
+        if suppressed:
+            log.info("ws: %d similar lines suppressed", suppressed)
+        log.info(msg, *args)
+
+
+client_log = LogThrottle()   # the ws layer's lines about what a client did
+
+
 def _echo(payload: bytes) -> bytes:
     return payload
 
@@ -278,7 +313,7 @@ class WebSocketSession:
             if event is None:
                 failure = protocol.failure
                 if isinstance(failure, ProtocolError):
-                    log.info("ws %r: failed: %s", self.path, failure)
+                    client_log.info("ws %r from %s: failed: %s", self.path, self.peer, failure)
                 elif failure is not None:
                     log.error("ws %r: closed with 1011 after an internal error", self.path, exc_info=failure)
                 return
@@ -318,14 +353,14 @@ class WebSocketSession:
         writing_since = self._writing_since
         if writing_since is not None:
             if now - writing_since >= limits.write_timeout:
-                log.info("ws %r: a write did not complete in %.1fs; dropping the peer",
-                         self.path, limits.write_timeout)
+                client_log.info("ws %r: a write did not complete in %.1fs; dropping the peer",
+                                 self.path, limits.write_timeout)
                 self._drop()
                 return None
             return min(now + _MAX_WAIT, writing_since + limits.write_timeout)
         if self._close_deadline is not None:
             if now >= self._close_deadline:
-                log.info("ws %r: no close frame from the peer in %.1fs", self.path, limits.close_timeout)
+                client_log.info("ws %r: no close frame from the peer in %.1fs", self.path, limits.close_timeout)
                 self._drop()
                 return None
             return self._close_deadline
@@ -334,7 +369,7 @@ class WebSocketSession:
         ping_sent = self._ping_sent
         if ping_sent is not None:
             if now - ping_sent >= limits.pong_timeout:
-                log.info("ws %r: no pong in %.1fs; dropping the peer", self.path, limits.pong_timeout)
+                client_log.info("ws %r: no pong in %.1fs; dropping the peer", self.path, limits.pong_timeout)
                 self._drop()
                 return None
             return ping_sent + limits.pong_timeout
@@ -354,7 +389,7 @@ class WebSocketSession:
         finally:
             self._lock.release()
         if sent != len(data):
-            log.info("ws %r: neither sends nor reads; dropping the peer", self.path)
+            client_log.info("ws %r: neither sends nor reads; dropping the peer", self.path)
             self._drop()
             return None
         self._ping_sent = now

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import http.client
+import logging
 import socket
 import threading
 import time
@@ -317,3 +318,17 @@ def test_close_all_with_a_wait_drops_peers_that_do_not_answer(server: EchoServer
     assert session.wait_closed(2) and session.close_code == 1006
     assert raw.recv_close() == (1001, "going away")
     raw.close()
+
+
+def test_lines_a_client_can_trigger_are_throttled(caplog: pytest.LogCaptureFixture) -> None:
+    from iofogd.ws.session import LogThrottle
+
+    now = [0.0]
+    throttle = LogThrottle(burst=3, period=60.0, clock=lambda: now[0])
+    caplog.set_level(logging.INFO, logger="iofogd.ws.session")
+    for i in range(10):
+        throttle.info("failed %d", i)
+    assert [r.getMessage() for r in caplog.records] == ["failed 0", "failed 1", "failed 2"]
+    now[0] = 61.0
+    throttle.info("failed %d", 10)
+    assert [r.getMessage() for r in caplog.records][3:] == ["ws: 7 similar lines suppressed", "failed 10"]
