@@ -6,8 +6,10 @@ Echo: each server runs ALONE in its own process while it is measured (started,
 loaded, stopped; then the next), the load comes from a third process, and the
 figure is the median of ``--runs`` runs, with the ratio ours / baseline.
 
-- ours: :mod:`iofogd.ws.echo`, the daemon's code path (ThreadingHTTPServer, the
-  HTTP layer's upgrade, :func:`iofogd.ws.session.serve`);
+- ours: :mod:`iofogd.ws.echo`: a ThreadingHTTPServer with TCP_NODELAY that
+  takes the daemon's upgrade steps (the pure handshake, the 101 in one write,
+  :func:`~iofogd.ws.session.read_buffered`) and runs the daemon's
+  :class:`~iofogd.ws.session.WebSocketSession`;
 - baseline: a bare thread-per-connection framer written below the way a
   competent engineer writes one with the standard library: TCP_NODELAY on the
   accepted socket, a read buffer, one ``sendall`` per frame, no validation;
@@ -17,7 +19,7 @@ figure is the median of ``--runs`` runs, with the ratio ours / baseline.
   printed, so a 40 ms delayed-ACK stall cannot hide in an average.
 
 Load (issue 11): the daemon started as ``python -m iofogd`` on a throwaway root,
-300 control sockets held open (each answering our pings), 32 REST clients
+300 control sockets held open (each sending an SDK ping every second), 32 REST clients
 looping on GET /v2/status, and a probe timing GET /v2/version: p50/p99/max of the
 probe and the daemon's peak RSS.
 
@@ -321,7 +323,8 @@ class Daemon:
 
 
 def hold_control_sockets(port: int, count: int, ready: "multiprocessing.Event", stop: "multiprocessing.Event") -> None:
-    """Open ``count`` control sockets (one id each) and keep them alive: answer pings and signals."""
+    """Open ``count`` control sockets (one id each) and keep them busy: a ping from each one
+    every second, and an answer to the daemon's pings."""
     socks = [handshake(port, f"/v2/control/socket/id/bench-{i}") for i in range(count)]
     sel = selectors.DefaultSelector()
     for s in socks:
@@ -329,8 +332,17 @@ def hold_control_sockets(port: int, count: int, ready: "multiprocessing.Event", 
         sel.register(s, selectors.EVENT_READ)
     ready.set()
     pong = client_frame(0xA, b"\x0a")
+    ping = client_frame(0x9, b"\x09")   # each socket pings once a second, as the SDKs keep alive
+    next_ping = time.monotonic()
     while not stop.is_set():
-        for key, _ in sel.select(0.2):
+        if time.monotonic() >= next_ping:
+            next_ping += 1.0
+            for s in socks:
+                try:
+                    s.send(ping)
+                except OSError:
+                    pass
+        for key, _ in sel.select(0.05):
             s = key.fileobj
             try:
                 data = s.recv(4096)  # type: ignore[union-attr]
