@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # phase 2 imports these modules (iofogd/daemon.py); the App o
     from typing import Optional
 
     from iofogd.agent import Provisioning
-    from iofogd.http.api.sockets import SocketEndpoints
+    from iofogd.ws.endpoints import SocketEndpoints
     from iofogd.system.microservices import Microservices
 
 STARTUP_WAIT = 30.0   # seconds a request waits for start-up phase 2

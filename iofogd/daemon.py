@@ -120,11 +120,11 @@ class Daemon:
         from iofogd.agent import ControllerPort, Provisioning
         from iofogd.controller.cache import OfflineCache
         from iofogd.controller.sync import ControllerSync
-        from iofogd.http.api.sockets import SocketEndpoints
         from iofogd.system.docker import EngineClients
         from iofogd.system.microservices import Microservices
         from iofogd.system.prune import AutoPruner
         from iofogd.ws.control import ControlHub
+        from iofogd.ws.endpoints import SocketEndpoints
         from iofogd.ws.session import SessionLimits, SessionRegistry
 
         self._spawn("sampler", lambda: self.sampler.run(self.stop))   # imports psutil
@@ -151,8 +151,7 @@ class Daemon:
         # A change made while building (the first cycle, resync below, pushes it).
         self._config_changed(cfg, self.store.current, Origin.LOCAL)
         parts = Phase2(microservices, Provisioning(self.store, port, self.sync),
-                       SocketEndpoints(self.control, self.sessions, SessionLimits(),
-                                       identity=self.app.identity, token=self.app.token))
+                       SocketEndpoints(self.control, self.sessions, SessionLimits()))
         self._spawn("control-retry", lambda: self.control.run(self.stop))
         self._spawn("microservices", lambda: microservices.run(self.stop, CONTAINER_MONITOR_FREQ))
         self._spawn("autoprune", lambda: self.autoprune.run(self.stop))

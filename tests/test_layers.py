@@ -26,10 +26,7 @@ FLOORS: list[tuple[str, ...]] = [
 ]
 
 # (importer, imported, why it is allowed for now)
-EXCEPTIONS = {
-    ("iofogd.app", "iofogd.http.api.sockets"):
-        "type name only: SocketEndpoints moves to iofogd/ws/ with the WebSocket upgrade rework (issue 10)",
-}
+EXCEPTIONS: dict[tuple[str, str], str] = {}
 
 
 def floor_and_room(module: str) -> tuple[int, str]:

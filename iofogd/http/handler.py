@@ -409,16 +409,42 @@ class LocalApiHandler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     def _upgrade(self, path: str) -> None:
+        """A WebSocket upgrade: validated and admitted here, then handed to the WebSocket layer.
+
+        Every refusal is plain HTTP before any 101: 400 or 426 for the handshake
+        (RFC 6455 section 4.4), 404 for a path without a session, 503 over the
+        session bounds or while start-up phase 2 is still building the layer.
+        The 101 leaves in one write; the session then holds no HTTP slot.
+        """
+        # Imported here, not at the top: start-up phase 1 does not load the WebSocket layer.
+        from iofogd.ws.handshake import response as handshake_response
+        from iofogd.ws.handshake import validate_request
+        from iofogd.ws.session import read_buffered
+
+        self.close_connection = True   # after a session, or a refusal, the socket is done with HTTP
+        peer = f"{self.client_address[0]}:{self.client_address[1]}"
+        app = self.server.app
         try:
-            self.server.app.phase2("the WebSocket layer").sockets(self, path)
+            headers = validate_request(self.command, self.headers, self.request_version)
+            # During start-up phase 2 this waits for the layer (503 if it failed).
+            endpoints = app.phase2("the WebSocket layer").sockets
+            microservice_id = endpoints.admit(path, peer)
+            # A container of ours may open sockets only for its own id (403).
+            app.identity.check(self.client_address[0], microservice_id, admin=self._authorized())
         except (HandshakeError, RequestError) as exc:
-            # Refused before the 101: answer as HTTP (400, or 426 with
-            # Sec-WebSocket-Version: 13, RFC 6455 section 4.4).
-            self.close_connection = True
-            status = exc.status
             extra = exc.headers if isinstance(exc, HandshakeError) else ()
-            self._write(error_response(status, exc.message, extra))
-        self.close_connection = True  # after a session the socket is done with HTTP
+            self._write(error_response(exc.status, exc.message, extra))
+            return
+        sock = self.connection
+        try:
+            sock.sendall(handshake_response(headers))
+        except OSError as exc:
+            log.debug("upgrade for %s failed: %s", peer, exc)
+            return
+        log.debug("%s upgraded %r to WebSocket", peer, path)
+        buffered = read_buffered(self.rfile, sock)
+        self.server.release_slot(self)
+        endpoints.serve(sock, buffered, path, peer)
 
     # -- output --------------------------------------------------------------------
 

@@ -53,10 +53,9 @@ def serve(inproc_daemon: Any) -> Iterator[Serve]:
     """``serve(**limits)``: the daemon's App behind a LocalApiServer of our own."""
     servers: List[tuple[LocalApiServer, threading.Thread]] = []
 
-    def start(websocket: Any = None, **limits: Any) -> LocalApiServer:
+    def start(**limits: Any) -> LocalApiServer:
         CountingHandler.writes = []
-        server = LocalApiServer(("127.0.0.1", 0), CountingHandler, inproc_daemon.app,
-                                HttpLimits(**limits), websocket=websocket)
+        server = LocalApiServer(("127.0.0.1", 0), CountingHandler, inproc_daemon.app, HttpLimits(**limits))
         thread = threading.Thread(target=server.serve_forever, name="test-server")
         thread.start()
         servers.append((server, thread))
@@ -338,27 +337,23 @@ def test_an_idle_keep_alive_connection_gives_its_slot_up(serve: Serve) -> None:
         b.close()
 
 
-def test_release_slot_frees_the_slot_once(serve: Serve) -> None:
-    released = threading.Event()
-    server_box: List[LocalApiServer] = []
-
-    def websocket(handler: LocalApiHandler, path: str) -> None:
-        server = server_box[0]
-        server.release_slot(handler)
-        server.release_slot(handler)      # idempotent
-        released.set()
-        handler.connection.recv(1)        # the "session": until the client goes
-
-    server = serve(websocket=websocket, max_connections=2, max_per_peer=2, admin_connections=1)
-    server_box.append(server)
+def test_websocket_sessions_hold_no_http_slot(serve: Serve) -> None:
+    # The real upgrade path: the handler gives its slot back (release_slot)
+    # before the session runs, and once only, whenever the session ends.
+    server = serve(max_connections=2, max_per_peer=2, admin_connections=1)
+    upgrade = (b"GET /v2/control/socket/id/abc HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n"
+               b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+               b"Sec-WebSocket-Version: 13\r\n\r\n")
     sessions = []
     try:
         for _ in range(4):   # more sessions than the pool has slots
-            released.clear()
             s = connect(server)
-            s.sendall(get("/v2/control/socket/id/abc"))
-            assert released.wait(5)
+            s.sendall(upgrade)
+            assert s.recv(4096).startswith(b"HTTP/1.1 101 ")
             sessions.append(s)
+        deadline = time.monotonic() + 5
+        while server.slots_held() != {GENERAL: 0, ADMIN: 0} and time.monotonic() < deadline:
+            time.sleep(0.01)
         assert server.slots_held() == {GENERAL: 0, ADMIN: 0}
         assert len(server.open_connections()) == 4    # still tracked: stopping closes them
         with connect(server) as s:
@@ -367,6 +362,10 @@ def test_release_slot_frees_the_slot_once(serve: Serve) -> None:
     finally:
         for s in sessions:
             s.close()
+    deadline = time.monotonic() + 5
+    while server.open_connections() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert server.slots_held() == {GENERAL: 0, ADMIN: 0}   # not released twice
 
 
 # -- issue 12: shutdown whatever clients do ----------------------------------------------------------
