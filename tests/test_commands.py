@@ -82,4 +82,4 @@ def test_phase_two_commands_when_phase_two_failed(app: App) -> None:
 
 def test_start_and_stop(app: App) -> None:
     assert run_command(app, "start").text == ""
-    assert run_command(app, "stop").text == 'Enter "service iofogd stop"'
+    assert run_command(app, "stop").text == 'Enter "service iofog-agent stop"'
