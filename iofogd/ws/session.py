@@ -57,6 +57,15 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _RECV_SIZE = 1 << 16
+# What a read asks for while a session is quiet. sock.recv allocates its
+# whole size before it blocks, and a session spends its life blocked in a
+# read: 64 KiB each, from the glibc arena of its thread, whose pages each ping
+# touched somewhere new (300 control sockets that ping grew the daemon by
+# ~19 KiB a socket per ping round, bench/bench_ws.py --only load). 448 bytes
+# plus the bytes object's header stay within pymalloc's small-object limit
+# (512): shared pools, no per-thread arena. A read that fills it asks for
+# _RECV_SIZE next, so a large message still comes in 64 KiB reads.
+_IDLE_RECV_SIZE = 448
 _MAX_WAIT = 1.0  # the watchdog looks at every session at least this often
 _LINGER = 2.0  # at most this long for the peer's EOF once the connection is over
 
@@ -279,11 +288,13 @@ class WebSocketSession:
         try:
             if buffered:
                 self._feed(buffered, on_message)
+            size = _IDLE_RECV_SIZE
             while protocol.state is not State.CLOSED:
                 try:
-                    data = sock.recv(_RECV_SIZE)
+                    data = sock.recv(size)
                 except OSError:
                     data = b""
+                size = _RECV_SIZE if len(data) == size else _IDLE_RECV_SIZE
                 if not data or self._dropped:
                     with self._lock:
                         protocol.receive_eof()
