@@ -66,6 +66,7 @@ _RECV_SIZE = 1 << 16
 # (512): shared pools, no per-thread arena. A read that fills it asks for
 # _RECV_SIZE next, so a large message still comes in 64 KiB reads.
 _IDLE_RECV_SIZE = 448
+_TIMEVAL_SIZE = 16   # a struct timeval on 64-bit Linux; 32-bit kernels read the first 8
 _MAX_WAIT = 1.0  # the watchdog looks at every session at least this often
 _LINGER = 2.0  # at most this long for the peer's EOF once the connection is over
 
@@ -208,6 +209,11 @@ class WebSocketSession:
         self._dropped = False
         self.wake: Callable[[], None] = _nothing   # set by the registry: "look at my deadlines"
         sock.settimeout(None)
+        # The HTTP layer bounds its reads and writes in the kernel (SO_RCVTIMEO,
+        # SO_SNDTIMEO); a session is quiet for as long as it likes, and its
+        # watchdog keeps the time. A zero struct timeval: no bound.
+        for option in (socket.SO_RCVTIMEO, socket.SO_SNDTIMEO):
+            sock.setsockopt(socket.SOL_SOCKET, option, bytes(_TIMEVAL_SIZE))
 
     def __repr__(self) -> str:
         return f"<WebSocketSession {self.path!r} {self.peer!r} {self._protocol.state.value}>"
