@@ -239,7 +239,7 @@ class WebSocketSession:
         """Send one binary message; raises ConnectionClosed once closing has begun."""
         with self._lock:
             self._protocol.send_binary(data)
-            self._flush()
+            self._send(self._protocol.data_to_send())   # never empty: the frame just queued
 
     def send_text(self, text: str) -> None:
         with self._lock:
@@ -270,8 +270,11 @@ class WebSocketSession:
         A failed write drops the connection (ConnectionClosed).
         """
         data = self._protocol.data_to_send()
-        if not data:
-            return
+        if data:
+            self._send(data)
+
+    def _send(self, data: bytes) -> None:
+        """One ``sendall`` of what the protocol queued; called under the lock."""
         self._writing_since = self._clock()
         try:
             self._sock.sendall(data)
@@ -323,10 +326,12 @@ class WebSocketSession:
                     protocol.receive_data(data)
                     data = b""
                 event = protocol.next_event()
-                try:
-                    self._flush()
-                except ConnectionClosed:
-                    return
+                out = protocol.data_to_send()   # a pong, a close echo; mostly nothing
+                if out:
+                    try:
+                        self._send(out)
+                    except ConnectionClosed:
+                        return
             if event is None:
                 failure = protocol.failure
                 if isinstance(failure, ProtocolError):
