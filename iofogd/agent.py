@@ -61,6 +61,8 @@ class ControllerPort:
         # remove every container a restarted daemon is about to adopt (spec 7.3).
         self._microservices: Optional[list[dict[str, Any]]] = None
         self._registries: list[dict[str, Any]] = []
+        # Also told the Controller's microservice list: the message bus reads routes from it.
+        self.microservice_listeners: list[Callable[[list[dict[str, Any]]], object]] = []
 
     def controller_settings(self) -> ControllerSettings:
         c = self.store.current
@@ -110,6 +112,8 @@ class ControllerPort:
         configs = {str(m["uuid"]): str(m.get("config") or "") for m in microservices if m.get("uuid")}
         # New or changed configs reach the microservices' control sockets as 0x0C.
         self.state.set_microservice_configs(configs)
+        for listener in self.microservice_listeners:
+            listener(microservices)
         with self._lock:
             self._microservices = list(microservices)
             registries = list(self._registries)
@@ -137,6 +141,8 @@ class ControllerPort:
         with self._lock:
             self._microservices = None   # the next node's list is not known yet
         self.state.set_microservice_configs({})
+        for listener in self.microservice_listeners:
+            listener([])
         self.state.update(controller_status=CONTROLLER_NOT_PROVISIONED)
         # Before the identity is cleared: the containers to stop carry the old
         # uuid as their label (spec 6.3). Waiting for them here fixes upstream's

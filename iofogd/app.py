@@ -10,7 +10,7 @@ import threading
 from datetime import datetime
 
 from iofogd.config import ConfigStore, Paths, read_token
-from iofogd.errors import ConfigFileError
+from iofogd.errors import ConfigFileError, ServiceUnavailable
 from iofogd.reports import EngineInfo, NetworkInfo, Report, status_report
 from iofogd.state import AgentState
 from iofogd.system.status import ResourceSampler
@@ -18,6 +18,8 @@ from iofogd.system.status import ResourceSampler
 TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
 if TYPE_CHECKING:
     from typing import Callable, Protocol
+
+    from iofogd.bus.service import MessageBus
 
     class Provisioner(Protocol):
         def provision(self, key: str) -> str: ...      # returns the node uuid; raises ProvisionError
@@ -62,10 +64,14 @@ class TokenFile:
         return hmac.compare_digest(presented.strip().encode(), token.encode())
 
 
+def _no_bus() -> MessageBus:
+    raise ServiceUnavailable("The message bus is not running")
+
+
 class App:
     __slots__ = (
         "paths", "config", "state", "sampler", "token", "network", "fog_type", "engine", "provisioner",
-        "prune",
+        "prune", "bus",
     )
     paths: Paths
     config: ConfigStore
@@ -77,6 +83,7 @@ class App:
     engine: Callable[[], EngineInfo]
     provisioner: Callable[[], Provisioner]   # waits for start-up phase 2 (iofogd.daemon)
     prune: Callable[[], int]
+    bus: Callable[[], MessageBus]            # waits for start-up phase 2 (iofogd.daemon)
 
     def __init__(
         self,
@@ -90,6 +97,7 @@ class App:
         engine: Callable[[], EngineInfo],
         provisioner: Callable[[], Provisioner],
         prune: Callable[[], int],
+        bus: Callable[[], MessageBus] | None = None,
     ) -> None:
         self.paths = paths
         self.config = config
@@ -101,6 +109,7 @@ class App:
         self.engine = engine
         self.provisioner = provisioner
         self.prune = prune
+        self.bus = bus if bus is not None else _no_bus
 
     def status(self) -> Report:
         """The status report (CLI ``status``, GET /v2/status)."""

@@ -52,6 +52,8 @@ if TYPE_CHECKING:  # the modules of start-up phase 2 are imported there
     from typing import Callable, Final, NoReturn, Optional, Sequence
 
     from iofogd.agent import Provisioning
+    from iofogd.bus.service import MessageBus
+    from iofogd.bus.store import Store
     from iofogd.controller.sync import ControllerSync
     from iofogd.http.api.sockets import SocketEndpoints
     from iofogd.system.microservices import Microservices
@@ -124,6 +126,8 @@ class Daemon:
         self._microservices: Optional[Microservices] = None
         self._provisioning: Optional[Provisioning] = None
         self._sockets: Optional[SocketEndpoints] = None
+        self._bus: Optional[MessageBus] = None
+        self._message_store: Optional[Store] = None
         self.app = App(
             paths=paths,
             config=store,
@@ -135,6 +139,7 @@ class Daemon:
             engine=self._engine_info,
             provisioner=self.provisioning,
             prune=lambda: self.microservices().prune_unused(),
+            bus=self.bus,
         )
         host = args.address or cfg.api_address
         port = args.port if args.port is not None else cfg.api_port
@@ -157,6 +162,11 @@ class Daemon:
         self.started.wait("the WebSocket layer")
         assert self._sockets is not None
         return self._sockets
+
+    def bus(self) -> MessageBus:
+        self.started.wait("the message bus")
+        assert self._bus is not None
+        return self._bus
 
     def _engine_info(self) -> EngineInfo:
         microservices = self.microservices()
@@ -206,7 +216,25 @@ class Daemon:
         self.store.add_listener(lambda old, new: self.sync.config_changed())
         self._config_changed(microservices, cfg, self.store.current)   # a change made while building
         self._provisioning = Provisioning(self.store, port, self.sync)
-        self._sockets = SocketEndpoints(self.control, self.sessions, SessionLimits())
+        # The message bus (issue 13): archive and waiting queues on disk, the
+        # message socket; routes come with the Controller's microservice list.
+        from iofogd.bus.logs import MicroserviceLogs
+        from iofogd.bus.service import MessageBus
+        from iofogd.bus.sockets import MessageSockets
+        from iofogd.bus.store import Store
+        from iofogd.http.api.message_socket import MessageSocketEndpoint
+        self._message_store = Store(cfg.disk_directory, lambda: self.store.current.disk_limit_gb * 1024 ** 3)
+        self._message_store.start()
+        message_sockets = MessageSockets(self._message_store.existing_queue)
+        self._bus = MessageBus(self._message_store, message_sockets, count=self.state.count_message)
+        self._bus.logs = MicroserviceLogs(lambda: self.store.current.log_directory,
+                                          lambda: self.store.current.iofog_uuid)
+        port.microservice_listeners.append(self._bus.set_microservices)
+        self._spawn("bus-delivery", lambda: message_sockets.run(self.stop))
+        self._sockets = SocketEndpoints(
+            self.control, self.sessions, SessionLimits(),
+            messages=MessageSocketEndpoint(message_sockets, self.sessions, SessionLimits()),
+        )
         self._spawn("control-retry", lambda: self.control.run(self.stop))
         self._spawn("microservices", lambda: microservices.run(self.stop, CONTAINER_MONITOR_FREQ))
         self._spawn("autoprune", lambda: self.autoprune.run(self.stop))
@@ -275,6 +303,8 @@ class Daemon:
         self.state.update(daemon_status=STOPPED)
         self.sync.stop()
         self._stop_serving()
+        if self._message_store is not None:
+            self._message_store.stop()   # what was submitted is committed first
         self.network.poke()
         for thread in self.threads:
             thread.join(timeout=5)

@@ -202,7 +202,7 @@ class LocalApiHandler(BaseHTTPRequestHandler):
 
     def _dispatch(self) -> None:
         path, _, query = self.path.partition("?")
-        if path.startswith(CONTROL_SOCKET_PREFIX) and self.command == "GET":
+        if path.startswith((CONTROL_SOCKET_PREFIX, MESSAGE_SOCKET_PREFIX)) and self.command == "GET":
             self._upgrade(path)
             return
         try:
@@ -224,7 +224,7 @@ class LocalApiHandler(BaseHTTPRequestHandler):
     def _handle(self, path: str, query: str) -> Response:
         if path.startswith(MESSAGE_SOCKET_PREFIX):
             self._discard_body()
-            raise NotImplementedYet("The message socket is not implemented in this build of iofogd yet")
+            raise MethodNotAllowed(self.command, ("GET",))   # a WebSocket upgrade is a GET
         try:
             route, handler = resolve(self.command, path)
         except RequestError:
