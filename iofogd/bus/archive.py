@@ -192,8 +192,8 @@ class MessageArchive:
 
     # -- writing ---------------------------------------------------------------------------
 
-    def append(self, messages: List[IoMessage]) -> None:
-        """Write the messages of one batch (not yet durable: :meth:`sync` makes them so).
+    def append(self, messages: List[Tuple[str, int, bytes]]) -> None:
+        """Write the messages ``(publisher, timestamp, binary form)`` of one batch (not yet durable: :meth:`sync` makes them so).
 
         On any error, every file of this call is cut back to its length before
         it and the error is raised: the archive stays whole.
@@ -202,9 +202,8 @@ class MessageArchive:
         fresh: List[_OpenPair] = []
         try:
             by_publisher: Dict[str, List[Tuple[bytes, bytes, int]]] = {}
-            for message in messages:
-                header, data = encode_parts(message)
-                by_publisher.setdefault(message.publisher, []).append((header, data, message.timestamp))
+            for publisher, timestamp, binary in messages:
+                by_publisher.setdefault(publisher, []).append((binary[:HEADER_SIZE], binary[HEADER_SIZE:], timestamp))
             for publisher, parts in by_publisher.items():
                 self._append_publisher(publisher, parts, undo, fresh)
             self._last = (undo, fresh)
@@ -388,6 +387,10 @@ class MessageArchive:
                 yield decode_parts(header, data, offset)
             except MessageError:
                 return   # a record past the data: the torn end of a file
+
+    def append_messages(self, messages: List[IoMessage]) -> None:
+        """:meth:`append` for messages not encoded yet."""
+        self.append([(msg.publisher, msg.timestamp, b"".join(encode_parts(msg))) for msg in messages])
 
     def close(self) -> None:
         for pair in self._open.values():

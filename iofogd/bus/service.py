@@ -18,7 +18,7 @@ import threading
 import time
 import uuid
 
-from iofogd.bus.message import IoMessage, decode, stamped
+from iofogd.bus.message import IoMessage, decode, encode, stamped
 from iofogd.bus.remote import LocalOnly
 from iofogd.bus.routing import Routing, routing_from_microservices
 from iofogd.bus.sockets import MessageSockets
@@ -102,7 +102,8 @@ class MessageBus:
         """Stamp, store and route one message; returns it as published. Raises ArchiveError."""
         published, here, away = self._prepare(message)
         if here is None:
-            return published   # no route: dropped, as upstream
+            encode(published)   # refused all the same if the binary form cannot hold it
+            return published    # no route: dropped, as upstream
         self.store.store(published, here)
         if away:
             self.remote.deliver(published, away)
@@ -114,6 +115,7 @@ class MessageBus:
         """:meth:`publish` without waiting: ``done(published, error)`` once stored (socket publishers)."""
         published, here, away = self._prepare(message)
         if here is None:
+            encode(published)
             done(published, None)
             return
 

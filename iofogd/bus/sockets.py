@@ -316,7 +316,12 @@ class MessageSockets:
                 if not self._send(session, encode_receipt(published.id, published.timestamp)):
                     receiver.sent_order.pop()
 
-        publisher.publish_async(iomessage, done)
+        try:
+            publisher.publish_async(iomessage, done)
+        except MessageError as exc:
+            session.close(CLOSE_INVALID_DATA, f"malformed message: {exc}"[:120])
+        except ArchiveError as exc:
+            done(iomessage, exc)
 
     # -- resends --------------------------------------------------------------------------------------
 

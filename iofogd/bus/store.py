@@ -34,14 +34,14 @@ log = logging.getLogger(__name__)
 
 
 class _Job:
-    __slots__ = ("message", "receivers", "archive", "done", "size")
+    __slots__ = ("message", "binary", "receivers", "archive", "done")
 
     def __init__(self, message: IoMessage, receivers: Sequence[str], archive: bool, done: Done) -> None:
         self.message = message
+        self.binary = encode(message)   # MessageError here, in the publisher's thread
         self.receivers = receivers
         self.archive = archive
         self.done = done
-        self.size = len(message.contentdata) + len(message.contextdata) + 200
 
 
 class _Waiter:
@@ -128,7 +128,10 @@ class Store:
     # -- publishing ----------------------------------------------------------------------------------
 
     def submit(self, message: IoMessage, receivers: Sequence[str], done: Done, archive: bool = True) -> None:
-        """Queue the message for the next batch; ``done(None)`` once it is on disk, ``done(error)`` if not."""
+        """Queue the message for the next batch; ``done(None)`` once it is on disk, ``done(error)`` if not.
+
+        Raises MessageError at once for a message the binary form cannot hold.
+        """
         job = _Job(message, receivers, archive, done)
         with self._cond:
             while self._pending_bytes > self.max_pending_bytes and not self._stopping:
@@ -136,7 +139,7 @@ class Store:
             if self._stopping:
                 raise ArchiveError("the message bus is stopping")
             self._jobs.append(job)
-            self._pending_bytes += job.size
+            self._pending_bytes += len(job.binary)
             self._cond.notify_all()
 
     def store(self, message: IoMessage, receivers: Sequence[str], archive: bool = True) -> None:
@@ -159,7 +162,11 @@ class Store:
                 jobs, self._jobs = self._jobs, []
                 self._pending_bytes = 0
                 self._cond.notify_all()
-            error = self._commit(jobs)
+            try:
+                error = self._commit(jobs)
+            except Exception as exc:   # a bug, not the disk: refuse the batch, keep the thread
+                log.exception("bus: commit failed")
+                error = ArchiveError(f"cannot store messages: {exc}")
             for job in jobs:
                 try:
                     job.done(error)
@@ -177,13 +184,14 @@ class Store:
         blobs: Dict[str, List[bytes]] = {}
         for job in jobs:
             if job.receivers:
-                entry = encode_entry(encode(job.message))
+                entry = encode_entry(job.binary)
                 for receiver in job.receivers:
                     blobs.setdefault(receiver, []).append(entry)
         appended: List[Tuple[WaitingQueue, int]] = []
         archived = False
         try:
-            self.archive.append([job.message for job in jobs if job.archive])
+            self.archive.append([(job.message.publisher, job.message.timestamp, job.binary)
+                                 for job in jobs if job.archive])
             archived = True
             for receiver, entries in blobs.items():
                 queue = self.queue(receiver)

@@ -66,7 +66,7 @@ def test_java_layout_files_load(tmp_path: str) -> None:
     archive.load()
     assert archive.query("pub", 0, 2**62) == [m.IoMessage(**full.fields)] * 3
     # Reused (small), and appended to in the same format.
-    archive.append([msg("pub", 1700000000200)])
+    archive.append_messages([msg("pub", 1700000000200)])
     archive.sync()
     assert len(archive.query("pub", 0, 2**62)) == 4
     assert sorted(os.listdir(adir)) == ["pub_1700000000000.idx", "pub_1700000000000.iomsg"]
@@ -79,7 +79,7 @@ def test_roll_over(tmp_path: str) -> None:
     archive.load()
     body = b"b" * 300_000
     for ts in range(1, 8):
-        archive.append([msg("pub", ts, body)])
+        archive.append_messages([msg("pub", ts, body)])
     archive.sync()
     names = sorted(n for n in os.listdir(adir) if n.endswith(".iomsg"))
     assert names == ["pub_1.iomsg", "pub_4.iomsg", "pub_7.iomsg"]
@@ -92,7 +92,7 @@ def test_torn_end_is_cut_back(tmp_path: str, caplog: pytest.LogCaptureFixture) -
     adir = archive_dir(str(tmp_path) + "/")
     archive = MessageArchive(adir)
     archive.load()
-    archive.append([msg("pub", ts) for ts in (1, 2, 3)])
+    archive.append_messages([msg("pub", ts) for ts in (1, 2, 3)])
     archive.sync()
     archive.close()
     with open(os.path.join(adir, "pub_1.idx"), "ab") as f:
@@ -103,7 +103,7 @@ def test_torn_end_is_cut_back(tmp_path: str, caplog: pytest.LogCaptureFixture) -
     with caplog.at_level(logging.WARNING):
         archive.load()
     assert "cut back" in caplog.text
-    archive.append([msg("pub", 5)])
+    archive.append_messages([msg("pub", 5)])
     archive.sync()
     assert [x.timestamp for x in archive.query("pub", 0, 10)] == [1, 2, 3, 5]
     archive.close()
@@ -116,7 +116,7 @@ def test_storage_limit_removes_oldest_pairs(tmp_path: str, caplog: pytest.LogCap
     body = b"b" * 400_000
     with caplog.at_level(logging.WARNING):
         for ts in range(1, 11):
-            archive.append([msg("pub", ts, body)])
+            archive.append_messages([msg("pub", ts, body)])
             archive.sync()
             archive.enforce_limit()
     assert "over its limit" in caplog.text
