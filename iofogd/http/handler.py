@@ -118,6 +118,10 @@ class LocalApiHandler(BaseHTTPRequestHandler):
     server_version = "iofogd"
     sys_version = ""
     server: LocalApiServer
+    # TCP_NODELAY: the headers and the body go out in two writes, and Nagle held
+    # the body until the client's delayed ACK of the headers (~40 ms a request on
+    # keep-alive connections); WebSocket frames are small writes too.
+    disable_nagle_algorithm = True
 
     idle = True
 
