@@ -92,7 +92,7 @@ class _InFlight:
 class _Receiver:
     """One id's sockets and what has been sent to them and not yet settled."""
 
-    __slots__ = ("id", "lock", "sessions", "queue", "sent_to", "in_flight", "sent_order")
+    __slots__ = ("id", "lock", "sessions", "queue", "sent_to", "in_flight", "sent_order", "in_flight_bytes")
 
     def __init__(self, receiver_id: str) -> None:
         self.id = receiver_id
@@ -102,10 +102,12 @@ class _Receiver:
         self.sent_to = 0    # logical queue position of the next message to send
         self.in_flight: Deque[_InFlight] = collections.deque()
         self.sent_order: Deque[Union[str, _InFlight]] = collections.deque()
+        self.in_flight_bytes = 0
 
     def reset(self) -> None:
         """Forget what was sent: unacknowledged messages go again to the next consumer."""
         self.in_flight.clear()
+        self.in_flight_bytes = 0
         self.sent_order.clear()
         self.sent_to = self.queue.consumed if self.queue is not None else 0
 
@@ -121,13 +123,15 @@ class MessageSockets:
         retry_every: float = 10.0,
         max_sends: int = 10,
         window: int = 64,
+        window_bytes: int = 1 << 20,
     ) -> None:
         self._queue_for = queue_for
         self._clock = clock
         self.first_retry_after = first_retry_after
         self.retry_every = retry_every
         self.max_sends = max_sends
-        self.window = window
+        self.window = window              # unacknowledged messages per receiver, at most
+        self.window_bytes = window_bytes  # ... and their bytes (at least one message is always sent)
         self.publisher: Optional[Publisher] = None
         self._lock = threading.Lock()
         self._receivers: Dict[str, _Receiver] = {}
@@ -235,7 +239,10 @@ class MessageSockets:
             session = receiver.sessions[-1]
             room = self.window - len(receiver.in_flight)
             while room > 0:
-                entries = receiver.queue.read(receiver.sent_to, room)
+                room_bytes = self.window_bytes - receiver.in_flight_bytes
+                if room_bytes <= 0 and receiver.in_flight:
+                    return
+                entries = receiver.queue.read(receiver.sent_to, room, max(1, room_bytes))
                 if not entries:
                     return
                 now = self._clock()
@@ -243,6 +250,7 @@ class MessageSockets:
                     flight = _InFlight(entry, now)
                     # Recorded before sending, so that a fast ACK finds it.
                     receiver.in_flight.append(flight)
+                    receiver.in_flight_bytes += len(entry.data)
                     receiver.sent_order.append(flight)
                     receiver.sent_to = entry.end
                     if not self._send(session, encode_msg(entry.data)):
@@ -267,7 +275,9 @@ class MessageSockets:
             settled.acked = True
             position = None
             while receiver.in_flight and receiver.in_flight[0].acked:
-                position = receiver.in_flight.popleft().entry.end
+                done = receiver.in_flight.popleft().entry
+                receiver.in_flight_bytes -= len(done.data)
+                position = done.end
             if position is not None and receiver.queue is not None:
                 receiver.queue.consume_to(position)
         self.pump(receiver.id)

@@ -177,8 +177,11 @@ class WaitingQueue:
             start = max(start, self._base)
             offset = start - self._base
             total = 0
+            # A small window (a socket refilled after one ACK) reads a small chunk:
+            # copying 64 KiB to send one message cost more than the message.
+            want = max(4096, min(READ_CHUNK, max_count * 512, max_bytes + _ENTRY.size))
             while offset + _ENTRY.size <= self._size and len(out) < max_count and (not out or total < max_bytes):
-                chunk = os.pread(self._fd, min(READ_CHUNK, self._size - offset), offset)
+                chunk = os.pread(self._fd, min(want, self._size - offset), offset)
                 pos = 0
                 while pos + _ENTRY.size <= len(chunk) and len(out) < max_count:
                     length, _ = _ENTRY.unpack_from(chunk, pos)
