@@ -19,7 +19,7 @@ import logging
 import os
 import threading
 
-from iofogd.bus.archive import MessageArchive, archive_dir
+from iofogd.bus.archive import CLEAN_DOWN_TO, MessageArchive, archive_dir
 from iofogd.bus.message import IoMessage, encode
 from iofogd.bus.waiting import WaitingQueue, encode_entry, receivers_on_disk, waiting_dir
 from iofogd.errors import ArchiveError
@@ -213,6 +213,28 @@ class Store:
         self.committed += len(jobs)
         try:
             self.archive.enforce_limit()
+            self._limit_waiting()
         except OSError as exc:
             log.warning("bus: cannot enforce the message storage limit: %s", exc)
         return None
+
+    def _limit_waiting(self) -> None:
+        """What waits for receivers that do not read is bounded by the storage limit too:
+        past it, the oldest waiting messages of the longest queue go, with a log line."""
+        limit = self.archive.limit_bytes()
+        if limit <= 0:
+            return
+        with self._queues_lock:
+            queues = list(self._queues.values())
+        sizes = [(q.waiting_bytes(), q) for q in queues]
+        total = sum(size for size, _ in sizes)
+        if total <= limit:
+            return
+        excess = total - CLEAN_DOWN_TO * limit
+        for size, queue in sorted(sizes, key=lambda x: -x[0]):
+            if excess <= 0:
+                break
+            count, dropped = queue.drop_oldest(int(min(size, excess)))
+            excess -= dropped
+            log.warning("bus: messages waiting for %s exceed the message storage limit of %.0f bytes: "
+                        "dropped the %d oldest (%d bytes)", queue.receiver, limit, count, dropped)

@@ -210,18 +210,44 @@ class WaitingQueue:
             self._consumed = min(position, self._base + self._size)
             os.pwrite(self._pos_fd, _POS.pack(self._consumed), 0)
             head = self._consumed - self._base
-            if not self._appending and head >= COMPACT_AFTER and self._size - head <= COMPACT_TAIL_MAX:
+            tail = self._size - head
+            # A short tail is cheap to copy; a long one is copied once the head is
+            # at least as long (each byte is then copied O(1) times overall).
+            if not self._appending and head >= COMPACT_AFTER and (tail <= COMPACT_TAIL_MAX or tail <= head):
                 self._compact(head)
+
+    def drop_oldest(self, nbytes: int) -> tuple[int, int]:
+        """Consume at least ``nbytes`` of the oldest waiting messages (the storage limit);
+        ``(messages, bytes)`` dropped."""
+        count = 0
+        start = position = self.consumed
+        while position - start < nbytes:
+            entries = self.read(position, 1024, 1 << 20)
+            if not entries:
+                break
+            for entry in entries:
+                position = entry.end
+                count += 1
+                if position - start >= nbytes:
+                    break
+        self.consume_to(position)
+        return count, position - start
 
     def _compact(self, head: int) -> None:
         """Copy the unconsumed tail to a new file whose base is the consumed position."""
         new_base = self._base + head
-        tail = os.pread(self._fd, self._size - head, head)
+        tail = self._size - head
         tmp = self._queue_path(new_base) + ".tmp"
         try:
             fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_TRUNC | getattr(os, "O_CLOEXEC", 0), 0o644)
             try:
-                os.write(fd, tail)
+                offset = head
+                while offset < self._size:   # in chunks: a long tail never sits in memory whole
+                    chunk = os.pread(self._fd, min(1 << 20, self._size - offset), offset)
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[os.write(fd, view):]
+                    offset += len(chunk)
                 os.fdatasync(fd)
             finally:
                 os.close(fd)
@@ -236,7 +262,7 @@ class WaitingQueue:
             return
         old_path = self._queue_path(self._base)
         os.close(self._fd)
-        self._fd, self._base, self._size = new_fd, new_base, len(tail)
+        self._fd, self._base, self._size = new_fd, new_base, tail
         os.unlink(old_path)
 
     def close(self) -> None:

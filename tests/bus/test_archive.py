@@ -263,3 +263,29 @@ def test_full_disk_is_a_clear_error_and_the_archive_stays_whole(tmp_path: str) -
     refused_ids = {line.split()[1] for line in refused}
     assert not (refused_ids & archived)   # nothing half-written: refused means absent
     assert not (refused_ids & {x.decode() for x in _delivered(directory, "rx2")})
+
+
+def test_waiting_messages_of_a_receiver_that_never_reads_are_bounded(
+    tmp_path: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    limit = 2_000_000
+    store = Store(str(tmp_path) + "/", limit_bytes=lambda: limit)
+    store.start()
+    try:
+        with caplog.at_level(logging.WARNING):
+            for n in range(12_000):
+                store.store(msg("pub", n, b"p" * 300), ["never-reads"])
+    finally:
+        store.stop()
+    assert "exceed the message storage limit" in caplog.text
+    q = WaitingQueue(waiting_dir(str(tmp_path) + "/"), "never-reads")
+    try:
+        assert q.waiting_bytes() <= limit
+        entries = q.read(q.consumed, 100_000, 1 << 30)
+        stamps = [m.decode(e.data).timestamp for e in entries]
+        assert stamps == list(range(stamps[0], 12_000)) and stamps[0] > 0   # the oldest went, in order
+        on_disk = sum(os.path.getsize(os.path.join(waiting_dir(str(tmp_path) + "/"), f))
+                      for f in os.listdir(waiting_dir(str(tmp_path) + "/")) if f.endswith(".q"))
+        assert on_disk <= 2 * limit   # compacted, not just skipped
+    finally:
+        q.close()
