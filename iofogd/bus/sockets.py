@@ -47,7 +47,7 @@ from iofogd.ws.frames import CLOSE_INTERNAL_ERROR, CLOSE_INVALID_DATA, CLOSE_POL
 
 TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
 if TYPE_CHECKING:
-    from typing import Callable, Deque, Dict, List, Optional, Protocol, Set, Union
+    from typing import Callable, Deque, Dict, List, Optional, Protocol, Set, Tuple, Union
 
     from iofogd.bus.message import IoMessage
     from iofogd.bus.waiting import Entry, WaitingQueue
@@ -137,6 +137,10 @@ class MessageSockets:
         self._receivers: Dict[str, _Receiver] = {}
         self._by_session: Dict[Session, _Receiver] = {}
         self._dirty: Set[str] = set()
+        # Stored socket publishes whose receipt is still to be sent (or whose error is
+        # to be told): the delivery thread sends them, so that the commit thread never
+        # waits on a socket.
+        self._receipts: Deque[Tuple[_Receiver, Session, IoMessage, Optional[ArchiveError]]] = collections.deque()
         self._wake = threading.Condition(self._lock)
 
     # -- registration -----------------------------------------------------------------------
@@ -204,9 +208,12 @@ class MessageSockets:
         next_tick = self._clock() + tick_every
         while not stop.is_set():
             with self._wake:
-                if not self._dirty:
+                if not self._dirty and not self._receipts:
                     self._wake.wait(max(0.0, min(tick_every, next_tick - self._clock())))
                 dirty, self._dirty = self._dirty, set()
+                receipts, self._receipts = self._receipts, collections.deque()
+            for receiver, session, published, error in receipts:
+                self._send_receipt(receiver, session, published, error)
             for receiver_id in dirty:
                 self._pump_safely(receiver_id)
             if self._clock() >= next_tick:
@@ -316,15 +323,9 @@ class MessageSockets:
             return
 
         def done(published: IoMessage, error: Optional[ArchiveError]) -> None:
-            if error is not None:
-                log.warning("message socket %s: message not stored: %s", receiver.id, error)
-                session.close(CLOSE_INTERNAL_ERROR, f"message not stored: {error.message}"[:120])
-                return
-            with receiver.lock:
-                # Recorded before sending: its ACK settles the receipt, not a message.
-                receiver.sent_order.append(_RECEIPT)
-                if not self._send(session, encode_receipt(published.id, published.timestamp)):
-                    receiver.sent_order.pop()
+            with self._wake:
+                self._receipts.append((receiver, session, published, error))
+                self._wake.notify()
 
         try:
             publisher.publish_async(iomessage, done)
@@ -332,6 +333,19 @@ class MessageSockets:
             session.close(CLOSE_INVALID_DATA, f"malformed message: {exc}"[:120])
         except ArchiveError as exc:
             done(iomessage, exc)
+
+    def _send_receipt(
+        self, receiver: _Receiver, session: Session, published: IoMessage, error: Optional[ArchiveError]
+    ) -> None:
+        if error is not None:
+            log.warning("message socket %s: message not stored: %s", receiver.id, error)
+            session.close(CLOSE_INTERNAL_ERROR, f"message not stored: {error.message}"[:120])
+            return
+        with receiver.lock:
+            # Recorded before sending: its ACK settles the receipt, not a message.
+            receiver.sent_order.append(_RECEIPT)
+            if not self._send(session, encode_receipt(published.id, published.timestamp)):
+                receiver.sent_order.pop()
 
     # -- resends --------------------------------------------------------------------------------------
 
