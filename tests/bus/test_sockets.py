@@ -305,3 +305,58 @@ def test_microservice_log(local: Local) -> None:
     assert status == 400 and answer["error"] == "Log message parsing error, no microservice with id nobody runs on this node"
     status, answer = local.post("/v2/log", {"id": RX, "type": "info"})
     assert (status, answer["error"]) == (400, "Log message parsing error, missing field message")
+
+
+# -- the production schedule, on a driven clock ------------------------------------------------------------
+
+
+class RecordingSession:
+    """Stands for a WebSocket session in a clock-driven test: records what the hub sends."""
+
+    def __init__(self) -> None:
+        self.path = "/v2/message/socket/id/rx"
+        self.sent: list[bytes] = []
+        self.closed: list[int] = []
+
+    def send_binary(self, data: bytes) -> None:
+        self.sent.append(data)
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        self.closed.append(code)
+
+
+def test_production_schedule_20s_then_every_10s_10_sends_then_1008(tmp_path: Any) -> None:
+    from iofogd.bus.sockets import MessageSockets
+    from iofogd.bus.waiting import WaitingQueue, encode_entry
+    from iofogd.ws.protocol import Message
+
+    queue = WaitingQueue(str(tmp_path), "rx")
+    queue.append(encode_entry(m.encode(m.IoMessage(publisher="tx", contentdata=b"x"))))
+    queue.sync()
+    queue.publish()
+    now = [1000.0]
+    hub = MessageSockets(lambda rid: queue, clock=lambda: now[0])
+    assert (hub.first_retry_after, hub.retry_every, hub.max_sends) == (20.0, 10.0, 10)   # the daemon's
+    session = RecordingSession()
+    hub.register("rx", session)   # type: ignore[arg-type]
+    sends_at = [0.0]
+    for t in range(1, 121):
+        now[0] = 1000.0 + t
+        before = len(session.sent)
+        hub.tick()
+        if len(session.sent) > before:
+            sends_at.append(float(t))
+        if session.closed:
+            closed_at = t
+            break
+    assert sends_at == [0.0, 20.0, 30.0, 40.0, 50.0, 60.0, 70.0, 80.0, 90.0, 100.0]
+    assert session.closed == [1008] and closed_at == 110
+    assert queue.consumed == 0 and not hub.is_open("rx")   # still waiting for the next consumer
+    # An ACK before the schedule runs out settles it: nothing more is sent.
+    session2 = RecordingSession()
+    hub.register("rx", session2)   # type: ignore[arg-type]
+    hub.on_message(session2, Message(b"\x0b"))   # type: ignore[arg-type]
+    now[0] += 100
+    hub.tick()
+    assert len(session2.sent) == 1 and queue.consumed == queue.end
+    queue.close()
