@@ -136,6 +136,7 @@ class MessageSockets:
         self._lock = threading.Lock()
         self._receivers: Dict[str, _Receiver] = {}
         self._by_session: Dict[Session, _Receiver] = {}
+        self._no_socket_lock = threading.RLock()
         self._dirty: Set[str] = set()
         # Stored socket publishes whose receipt is still to be sent (or whose error is
         # to be told): the delivery thread sends them, so that the commit thread never
@@ -146,15 +147,15 @@ class MessageSockets:
     # -- registration -----------------------------------------------------------------------
 
     def register(self, receiver_id: str, session: Session) -> None:
-        with self._lock:
+        with self._lock:   # then the receiver's lock: unregister cannot drop the entry meanwhile
             receiver = self._receivers.get(receiver_id)
             if receiver is None:
                 receiver = self._receivers[receiver_id] = _Receiver(receiver_id)
             self._by_session[session] = receiver
-        with receiver.lock:
-            receiver.sessions.append(session)
-            # A new newest socket: what the older one had not acknowledged goes to it.
-            receiver.reset()
+            with receiver.lock:
+                receiver.sessions.append(session)
+                # A new newest socket: what the older one had not acknowledged goes to it.
+                receiver.reset()
         log.debug("message socket opened for %s", receiver_id)
         self.pump(receiver_id)
 
@@ -169,7 +170,14 @@ class MessageSockets:
                 receiver.sessions.remove(session)
             if was_newest:
                 receiver.reset()
-        if was_newest:
+            last = not receiver.sessions
+        if last:
+            # Forgotten with its last socket: clients choose the ids, and an entry
+            # per id ever seen would grow without bound.
+            with self._lock:
+                if not receiver.sessions and self._receivers.get(receiver.id) is receiver:
+                    del self._receivers[receiver.id]
+        elif was_newest:
             self.pump(receiver.id)
 
     def is_open(self, receiver_id: str) -> bool:
@@ -188,12 +196,11 @@ class MessageSockets:
             return [f.sends for f in receiver.in_flight if not f.acked]
 
     def receiver_lock(self, receiver_id: str) -> threading.RLock:
-        """Held by /v2/messages/next while it reads and consumes, so it never races a socket."""
+        """Held by /v2/messages/next while it reads and consumes, so it never races a socket
+        (an id without a socket shares one lock: nothing to race with but another /next)."""
         with self._lock:
             receiver = self._receivers.get(receiver_id)
-            if receiver is None:
-                receiver = self._receivers[receiver_id] = _Receiver(receiver_id)
-            return receiver.lock
+            return self._no_socket_lock if receiver is None else receiver.lock
 
     # -- delivery -------------------------------------------------------------------------------
 
