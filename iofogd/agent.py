@@ -63,6 +63,8 @@ class ControllerPort:
         self._registries: list[dict[str, Any]] = []
         # Also told the Controller's microservice list: the message bus reads routes from it.
         self.microservice_listeners: list[Callable[[list[dict[str, Any]]], object]] = []
+        # Per-publisher counts and messages/s, from the message bus once it runs.
+        self.message_counts: Optional[Callable[[], tuple[list[dict[str, Any]], float]]] = None
 
     def controller_settings(self) -> ControllerSettings:
         c = self.store.current
@@ -95,6 +97,8 @@ class ControllerPort:
             "processedMessages": snap.messages_processed,
             "lastStatusTime": now_ms,
         }
+        if self.message_counts is not None:
+            facts["microserviceMessageCounts"], facts["messageSpeed"] = self.message_counts()
         with self._lock:
             facts["repositoryCount"] = len(self._registries)
         facts["microserviceStatus"] = self.microservices.statuses()

@@ -230,6 +230,7 @@ class Daemon:
         self._bus.logs = MicroserviceLogs(lambda: self.store.current.log_directory,
                                           lambda: self.store.current.iofog_uuid)
         port.microservice_listeners.append(self._bus.set_microservices)
+        port.message_counts = self._bus.message_counts
         log.info("message bus: archive in %s; receivers on other nodes: %s",
                  self._message_store.archive.directory, self._bus.status())
         self._spawn("bus-delivery", lambda: message_sockets.run(self.stop))

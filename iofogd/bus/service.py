@@ -26,7 +26,7 @@ from iofogd.bus.store import Store
 
 TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
 if TYPE_CHECKING:
-    from typing import Any, Callable, Iterable, List, Mapping, Optional, Sequence, Tuple
+    from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
     from iofogd.bus.logs import MicroserviceLogs
     from iofogd.bus.remote import RemoteDelivery
@@ -66,6 +66,8 @@ class MessageBus:
         self._routing = Routing()
         self._lock = threading.Lock()
         self.processed = 0
+        self._per_publisher: Dict[str, int] = {}
+        self._speed_mark: Tuple[float, int] = (time.monotonic(), 0)
         self.logs: Optional[MicroserviceLogs] = None   # POST /v2/log writes here (set by the daemon)
         sockets.publisher = self
         store.on_committed(sockets.notify)
@@ -91,6 +93,7 @@ class MessageBus:
         published = stamped(message, self._new_id(), self._clock_ms())
         with self._lock:
             self.processed += 1
+            self._per_publisher[published.publisher] = self._per_publisher.get(published.publisher, 0) + 1
             routing = self._routing
         self._count(1)
         if not routing.receivers(published.publisher):
@@ -167,3 +170,14 @@ class MessageBus:
 
     def status(self) -> str:
         return self.remote.status()
+
+    def message_counts(self) -> Tuple[List[Dict[str, Any]], float]:
+        """For the Controller's status (spec 6.6): ``[{"id","messagecount"}]`` per publisher, and
+        messages/s since the previous call."""
+        now = time.monotonic()
+        with self._lock:
+            counts = [{"id": p, "messagecount": n} for p, n in self._per_publisher.items()]
+            then, before = self._speed_mark
+            self._speed_mark = (now, self.processed)
+            speed = (self.processed - before) / (now - then) if now > then else 0.0
+        return counts, speed

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ast
 import base64
+import json
 import os
 import signal
 import struct
@@ -111,6 +112,15 @@ def test_sdk_rest_publish_then_next_and_query(node: Node) -> None:
     assert body["timeframeend"] == answer["timestamp"]
     status, _, report = node.daemon.request("GET", "/v2/status")
     assert report["messages-processed"] == "about 1"
+
+    def counted() -> bool:   # the Controller hears of it in the status (spec 6.6); its schema checks the types
+        for call in node.standin.recorded("PUT", "agent/status"):
+            body = call.body or {}
+            if json.loads(body.get("microserviceMessageCounts", "[]")) == [{"id": node.tx, "messagecount": 1}]:
+                return body["processedMessages"] == 1
+        return False
+
+    assert wait_until(counted, 20), node.daemon.log()
 
 
 def test_sdk_socket_publish_and_receive(node: Node) -> None:
