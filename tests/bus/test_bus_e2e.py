@@ -243,3 +243,35 @@ def test_kill_9_mid_burst_no_acknowledged_message_lost(node: Node, round_: int) 
     status, body = node.post("/v2/messages/query", {"id": node.rx, "timeframestart": 0,
                                                     "timeframeend": 2**53, "publishers": [node.tx]})
     assert status == 200 and set(acked) <= {x["id"] for x in body["messages"]}
+
+
+def test_sdk_rest_receive_calls_with_their_python3_bugs_patched_in_memory(
+    node: Node, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SDK's own next and query calls, as sdk-wire.md section 4.1 says they must be patched
+    (their request bodies are str where urllib needs bytes; their JSON decoder calls
+    ``str.encode`` on bytes): what they send and read is the SDK's own."""
+    import iofog.microservices.httpclient as httpclient
+    from iofog.microservices import util
+
+    real_post = util.make_post_request
+    monkeypatch.setattr(httpclient, "make_post_request",
+                        lambda url, kind, body: real_post(url, kind, body.encode() if isinstance(body, str) else body))
+
+    class Str(str):
+        """``str`` inside the SDK's iomessage module, except that ``str.encode(b)`` of bytes keeps them."""
+
+        @staticmethod
+        def encode(value: Any, *args: Any) -> bytes:  # type: ignore[override]
+            return bytes(value) if isinstance(value, (bytes, bytearray)) else str.encode(value, *args)
+
+    tx, rx = sdk_client(node, node.tx), sdk_client(node, node.rx)
+    sent = tx.post_message(sdk_message("through the SDK's own receive", seq=3))
+    monkeypatch.setattr(iomessage_module, "str", Str, raising=False)   # its decoder only: after sending
+    (got,) = rx.get_next_messages()
+    assert (got.id, got.timestamp, got.publisher, got.sequencenumber) == (sent["id"], sent["timestamp"], node.tx, 3)
+    assert got.contentdata == b"through the SDK's own receive"
+    assert rx.get_next_messages() == []
+    answer = rx.get_next_messages_from_publishers_within_timeframe(
+        {"timeframestart": sent["timestamp"], "timeframeend": sent["timestamp"], "publishers": [node.tx]})
+    assert answer["timeframeend"] == sent["timestamp"] and [m.id for m in answer["messages"]] == [sent["id"]]
