@@ -12,10 +12,10 @@ Java agent keeps its history: its files are read as they are.
 What we add, and why:
 
 - Crash safety.  Data is written before its index record, both are flushed to
-  disk (fdatasync) before anyone is told the message is stored, and a pair
-  reopened after a crash is cut back to its last whole record (a torn index
-  record, or one pointing past the data file, and the data behind the last
-  record).  A kill -9 loses only what nobody was told about.
+  disk (fdatasync) before anyone is told the message is stored, and the index
+  of a pair reopened after a crash is cut back to its last whole record (a
+  torn record, or one pointing past the data file).  A kill -9 loses only what
+  nobody was told about.
 - A full disk (ENOSPC, EDQUOT, EFBIG) cuts every file of the failed write back
   to its length before it, and raises :class:`ArchiveFull`: never a torn record.
 - The message storage limit (``disk_consumption_limit``, GB = 1e9 bytes, spec
@@ -96,29 +96,25 @@ class _OpenPair:
 
 
 def _valid_length(idx: bytes, data_size: int) -> int:
-    """How many bytes of an index are whole records that point inside the data."""
+    """How many bytes of an index are whole records that point inside the data.
+
+    Offsets must not go back; they need not be contiguous: the Java agent
+    counted string lengths in UTF-16 units, so a record with non-ASCII text
+    announces fewer data bytes than it has, and its successor's offset is
+    further on than its header says.
+    """
     good = 0
-    expected = 0
+    previous = 0
     for pos in range(0, len(idx) - RECORD_SIZE + 1, RECORD_SIZE):
         header = idx[pos : pos + HEADER_SIZE]
         if header[:2] != b"\x00\x04":
             break
         (offset,) = _OFFSET.unpack_from(idx, pos + HEADER_SIZE)
-        end = offset + data_length(header)
-        # Ours are contiguous; a Java file is too. Anything else is torn.
-        if offset != expected or end > data_size:
+        if offset < previous or offset + data_length(header) > data_size:
             break
-        expected = end
+        previous = offset
         good = pos + RECORD_SIZE
     return good
-
-
-def _data_end(idx: bytes) -> int:
-    if not idx:
-        return 0
-    last = idx[-RECORD_SIZE:]
-    (offset,) = _OFFSET.unpack_from(last, HEADER_SIZE)
-    return int(offset + data_length(last))
 
 
 class MessageArchive:
@@ -166,18 +162,16 @@ class MessageArchive:
             log.warning("archive: cannot read %s: %s", idx_path, exc)
             return
         good = _valid_length(idx, data_size)
-        data_end = _data_end(idx[:good])
-        if good != len(idx) or data_end != data_size:
-            log.warning(
-                "archive: %s ended with an incomplete write (index %d of %d bytes, data %d of %d); cut back",
-                pair_name(publisher, ts), good, len(idx), data_end, data_size,
-            )
+        if good != len(idx):
+            # Only the index is cut: the data file is left as it is (bytes behind its last
+            # record are never referenced; new records point past them), because a Java
+            # record with non-ASCII text looks shorter than it is (see _valid_length).
+            log.warning("archive: %s ended with an incomplete write (index %d of %d bytes); cut back",
+                        pair_name(publisher, ts), good, len(idx))
             os.truncate(idx_path, good)
-            with open(data_path, "ab") as f:
-                f.truncate(data_end)
-            self._usage -= (len(idx) - good) + max(0, data_size - data_end)
-        if good < REUSE_INDEX_BELOW and data_end < ROLL_OVER_BYTES:
-            self._open[publisher] = self._open_pair(publisher, ts, good, data_end)
+            self._usage -= len(idx) - good
+        if good < REUSE_INDEX_BELOW and data_size < ROLL_OVER_BYTES:
+            self._open[publisher] = self._open_pair(publisher, ts, good, data_size)
 
     def _open_pair(self, publisher: str, ts: int, idx_size: int, data_size: int) -> _OpenPair:
         idx_path, data_path = self._paths(publisher, ts)

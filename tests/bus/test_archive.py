@@ -73,6 +73,31 @@ def test_java_layout_files_load(tmp_path: str) -> None:
     archive.close()
 
 
+def test_java_records_with_non_ascii_text_are_kept(tmp_path: str) -> None:
+    """The Java agent counted UTF-16 units in the header and wrote UTF-8 (spec 3.3): such a
+    record looks shorter than it is. Reopening its pair must not cut anything."""
+    adir = archive_dir(str(tmp_path) + "/")
+    os.makedirs(adir)
+    idx, data = b"", b""
+    for n, infotype in enumerate(("caf\u00e9", "plain")):
+        # Written the Java way: infotype length in UTF-16 units, its bytes in UTF-8.
+        fields = m.IoMessage(id=f"{1000 + n:032x}", timestamp=1000 + n, publisher="pub", infotype=infotype,
+                             infoformat="f", contentdata=b"payload")
+        header, body = m.encode_parts(fields)
+        header = header[:23] + bytes((len(infotype),)) + header[24:]
+        idx += header + struct.pack(">Q", len(data))
+        data += body
+    open(os.path.join(adir, "pub_1000.idx"), "wb").write(idx)
+    open(os.path.join(adir, "pub_1000.iomsg"), "wb").write(data)
+    archive = MessageArchive(adir)
+    archive.load()
+    assert os.path.getsize(os.path.join(adir, "pub_1000.idx")) == len(idx)   # nothing cut
+    assert os.path.getsize(os.path.join(adir, "pub_1000.iomsg")) == len(data)
+    got = archive.query("pub", 0, 2000)
+    assert len(got) == 2 and got[1].infotype == "plain" and got[1].contentdata == b"payload"
+    archive.close()
+
+
 def test_roll_over(tmp_path: str) -> None:
     adir = archive_dir(str(tmp_path) + "/")
     archive = MessageArchive(adir)
