@@ -135,7 +135,10 @@ class BareRelay(socketserver.BaseRequestHandler):
         receiver = self.sockets.get(self.routes.get(publisher, ""))
         if receiver is not None:
             with self.lock:   # one writer at a time per receiver socket
-                receiver.sendall(_frame(payload))
+                try:
+                    receiver.sendall(_frame(payload))
+                except OSError:
+                    pass   # the receiver left (the end of a run): the message is dropped, as a relay would
 
     def _rest(self, sock: socket.socket, buffered: bytes) -> None:
         """Keep-alive POST /v2/messages/new: JSON in, binary out to the receiver, a JSON answer."""
@@ -252,9 +255,14 @@ def _rest_publisher(port: int, tx: str, stop: threading.Event, interval: float) 
         content = base64.b64encode(struct.pack(">q", time.perf_counter_ns()) + b"x" * 56).decode()
         body = json.dumps({"publisher": tx, "version": 4, "infotype": "bench", "infoformat": "ns",
                            "contentdata": content})
-        conn.request("POST", "/v2/messages/new", body, {"Content-Type": "application/json"})
-        resp = conn.getresponse()
-        resp.read()
+        try:
+            conn.request("POST", "/v2/messages/new", body, {"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            resp.read()
+        except (OSError, http.client.HTTPException):
+            if stop.is_set():
+                return
+            raise
         if resp.status != 200:
             raise RuntimeError(f"publish failed: {resp.status}")
     conn.close()
