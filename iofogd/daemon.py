@@ -49,15 +49,17 @@ from iofogd.system.status import Probe, ResourceSampler
 
 TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
 if TYPE_CHECKING:  # the modules of start-up phase 2 are imported there
-    from typing import Callable, Final, NoReturn, Optional, Sequence
+    from typing import Any, Callable, Final, NoReturn, Optional, Sequence
 
-    from iofogd.agent import Provisioning
+    from iofogd.agent import ControllerPort, Provisioning
     from iofogd.bus.service import MessageBus
     from iofogd.bus.store import Store
     from iofogd.controller.sync import ControllerSync
     from iofogd.http.api.sockets import SocketEndpoints
     from iofogd.system.microservices import Microservices
     from iofogd.ws.session import SessionRegistry
+
+    MessageSocketHook = Callable[[Any, str], None]
 
 log = logging.getLogger("iofogd")
 
@@ -128,6 +130,7 @@ class Daemon:
         self._sockets: Optional[SocketEndpoints] = None
         self._bus: Optional[MessageBus] = None
         self._message_store: Optional[Store] = None
+        self._bus_failure = ""
         self.app = App(
             paths=paths,
             config=store,
@@ -165,7 +168,8 @@ class Daemon:
 
     def bus(self) -> MessageBus:
         self.started.wait("the message bus")
-        assert self._bus is not None
+        if self._bus is None:
+            raise ServiceUnavailable(f"The message bus is not running: {self._bus_failure}")
         return self._bus
 
     def _engine_info(self) -> EngineInfo:
@@ -216,27 +220,8 @@ class Daemon:
         self.store.add_listener(lambda old, new: self.sync.config_changed())
         self._config_changed(microservices, cfg, self.store.current)   # a change made while building
         self._provisioning = Provisioning(self.store, port, self.sync)
-        # The message bus (issue 13): archive and waiting queues on disk, the
-        # message socket; routes come with the Controller's microservice list.
-        from iofogd.bus.logs import MicroserviceLogs
-        from iofogd.bus.service import MessageBus
-        from iofogd.bus.sockets import MessageSockets
-        from iofogd.bus.store import Store
-        from iofogd.http.api.message_socket import MessageSocketEndpoint
-        self._message_store = Store(cfg.disk_directory, lambda: self.store.current.disk_limit_gb * 1024 ** 3)
-        self._message_store.start()
-        message_sockets = MessageSockets(self._message_store.existing_queue)
-        self._bus = MessageBus(self._message_store, message_sockets, count=self.state.count_message)
-        self._bus.logs = MicroserviceLogs(lambda: self.store.current.log_directory,
-                                          lambda: self.store.current.iofog_uuid)
-        port.microservice_listeners.append(self._bus.set_microservices)
-        port.message_counts = self._bus.message_counts
-        log.info("message bus: archive in %s; receivers on other nodes: %s",
-                 self._message_store.archive.directory, self._bus.status())
-        self._spawn("bus-delivery", lambda: message_sockets.run(self.stop))
         self._sockets = SocketEndpoints(
-            self.control, self.sessions, SessionLimits(),
-            messages=MessageSocketEndpoint(message_sockets, self.sessions, SessionLimits()),
+            self.control, self.sessions, SessionLimits(), messages=self._build_bus(cfg.disk_directory, port),
         )
         self._spawn("control-retry", lambda: self.control.run(self.stop))
         self._spawn("microservices", lambda: microservices.run(self.stop, CONTAINER_MONITOR_FREQ))
@@ -248,6 +233,38 @@ class Daemon:
         # RUNNING before any waiting request goes on: everything is up.
         self.state.update(daemon_status=RUNNING)
         self.started.open()
+
+    def _build_bus(self, disk_directory: str, port: ControllerPort) -> MessageSocketHook:
+        """The message bus (issue 13): archive and waiting queues on disk, the message
+        socket; routes come with the Controller's microservice list. A bus that cannot
+        open its files leaves the rest of the daemon running; its endpoints answer 503."""
+        from iofogd.bus.logs import MicroserviceLogs
+        from iofogd.bus.service import MessageBus
+        from iofogd.bus.sockets import MessageSockets
+        from iofogd.bus.store import Store
+        from iofogd.http.api.message_socket import MessageSocketEndpoint
+        from iofogd.ws.session import SessionLimits
+        store = Store(disk_directory, lambda: self.store.current.disk_limit_gb * 1024 ** 3)
+        try:
+            store.start()
+        except (OSError, IofogdError) as exc:
+            self._bus_failure = f"cannot open the message archive in {store.archive.directory}: {exc}"
+            log.error("message bus not started: %s", self._bus_failure)
+
+            def refuse(handler: object, path: str) -> None:
+                raise ServiceUnavailable(f"The message bus is not running: {self._bus_failure}")
+            return refuse
+        self._message_store = store
+        sockets = MessageSockets(store.existing_queue)
+        self._bus = MessageBus(store, sockets, count=self.state.count_message)
+        self._bus.logs = MicroserviceLogs(lambda: self.store.current.log_directory,
+                                          lambda: self.store.current.iofog_uuid)
+        port.microservice_listeners.append(self._bus.set_microservices)
+        port.message_counts = self._bus.message_counts
+        log.info("message bus: archive in %s; receivers on other nodes: %s",
+                 store.archive.directory, self._bus.status())
+        self._spawn("bus-delivery", lambda: sockets.run(self.stop))
+        return MessageSocketEndpoint(sockets, self.sessions, SessionLimits())
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)

@@ -360,3 +360,24 @@ def test_production_schedule_20s_then_every_10s_10_sends_then_1008(tmp_path: Any
     hub.tick()
     assert len(session2.sent) == 1 and queue.consumed == queue.end
     queue.close()
+
+
+def test_a_bus_that_cannot_open_its_files_is_503_and_the_daemon_runs(tmp_path: Any) -> None:
+    from tests.daemon_process import RunningDaemon
+
+    root = os.path.join(str(tmp_path), "root")
+    os.makedirs(os.path.join(root, "var/lib/iofog-agent"))
+    with open(os.path.join(root, "var/lib/iofog-agent/messages"), "w") as f:
+        f.write("a file where the message directory should be")   # even root cannot mkdir under it
+    daemon = RunningDaemon(root).start()
+    try:
+        status, _, answer = daemon.request("POST", "/v2/messages/new", GOOD, token=None)
+        assert status == 503 and answer["error"].startswith("The message bus is not running: cannot open")
+        status, _, report = daemon.request("GET", "/v2/status")
+        assert status == 200 and report["iofog-daemon"] == "RUNNING"
+        with pytest.raises(websocket.WebSocketBadStatusException) as excinfo:
+            websocket.create_connection(f"ws://127.0.0.1:{daemon.port}/v2/message/socket/id/{RX}", timeout=10)
+        assert excinfo.value.status_code == 503
+        assert "message bus not started" in daemon.log()
+    finally:
+        daemon.stop()
