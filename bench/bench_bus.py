@@ -47,7 +47,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import websocket  # websocket-client (a test dependency)
 
 from iofogd.bus import message as m
-from tests.controller_standin import USER_TOKEN, ControllerStandIn, wait_until
+from tests.controller.standin import USER_TOKEN, ControllerStandIn, wait_until
 from tests.daemon_process import RunningDaemon
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"

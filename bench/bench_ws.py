@@ -1,171 +1,503 @@
-"""Echo round trips per second and latency: iofogd.ws against a bare RFC 6455 echo loop.
+"""WebSocket figures: echo round trips against a bare framer, and the daemon under socket load.
 
-    .venv/bin/python -m bench.bench_ws [--seconds 1.0] [--runs 5] [--size 32]
+    .venv/bin/python bench/bench_ws.py [--runs 5] [--seconds 2] [--size 32] [--only echo|load|fragments]
 
-Both servers run in this process on 127.0.0.1: the conformance echo server
-(ThreadingHTTPServer + iofogd.ws.session, the daemon's code path) and, as the
-baseline, a minimal thread-per-connection echo loop written below with no
-validation at all.  The clients run in a child process (so that they do not
-share the servers' GIL), each one sending a masked binary message and waiting
-for its echo, in a loop.  For 1 and 32 clients it prints the median over
-``--runs`` runs of round trips/s and p50/p99 latency, and the ratio
-ours/baseline.  It prints figures and never fails on them.
+Echo: each server runs ALONE in its own process while it is measured (started,
+loaded, stopped; then the next), the load comes from a third process, and the
+figure is the median of ``--runs`` runs, with the ratio ours / baseline.
+
+- ours: :mod:`iofogd.ws.echo`: a ThreadingHTTPServer with TCP_NODELAY that
+  takes the daemon's upgrade steps (the pure handshake, the 101 in one write,
+  :func:`~iofogd.ws.session.read_buffered`) and runs the daemon's
+  :class:`~iofogd.ws.session.WebSocketSession`;
+- baseline: a bare thread-per-connection framer written below the way a
+  competent engineer writes one with the standard library: TCP_NODELAY on the
+  accepted socket, a read buffer, one ``sendall`` per frame, no validation;
+- the load client: one process, one thread, every connection non-blocking in an
+  epoll selector; each connection sends one masked message, waits for its echo
+  and sends the next. Every round trip is timed on its own and p99/max are
+  printed, so a 40 ms delayed-ACK stall cannot hide in an average.
+
+Load (issue 11): the daemon started as ``python -m iofogd`` on a throwaway root,
+300 control sockets held open (each sending an SDK ping every second), 32 REST clients
+looping on GET /v2/status, and a probe timing GET /v2/version: p50/p99/max of the
+probe and the daemon's peak RSS.
+
+Fragments (issue 12): the same daemon, 60 connections each sending one binary
+message in 2-byte fragments that never ends (reconnecting when the daemon cuts
+them off), while the probe times /v2/version: p99 and the daemon's peak RSS.
+
+It prints figures and never fails on them. On a shared machine they are noisy.
 """
 from __future__ import annotations
 
 import argparse
 import base64
 import hashlib
+import http.client
 import multiprocessing
 import os
+import selectors
+import shutil
 import socket
 import socketserver
 import statistics
 import struct
+import subprocess
+import sys
+import tempfile
 import threading
 import time
-from typing import List, Tuple
 
-from tests.conformance.echo_server import serve, stop
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Callable, Dict, List, Optional, Tuple
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
 
-# -- the baseline: a bare echo loop ------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        if not chunk:
-            raise EOFError
-        data += chunk
-    return data
+def wait_listening(port: int, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.5).close()
+            return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError(f"nothing listens on {port}")
 
 
-class BareEcho(socketserver.BaseRequestHandler):
-    """Handshake by string search, then echo frames: no checks, no limits, no pings."""
+# -- the baseline: a bare thread-per-connection framer -------------------------------------
+
+
+class BareFramer(socketserver.BaseRequestHandler):
+    """Handshake by string search, then echo frames: TCP_NODELAY, one write per frame."""
 
     def handle(self) -> None:
         sock: socket.socket = self.request
-        head = b""
-        while b"\r\n\r\n" not in head:
-            head += sock.recv(4096)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return
+            buf += chunk
+        head, buf = buf.split(b"\r\n\r\n", 1)
         key = head.split(b"Sec-WebSocket-Key: ", 1)[1].split(b"\r\n", 1)[0]
         accept = base64.b64encode(hashlib.sha1(key + GUID).digest())
         sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                      b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
         try:
             while True:
-                b0, b1 = _recv_exact(sock, 2)
-                n = b1 & 0x7F
-                if n == 126:
-                    (n,) = struct.unpack("!H", _recv_exact(sock, 2))
-                elif n == 127:
-                    (n,) = struct.unpack("!Q", _recv_exact(sock, 8))
-                mask = _recv_exact(sock, 4)
-                data = _recv_exact(sock, n)
-                key = (mask * (n // 4 + 1))[:n]
-                payload = (int.from_bytes(data, "big") ^ int.from_bytes(key, "big")).to_bytes(n, "big")
-                if b0 & 0x0F == 0x8:
-                    sock.sendall(bytes((0x88, len(payload))) + payload)
+                while True:  # parse every whole frame in the buffer
+                    if len(buf) < 6:
+                        break
+                    b0, b1 = buf[0], buf[1]
+                    n = b1 & 0x7F
+                    pos = 2
+                    if n == 126:
+                        (n,) = struct.unpack_from("!H", buf, 2)
+                        pos = 4
+                    elif n == 127:
+                        (n,) = struct.unpack_from("!Q", buf, 2)
+                        pos = 10
+                    if len(buf) < pos + 4 + n:
+                        break
+                    mask = buf[pos:pos + 4]
+                    data = buf[pos + 4:pos + 4 + n]
+                    buf = buf[pos + 4 + n:]
+                    key4 = (mask * (n // 4 + 1))[:n]
+                    payload = (int.from_bytes(data, "big") ^ int.from_bytes(key4, "big")).to_bytes(n, "big")
+                    op = b0 & 0x0F
+                    if op == 0x8:
+                        sock.sendall(bytes((0x88, len(payload))) + payload)
+                        return
+                    if op == 0x9:
+                        op = 0xA
+                    head2 = bytes((0x80 | op, n)) if n < 126 else (
+                        struct.pack("!BBH", 0x80 | op, 126, n) if n < 65536 else struct.pack("!BBQ", 0x80 | op, 127, n))
+                    sock.sendall(head2 + payload)
+                chunk = sock.recv(65536)
+                if not chunk:
                     return
-                head = bytes((b0, n)) if n < 126 else bytes((b0, 126)) + struct.pack("!H", n)
-                sock.sendall(head + payload)
-        except (EOFError, OSError):
+                buf += chunk
+        except OSError:
             pass
 
 
 class BareServer(socketserver.ThreadingTCPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128
 
 
-# -- the clients (child process) ----------------------------------------------------------
+def run_bare(port: int) -> None:
+    server = BareServer(("127.0.0.1", port), BareFramer)
+    server.serve_forever()
 
 
-def _client(port: int, size: int, seconds: float, start: threading.Barrier, out: List[float]) -> None:
-    sock = socket.create_connection(("127.0.0.1", port))
+def run_ours(port: int) -> None:
+    from iofogd.ws.echo import EchoServer
+    import logging
+    logging.basicConfig(level=logging.WARNING)
+    EchoServer(("127.0.0.1", port)).serve_forever()
+
+
+# -- the load client --------------------------------------------------------------------
+
+
+def handshake(port: int, path: str = "/bench") -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=30)
     sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     key = base64.b64encode(os.urandom(16))
-    sock.sendall(b"GET /bench HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-                 b"Sec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n\r\n")
+    sock.sendall(b"GET " + path.encode() + b" HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n"
+                 b"Connection: Upgrade\r\nSec-WebSocket-Key: " + key + b"\r\nSec-WebSocket-Version: 13\r\n\r\n")
     head = b""
     while b"\r\n\r\n" not in head:
-        head += sock.recv(4096)
+        chunk = sock.recv(4096)
+        if not chunk:
+            raise ConnectionError("closed during the handshake")
+        head += chunk
+    if not head.startswith(b"HTTP/1.1 101"):
+        raise ConnectionError(head.split(b"\r\n", 1)[0].decode(errors="replace"))
+    return sock
+
+
+def client_frame(opcode: int, payload: bytes, fin: bool = True) -> bytes:
     mask = os.urandom(4)
-    payload = os.urandom(size)
-    masked = bytes(c ^ mask[i % 4] for i, c in enumerate(payload))
-    frame = (bytes((0x82, 0x80 | size)) if size < 126 else bytes((0x82, 0xFE)) + struct.pack("!H", size)) + mask + masked
-    reply_len = len(frame) - 4
-    start.wait()
+    n = len(payload)
+    b0 = (0x80 if fin else 0) | opcode
+    head = bytes((b0, 0x80 | n)) if n < 126 else struct.pack("!BBH", b0, 0xFE, n)
+    key = (mask * (n // 4 + 1))[:n]
+    return head + mask + bytes(a ^ b for a, b in zip(payload, key))
+
+
+def echo_load(port: int, clients: int, size: int, seconds: float,
+              out: "multiprocessing.Queue[Tuple[int, List[float]]]") -> None:
+    """Closed-loop echo clients in one epoll loop; puts (round trips, latencies)."""
+    frame = client_frame(0x2, os.urandom(size))
+    reply = len(frame) - 4
+    sel = selectors.DefaultSelector()
+    socks = [handshake(port) for _ in range(clients)]
+    state: Dict[socket.socket, List[float]] = {}
+    latencies: List[float] = []
     deadline = time.perf_counter() + seconds
-    while True:
+    for s in socks:
+        s.setblocking(False)
+        sel.register(s, selectors.EVENT_READ)
+        state[s] = [0.0, 0.0]  # [bytes received of the current reply, send time]
+    for s in socks:
+        state[s][1] = time.perf_counter()
+        s.send(frame)
+    while time.perf_counter() < deadline:
+        for key, _ in sel.select(1.0):
+            s = key.fileobj  # type: ignore[assignment]
+            try:
+                data = s.recv(65536)  # type: ignore[union-attr]
+            except BlockingIOError:
+                continue
+            st = state[s]  # type: ignore[index]
+            st[0] += len(data)
+            if st[0] >= reply:
+                now = time.perf_counter()
+                latencies.append(now - st[1])
+                st[0] -= reply
+                st[1] = now
+                s.send(frame)  # type: ignore[union-attr]
+    for s in socks:
+        s.close()
+    out.put((len(latencies), latencies))
+
+
+def percentile(sorted_values: List[float], p: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * p))]
+
+
+def measure_echo(target: Callable[[int], None], clients: int, size: int, seconds: float) -> Tuple[float, float, float]:
+    """Start ``target`` alone in a process, load it, stop it: (round trips/s, p99 ms, max ms)."""
+    ctx = multiprocessing.get_context("spawn")
+    port = free_port()
+    server = ctx.Process(target=target, args=(port,), daemon=True)
+    server.start()
+    try:
+        wait_listening(port)
+        queue: "multiprocessing.Queue[Tuple[int, List[float]]]" = ctx.Queue()
+        loader = ctx.Process(target=echo_load, args=(port, clients, size, seconds, queue))
+        loader.start()
+        count, latencies = queue.get(timeout=seconds + 60)
+        loader.join()
+    finally:
+        server.terminate()
+        server.join(10)
+    latencies.sort()
+    return count / seconds, percentile(latencies, 0.99) * 1000, latencies[-1] * 1000 if latencies else 0.0
+
+
+def bench_echo(args: argparse.Namespace) -> None:
+    targets: Dict[str, Callable[[int], None]] = {"iofogd.ws": run_ours, "bare": run_bare}
+    print(f"echo of {args.size}-byte binary messages; median of {args.runs} runs of {args.seconds:.1f}s, "
+          "each server alone")
+    print(f"{'server':<10} {'clients':>7} {'round trips/s':>14} {'p99 ms':>8} {'max ms':>8}")
+    for clients in (1, 32):
+        results: Dict[str, List[Tuple[float, float, float]]] = {name: [] for name in targets}
+        for _ in range(args.runs):  # interleaved, so that a noisy minute hits both
+            for name, target in targets.items():
+                results[name].append(measure_echo(target, clients, args.size, args.seconds))
+        rates = {}
+        for name, runs in results.items():
+            rate = statistics.median(r[0] for r in runs)
+            rates[name] = rate
+            print(f"{name:<10} {clients:>7} {rate:>14.0f} {statistics.median(r[1] for r in runs):>8.2f} "
+                  f"{statistics.median(r[2] for r in runs):>8.2f}")
+        print(f"{'ratio':<10} {clients:>7} iofogd.ws / bare = {rates['iofogd.ws'] / rates['bare']:.2f}")
+
+
+# -- the daemon under load ----------------------------------------------------------------
+
+
+class Daemon:
+    """``python -m iofogd`` on a throwaway root, loopback only."""
+
+    def __init__(self) -> None:
+        self.root = tempfile.mkdtemp(prefix="bench-ws-")
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "iofogd", "--root", self.root, "--address", "127.0.0.1",
+             "--port", str(self.port)],
+            cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        token_path = os.path.join(self.root, "etc/iofog-agent/local-api")
+        deadline = time.monotonic() + 30
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError("iofogd exited during start-up")
+            try:
+                with open(token_path) as f:
+                    self.token = f.read().strip()
+                if self.token and self.get("/v2/status")[0] == 200:
+                    break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("iofogd did not start")
+            time.sleep(0.05)
+
+    def get(self, path: str) -> Tuple[int, float]:
+        """(status, seconds) of one GET on a fresh connection."""
         t0 = time.perf_counter()
-        if t0 >= deadline:
-            break
-        sock.sendall(frame)
-        _recv_exact(sock, reply_len)
-        out.append(time.perf_counter() - t0)
-    sock.sendall(b"\x88\x82" + mask + bytes(a ^ b for a, b in zip(b"\x03\xe8", mask)))
-    sock.close()
+        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
+        try:
+            conn.request("GET", path, headers={"Authorization": self.token})
+            response = conn.getresponse()
+            response.read()
+            return response.status, time.perf_counter() - t0
+        finally:
+            conn.close()
+
+    def peak_rss_mib(self) -> float:
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        shutil.rmtree(self.root, ignore_errors=True)
 
 
-def _run_clients(port: int, clients: int, size: int, seconds: float, queue: "multiprocessing.Queue[Tuple[int, List[float]]]") -> None:
-    start = threading.Barrier(clients)
-    results: List[List[float]] = [[] for _ in range(clients)]
-    threads = [threading.Thread(target=_client, args=(port, size, seconds, start, results[i])) for i in range(clients)]
+def hold_control_sockets(port: int, count: int, ready: "multiprocessing.Event", stop: "multiprocessing.Event") -> None:
+    """Open ``count`` control sockets (one id each) and keep them busy: a ping from each one
+    every second, and an answer to the daemon's pings."""
+    socks = [handshake(port, f"/v2/control/socket/id/bench-{i}") for i in range(count)]
+    sel = selectors.DefaultSelector()
+    for s in socks:
+        s.setblocking(False)
+        sel.register(s, selectors.EVENT_READ)
+    ready.set()
+    pong = client_frame(0xA, b"\x0a")
+    ping = client_frame(0x9, b"\x09")   # each socket pings once a second, as the SDKs keep alive
+    next_ping = time.monotonic()
+    while not stop.is_set():
+        if time.monotonic() >= next_ping:
+            next_ping += 1.0
+            for s in socks:
+                try:
+                    s.send(ping)
+                except OSError:
+                    pass
+        for key, _ in sel.select(0.05):
+            s = key.fileobj
+            try:
+                data = s.recv(4096)  # type: ignore[union-attr]
+            except (BlockingIOError, ConnectionError):
+                continue
+            if not data:
+                sel.unregister(s)
+                continue
+            if data[:1] == b"\x89":  # a ping from the daemon's keepalive
+                s.send(pong)  # type: ignore[union-attr]
+    for s in socks:
+        s.close()
+
+
+def rest_load(port: int, token: str, stop: "multiprocessing.Event") -> None:
+    """A keep-alive client looping on GET /v2/status until ``stop``."""
+    request = f"GET /v2/status HTTP/1.1\r\nHost: x\r\nAuthorization: {token}\r\n\r\n".encode()
+    while not stop.is_set():
+        try:
+            conn = socket.create_connection(("127.0.0.1", port), timeout=10)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            reader = conn.makefile("rb")
+            while not stop.is_set():
+                conn.sendall(request)
+                length = 0
+                status = reader.readline()
+                if not status:
+                    break
+                while True:
+                    line = reader.readline()
+                    if line in (b"\r\n", b""):
+                        break
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                reader.read(length)
+            conn.close()
+        except OSError:
+            time.sleep(0.01)
+
+
+def rest_clients(port: int, token: str, clients: int, stop: "multiprocessing.Event") -> None:
+    threads = [threading.Thread(target=rest_load, args=(port, token, stop)) for _ in range(clients)]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    latencies = [x for r in results for x in r]
-    queue.put((len(latencies), latencies))
 
 
-def measure(port: int, clients: int, size: int, seconds: float) -> Tuple[float, float, float]:
-    """(round trips/s, p50 ms, p99 ms) of one run."""
-    ctx = multiprocessing.get_context("spawn")
-    queue: "multiprocessing.Queue[Tuple[int, List[float]]]" = ctx.Queue()
-    proc = ctx.Process(target=_run_clients, args=(port, clients, size, seconds, queue))
-    proc.start()
-    count, latencies = queue.get(timeout=seconds + 60)
-    proc.join()
+def fragment_attack(port: int, connections: int, stop: "multiprocessing.Event") -> None:
+    """``connections`` sockets sending one never-ending binary message in 2-byte fragments."""
+    first = client_frame(0x2, b"ab", fin=False)
+    more = client_frame(0x0, b"cd", fin=False) * 256  # 512 fragments per write
+    socks: List[Optional[socket.socket]] = [None] * connections
+    while not stop.is_set():
+        for i in range(connections):
+            s = socks[i]
+            try:
+                if s is None:
+                    s = socks[i] = handshake(port, f"/v2/control/socket/id/attacker-{i}")
+                    s.setblocking(False)
+                    s.send(first)
+                s.send(more)
+            except BlockingIOError:
+                pass
+            except OSError:
+                if s is not None:
+                    s.close()
+                socks[i] = None
+        time.sleep(0.001)
+    for s in socks:
+        if s is not None:
+            s.close()
+
+
+def probe(daemon: Daemon, seconds: float) -> Tuple[List[float], int]:
+    """Time GET /v2/version every 20 ms for ``seconds``: (latencies, non-200 answers)."""
+    latencies: List[float] = []
+    failed = 0
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            status, elapsed = daemon.get("/v2/version")
+        except OSError:
+            status, elapsed = 0, 10.0
+        latencies.append(elapsed)
+        failed += status != 200
+        time.sleep(0.02)
     latencies.sort()
-    p50 = latencies[len(latencies) // 2] * 1000
-    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
-    return count / seconds, p50, p99
+    return latencies, failed
+
+
+def report_probe(name: str, latencies: List[float], failed: int, rss: float, aims: str) -> None:
+    print(f"{name}: /v2/version p50 {percentile(latencies, 0.5) * 1000:.1f} ms, "
+          f"p99 {percentile(latencies, 0.99) * 1000:.1f} ms, max {latencies[-1] * 1000:.1f} ms, "
+          f"{failed} of {len(latencies)} not 200; daemon peak RSS {rss:.1f} MiB   ({aims})")
+
+
+def bench_load(args: argparse.Namespace) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    daemon = Daemon()
+    stop = ctx.Event()
+    ready = ctx.Event()
+    procs = []
+    try:
+        holder = ctx.Process(target=hold_control_sockets, args=(daemon.port, args.sockets, ready, stop))
+        holder.start()
+        procs.append(holder)
+        if not ready.wait(60):
+            raise RuntimeError("the 300 control sockets did not open")
+        rest = ctx.Process(target=rest_clients, args=(daemon.port, daemon.token, args.rest_clients, stop))
+        rest.start()
+        procs.append(rest)
+        time.sleep(0.5)
+        latencies, failed = probe(daemon, args.seconds * 3)
+        report_probe(f"{args.sockets} control sockets + {args.rest_clients} REST clients", latencies, failed, daemon.peak_rss_mib(),
+                     "aim: p99 < 20 ms, RSS < 40 MiB")
+    finally:
+        stop.set()
+        for p in procs:
+            p.join(30)
+        daemon.stop()
+
+
+def bench_fragments(args: argparse.Namespace) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    daemon = Daemon()
+    stop = ctx.Event()
+    attacker = ctx.Process(target=fragment_attack, args=(daemon.port, 60, stop))
+    try:
+        attacker.start()
+        time.sleep(1.0)
+        latencies, failed = probe(daemon, args.seconds * 3)
+        report_probe("60 connections of 2-byte fragments", latencies, failed, daemon.peak_rss_mib(),
+                     "aim: p99 < 100 ms, RSS < 64 MiB")
+    finally:
+        stop.set()
+        attacker.join(30)
+        daemon.stop()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description="WebSocket echo benchmark")
-    parser.add_argument("--seconds", type=float, default=1.0)
+    parser = argparse.ArgumentParser(description="WebSocket benchmarks")
+    parser.add_argument("--seconds", type=float, default=2.0)
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--size", type=int, default=32, help="message size in bytes (< 65536)")
+    parser.add_argument("--only", choices=("echo", "load", "fragments"))
+    parser.add_argument("--sockets", type=int, default=300, help="control sockets held open in the load case")
+    parser.add_argument("--rest-clients", type=int, default=32, help="busy REST clients in the load case")
     args = parser.parse_args()
-
-    ours, _ = serve(0)
-    bare = BareServer(("127.0.0.1", 0), BareEcho)
-    threading.Thread(target=bare.serve_forever, args=(0.05,), daemon=True).start()
-    targets = {"iofogd.ws": ours.server_address[1], "bare loop": bare.server_address[1]}
-    print(f"echo of {args.size}-byte binary messages, median of {args.runs} runs of {args.seconds:.1f}s")
-    print(f"{'server':<10} {'clients':>7} {'round trips/s':>14} {'p50 ms':>8} {'p99 ms':>8}")
-    try:
-        for clients in (1, 32):
-            rates = {}
-            for name, port in targets.items():
-                runs = [measure(port, clients, args.size, args.seconds) for _ in range(args.runs)]
-                rate = statistics.median(r[0] for r in runs)
-                p50 = statistics.median(r[1] for r in runs)
-                p99 = statistics.median(r[2] for r in runs)
-                rates[name] = rate
-                print(f"{name:<10} {clients:>7} {rate:>14.0f} {p50:>8.3f} {p99:>8.3f}")
-            print(f"{'':<10} {clients:>7} ratio iofogd.ws / bare loop = {rates['iofogd.ws'] / rates['bare loop']:.2f}")
-    finally:
-        stop(ours)
-        bare.shutdown()
-        bare.server_close()
+    if args.only in (None, "echo"):
+        bench_echo(args)
+    if args.only in (None, "load"):
+        bench_load(args)
+    if args.only in (None, "fragments"):
+        bench_fragments(args)
 
 
 if __name__ == "__main__":

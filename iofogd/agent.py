@@ -2,8 +2,15 @@
 
 :class:`ControllerPort` implements :class:`iofogd.controller.sync.AgentPort`
 over the daemon's own parts (config store, state, sampler, network watcher,
-microservices), and :class:`Provisioning` implements the App's provisioner.
-daemon.py builds both; nothing here builds anything.
+microservices, the control sockets' hub), and :class:`Provisioning` is the
+App's provisioning (iofogd/app.py ``Phase2``). daemon.py builds both; nothing
+here builds anything.
+
+Two kinds of configuration pass through here, named apart: the agent's own
+config (config.xml options: :meth:`ControllerPort.agent_config_body`,
+:meth:`ControllerPort.apply_agent_config`) and each microservice's
+configuration string (``apply_microservices``), which reaches that
+microservice's control socket as 0x0C (spec 2.5) straight from here.
 """
 from __future__ import annotations
 
@@ -12,21 +19,26 @@ import os
 import threading
 import time
 
-from iofogd.config import ConfigStore
+from iofogd.config.store import ConfigStore
+from iofogd.controller.agentconfig import agent_config_body, apply_agent_config
 from iofogd.controller.client import ControllerClient
 from iofogd.controller.provision import deprovision as tell_deprovision
 from iofogd.controller.provision import provision as ask_provision
 from iofogd.controller.sync import ControllerSettings, ControllerSync
 from iofogd.errors import ConfigError, IofogdError, ProvisionError
-from iofogd.reports import MIB, NetworkInfo
 from iofogd.state import CONTROLLER_NOT_PROVISIONED, CONTROLLER_OK, AgentState
+from iofogd.system.network import NetworkWatcher
 from iofogd.system.status import ResourceSampler
 
 TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
 if TYPE_CHECKING:
     from typing import Any, Callable, Optional, Protocol
 
+    from iofogd.ws.control import ControlHub
+
 log = logging.getLogger(__name__)
+
+MIB = 1024 * 1024   # the status report to the Controller counts memory and disk in MiB
 
 # Provisioning is a user action: give the Controller more time than a sync call.
 PROVISION_TIMEOUTS = (10.0, 30.0)
@@ -42,29 +54,35 @@ if TYPE_CHECKING:
         def stop_all(self) -> None: ...
         def prune_unused(self) -> int: ...
 
+    class BusPort(Protocol):
+        """What the Controller side needs of the message bus (bus/service.py)."""
+
+        def set_microservices(self, items: list[dict[str, Any]]) -> None: ...   # routes, isConsumer
+        def message_counts(self) -> tuple[list[dict[str, Any]], float]: ...
+
 
 class ControllerPort:
     """The AgentPort of the sync loops (see iofogd.controller.sync)."""
 
     def __init__(self, store: ConfigStore, state: AgentState, sampler: ResourceSampler,
-                 network: Callable[[], NetworkInfo], microservices: MicroserviceLayer,
-                 clock: Callable[[], float] = time.time) -> None:
+                 network: NetworkWatcher, microservices: MicroserviceLayer, control: ControlHub,
+                 clock: Callable[[], float] = time.time, bus: Optional[BusPort] = None) -> None:
         self.store = store
         self.state = state
         self.sampler = sampler
         self.network = network
         self.microservices = microservices
+        self.control = control
         self.clock = clock
+        # The message bus reads routes and isConsumer from the Controller's microservice
+        # list and reports per-publisher counts; None when it is not running.
+        self.bus = bus
         self._lock = threading.Lock()
         # None until the Controller (or the offline cache) gave a list: the registries
         # come first in a changes cycle, and an empty list would tell the reconciler to
         # remove every container a restarted daemon is about to adopt (spec 7.3).
         self._microservices: Optional[list[dict[str, Any]]] = None
         self._registries: list[dict[str, Any]] = []
-        # Also told the Controller's microservice list: the message bus reads routes from it.
-        self.microservice_listeners: list[Callable[[list[dict[str, Any]]], object]] = []
-        # Per-publisher counts and messages/s, from the message bus once it runs.
-        self.message_counts: Optional[Callable[[], tuple[list[dict[str, Any]], float]]] = None
 
     def controller_settings(self) -> ControllerSettings:
         c = self.store.current
@@ -93,31 +111,30 @@ class ControllerPort:
             "systemAvailableDisk": res.disk_available_bytes,
             "systemAvailableMemory": res.memory_available_bytes,
             "systemTotalCpu": res.system_cpu_percent,
-            "ipAddress": self.network().address or "",
+            "ipAddress": self.network.current().address or "",
             "processedMessages": snap.messages_processed,
             "lastStatusTime": now_ms,
         }
-        if self.message_counts is not None:
-            facts["microserviceMessageCounts"], facts["messageSpeed"] = self.message_counts()
+        if self.bus is not None:
+            facts["microserviceMessageCounts"], facts["messageSpeed"] = self.bus.message_counts()
         with self._lock:
             facts["repositoryCount"] = len(self._registries)
         facts["microserviceStatus"] = self.microservices.statuses()
         return facts
 
-    def controller_config(self) -> dict[str, Any]:
-        return dict(self.store.controller_view(self.network().interface))
+    def agent_config_body(self) -> dict[str, Any]:
+        return agent_config_body(self.store.current, self.network.current().interface)
 
-    def apply_controller_config(self, cfg: dict[str, Any]) -> None:
-        report = self.store.apply_controller(cfg)
+    def apply_agent_config(self, body: dict[str, Any]) -> None:
+        report = apply_agent_config(self.store, body)   # origin: the Controller, not PATCHed back
         for flag, message in report.errors:
             log.warning("controller config -%s refused: %s", flag, message)
 
     def apply_microservices(self, microservices: list[dict[str, Any]]) -> None:
         configs = {str(m["uuid"]): str(m.get("config") or "") for m in microservices if m.get("uuid")}
-        # New or changed configs reach the microservices' control sockets as 0x0C.
-        self.state.set_microservice_configs(configs)
-        for listener in self.microservice_listeners:
-            listener(microservices)
+        self.set_microservice_configs(configs)
+        if self.bus is not None:
+            self.bus.set_microservices(microservices)
         with self._lock:
             self._microservices = list(microservices)
             registries = list(self._registries)
@@ -130,8 +147,23 @@ class ControllerPort:
         if microservices is not None:
             self.microservices.set_desired(list(microservices), registries)
 
+    def set_microservice_configs(self, configs: dict[str, str]) -> list[str]:
+        """Store each microservice's configuration; a new or changed one reaches that
+        microservice's control sockets as 0x0C (spec 2.5). Returns the changed ids."""
+        changed = self.state.set_microservice_configs(configs)
+        for microservice_id in changed:
+            self.control.signal_config(microservice_id)
+        return changed
+
     def apply_edge_resources(self, resources: list[dict[str, Any]]) -> None:
-        self.state.set_edge_resources(resources)
+        self.set_edge_resources(resources)
+
+    def set_edge_resources(self, resources: list[Any]) -> bool:
+        """Store the edge resources; when they changed, 0x0F to every control socket (spec 2.5)."""
+        changed = self.state.set_edge_resources(resources)
+        if changed:
+            self.control.signal_edge_resources()
+        return changed
 
     def prune(self) -> int:
         return self.microservices.prune_unused()
@@ -144,9 +176,9 @@ class ControllerPort:
         log.warning("deprovisioning locally: %s", reason)
         with self._lock:
             self._microservices = None   # the next node's list is not known yet
-        self.state.set_microservice_configs({})
-        for listener in self.microservice_listeners:
-            listener([])
+        self.set_microservice_configs({})
+        if self.bus is not None:
+            self.bus.set_microservices([])
         self.state.update(controller_status=CONTROLLER_NOT_PROVISIONED)
         # Before the identity is cleared: the containers to stop carry the old
         # uuid as their label (spec 6.3). Waiting for them here fixes upstream's

@@ -15,8 +15,9 @@ import sys
 from typing import Optional, Sequence
 
 from iofogd import __version__
-from iofogd.config import Paths, read_config, read_token
-from iofogd.daemon import default_root
+from iofogd.admintoken import read_token
+from iofogd.config.xmlfile import read_config
+from iofogd.paths import Paths, default_root
 from iofogd.errors import ConfigFileError
 
 NOT_RUNNING = "ioFog Agent is not running."
@@ -28,7 +29,7 @@ The daemon (iofogd) is not running; only these commands work without it:
   help, --help, -h, -?     Show this message
   version, --version, -v   Display the software version and license information
 
-Start the daemon with your service manager (systemctl start iofogd, rc-service iofogd start)
+Start the daemon with its service (service iofog-agent start)
 or in the foreground with `iofogd`; `iofog-agent help` then lists every command."""
 
 
@@ -115,7 +116,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             print(offline_version())
             return 0
         if name == "start":
-            print('Enter "service iofogd start"')
+            print('Enter "service iofog-agent start"')
             return 0
         print(NOT_RUNNING)
         return 1
@@ -123,7 +124,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print("ioFog Agent is already running.")
         return 0
     if name == "stop":
-        print('Enter "service iofogd stop"')
+        print('Enter "service iofog-agent stop"')
         return 0
     try:
         token = read_token(paths.token_file)

@@ -12,7 +12,8 @@ import logging
 
 from iofogd import __version__
 from iofogd.app import App
-from iofogd.config import OPTIONS
+from iofogd.config.schema import OPTIONS
+from iofogd.config.store import Origin
 from iofogd.errors import ConfigError, IofogdError, ProvisionError
 from iofogd.record import Record
 from iofogd.reports import LINE_SEP, info_report, info_text, status_text
@@ -87,7 +88,8 @@ def _status(app: App) -> CommandResult:
 
 
 def _info(app: App) -> CommandResult:
-    report = info_report(app.config.current, app.network(), app.fog_type())
+    cfg = app.config.current
+    report = info_report(cfg, app.network.current(), cfg.fog_type)
     return CommandResult(info_text(report))
 
 
@@ -119,7 +121,7 @@ def _config(app: App, args: list[str]) -> CommandResult:
     if not changes:
         return CommandResult(help_text())
     try:
-        report = app.config.apply(changes)
+        report = app.config.apply(changes, Origin.LOCAL)
     except ConfigError as exc:
         return CommandResult(f"Error updating new config : {exc}", ok=False, status=500)
     return CommandResult(report.cli_text())
@@ -142,7 +144,7 @@ def _provision(app: App, args: list[str]) -> CommandResult:
         return CommandResult(help_text())
     key = args[0]
     try:
-        uuid = app.provisioner().provision(key)
+        uuid = app.phase2("the Controller client").provisioning.provision(key)
     except ProvisionError as exc:
         failed = ProvisionResult(ok=False, error=exc.message)
         return CommandResult(provision_text(key, failed), ok=False, status=500)
@@ -153,7 +155,7 @@ def _deprovision(app: App) -> CommandResult:
     from iofogd.controller.provision import DEPROVISION_IN_PROGRESS, DEPROVISION_MSG
 
     try:
-        message = app.provisioner().deprovision()
+        message = app.phase2("the Controller client").provisioning.deprovision()
     except ProvisionError as exc:
         separator = "" if exc.message == DEPROVISION_IN_PROGRESS else "\n"
         return CommandResult(DEPROVISION_MSG.format(result=separator + exc.message), ok=False, status=500)
@@ -162,7 +164,7 @@ def _deprovision(app: App) -> CommandResult:
 
 def _prune(app: App) -> CommandResult:
     try:
-        reclaimed = app.prune()
+        reclaimed = app.phase2("the Docker engine client").microservices.prune_unused()
     except IofogdError as exc:
         log.error("prune failed: %s", exc)
         return CommandResult("\nFailure - not pruned.", ok=False, status=503)
@@ -199,5 +201,5 @@ def run_command(app: App, command: str) -> CommandResult:
     if name == "stop":
         # Upstream slept 30 s and deleted every microservice container (spec 5.2);
         # the service manager stops us, and containers outlive the daemon.
-        return CommandResult('Enter "service iofogd stop"')
+        return CommandResult('Enter "service iofog-agent stop"')
     return CommandResult(help_text())

@@ -10,9 +10,10 @@ does). Start-up has two phases:
 2. Then, with the API already answering, the Docker, Controller and
    WebSocket layers are imported and built (about 60 ms of imports and psutil
    on the 2-core bench machine, more on a Pi) and their threads started; the
-   daemon status turns from STARTING to RUNNING. A request that needs one of
-   them meanwhile waits for it (see :class:`StartGate`); nothing is answered from
-   a half-built daemon.
+   daemon status turns from STARTING to RUNNING. They reach the App as one
+   ``Phase2`` object; a request that needs one of them meanwhile waits for it
+   (iofogd/app.py ``StartGate``); nothing is answered from a half-built daemon.
+   docs/architecture.md walks through both phases.
 
 Shutdown runs in the reverse order. Never forks, never writes a pidfile;
 SIGTERM and SIGINT stop, SIGHUP reloads config.xml.
@@ -28,15 +29,19 @@ import time
 from types import FrameType
 
 from iofogd import __version__
-from iofogd.app import App, TokenFile
-from iofogd.config import Config, ConfigStore, Paths, check_config, ensure_token
-from iofogd.errors import ConfigError, IofogdError, ServiceUnavailable
+from iofogd.admintoken import TokenFile, ensure_token
+from iofogd.app import App, Phase2, StartGate
+from iofogd.config.gps import GpsUpdates
+from iofogd.config.store import ConfigStore, Origin
+from iofogd.config.value import Config
+from iofogd.config.xmlfile import check_config
+from iofogd.errors import ConfigError, IofogdError
 from iofogd.http.handler import LocalApiHandler
 from iofogd.http.server import HttpLimits, LocalApiServer
 from iofogd.logfiles import LogSetup
 from iofogd.notify import sd_notify
+from iofogd.paths import Paths, default_root
 from iofogd.record import Record
-from iofogd.reports import EngineInfo, NetworkInfo
 from iofogd.state import (
     CONTROLLER_NOT_CONNECTED,
     CONTROLLER_NOT_PROVISIONED,
@@ -44,60 +49,27 @@ from iofogd.state import (
     STOPPED,
     AgentState,
 )
-from iofogd.system.network import NetworkWatcher
+from iofogd.system.identity import ContainerAddresses, MicroserviceIdentity
+from iofogd.system.network import NetworkInfo, NetworkWatcher
 from iofogd.system.status import Probe, ResourceSampler
 
 TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
 if TYPE_CHECKING:  # the modules of start-up phase 2 are imported there
-    from typing import Any, Callable, Final, NoReturn, Optional, Sequence
+    from typing import Callable, Final, NoReturn, Optional, Sequence
 
-    from iofogd.agent import ControllerPort, Provisioning
+    from iofogd.agent import ControllerPort
     from iofogd.bus.service import MessageBus
+    from iofogd.bus.sockets import MessageSockets
     from iofogd.bus.store import Store
     from iofogd.controller.sync import ControllerSync
-    from iofogd.http.api.sockets import SocketEndpoints
     from iofogd.system.microservices import Microservices
+    from iofogd.ws.control import ControlHub
     from iofogd.ws.session import SessionRegistry
-
-    MessageSocketHook = Callable[[Any, str], None]
 
 log = logging.getLogger("iofogd")
 
 LOOPBACK = "127.0.0.1"
 CONTAINER_MONITOR_FREQ = 10.0   # seconds, upstream's intel_amd value (spec 4.2)
-STARTUP_WAIT = 30.0   # seconds a request waits for start-up phase 2
-
-
-def default_root() -> str:
-    return os.environ.get("IOFOGD_ROOT") or "/"
-
-
-class StartGate:
-    """Start-up phase 2, done or failed: requests that need its parts wait here.
-
-    Phase 2 takes a fraction of a second after the API is up; a request that
-    arrives meanwhile is answered late rather than from a half-built daemon.
-    """
-
-    def __init__(self) -> None:
-        self._done = threading.Event()
-        self._failed: Optional[str] = None
-
-    def open(self) -> None:
-        self._done.set()
-
-    def fail(self, reason: str) -> None:
-        self._failed = reason
-        self._done.set()
-
-    def is_open(self) -> bool:
-        return self._done.is_set() and self._failed is None
-
-    def wait(self, what: str) -> None:
-        if not self._done.wait(STARTUP_WAIT):
-            raise ServiceUnavailable(f"ioFog Agent is still starting ({what} is not up yet)")
-        if self._failed is not None:
-            raise ServiceUnavailable(f"ioFog Agent could not start {what}: {self._failed}")
 
 
 class Daemon:
@@ -123,60 +95,27 @@ class Daemon:
         self.network = NetworkWatcher(
             lambda: (self.store.current.network_interface, self.store.current.controller_url)
         )
-        # Built by phase 2 (_build_subsystems); reached through the accessors below.
+        # The parts of phase 2 (_build_phase2) reach the App through this gate.
         self.started = StartGate()
-        self._microservices: Optional[Microservices] = None
-        self._provisioning: Optional[Provisioning] = None
-        self._sockets: Optional[SocketEndpoints] = None
-        self._bus: Optional[MessageBus] = None
-        self._message_store: Optional[Store] = None
-        self._bus_failure = ""
         self.app = App(
             paths=paths,
             config=store,
             state=self.state,
             sampler=self.sampler,
             token=TokenFile(paths.token_file),
-            network=self.network.current,
-            fog_type=lambda: self.store.current.fog_type,
-            engine=self._engine_info,
-            provisioner=self.provisioning,
-            prune=lambda: self.microservices().prune_unused(),
-            bus=self.bus,
+            network=self.network,
+            started=self.started,
+            # Who may act as which microservice: the reconciler of phase 2 feeds
+            # the addresses; strict mode is read from the store at each check.
+            identity=MicroserviceIdentity(ContainerAddresses(), store),
+            gps=GpsUpdates(store),
         )
         host = args.address or cfg.api_address
         port = args.port if args.port is not None else cfg.api_port
-        self.server = LocalApiServer(
-            (host, port), LocalApiHandler, self.app, HttpLimits(),
-            websocket=lambda handler, path: self.sockets()(handler, path),
-        )
+        self.server = LocalApiServer((host, port), LocalApiHandler, self.app, HttpLimits())
+        self.message_store: Optional[Store] = None   # the message bus's files, once phase 2 opened them
 
-    def microservices(self) -> Microservices:
-        self.started.wait("the Docker engine client")
-        assert self._microservices is not None
-        return self._microservices
-
-    def provisioning(self) -> Provisioning:
-        self.started.wait("the Controller client")
-        assert self._provisioning is not None
-        return self._provisioning
-
-    def sockets(self) -> SocketEndpoints:
-        self.started.wait("the WebSocket layer")
-        assert self._sockets is not None
-        return self._sockets
-
-    def bus(self) -> MessageBus:
-        self.started.wait("the message bus")
-        if self._bus is None:
-            raise ServiceUnavailable(f"The message bus is not running: {self._bus_failure}")
-        return self._bus
-
-    def _engine_info(self) -> EngineInfo:
-        microservices = self.microservices()
-        return EngineInfo(microservices.running_count(), microservices.engine_error())
-
-    def _build_subsystems(self) -> None:
+    def _build_phase2(self) -> None:
         """Start-up phase 2: the Docker, Controller and WebSocket layers.
 
         Imported here rather than at the top so that phase 1 does not pay for
@@ -185,11 +124,11 @@ class Daemon:
         from iofogd.agent import ControllerPort, Provisioning
         from iofogd.controller.cache import OfflineCache
         from iofogd.controller.sync import ControllerSync
-        from iofogd.http.api.sockets import SocketEndpoints
         from iofogd.system.docker import EngineClients
         from iofogd.system.microservices import Microservices
         from iofogd.system.prune import AutoPruner
         from iofogd.ws.control import ControlHub
+        from iofogd.ws.endpoints import SocketEndpoints
         from iofogd.ws.session import SessionLimits, SessionRegistry
 
         self._spawn("sampler", lambda: self.sampler.run(self.stop))   # imports psutil
@@ -199,30 +138,27 @@ class Daemon:
             node_uuid=cfg.iofog_uuid,
             agent_address=self.network.current().address or LOOPBACK,
             time_zone=cfg.time_zone,
+            addresses=self.app.identity.addresses,
         )
-        self.network.on_change(lambda info: self._network_changed(microservices, info))
+        self.microservices: Microservices = microservices
+        self.network.on_change(self._network_changed)
         self.autoprune = AutoPruner.for_paths(
             microservices.prune_unused, [self.paths.root, self.paths.state_dir],
             lambda: self.store.current.available_disk_threshold,
         )
-        port = ControllerPort(self.store, self.state, self.sampler, self.network.current, microservices)
-        self.sync: ControllerSync = ControllerSync(port, cache=OfflineCache(self.paths.etc_dir))
         self.sessions: SessionRegistry = SessionRegistry()
-        self.control = ControlHub()
-        # A changed microservice config or edge resource list reaches the
-        # microservices' control sockets as 0x0C / 0x0F (spec 2.5).
-        self.state.on_config_changed(self.control.signal_config)
-        self.state.on_edge_resources_changed(self.control.signal_edge_resources)
-        self._microservices = microservices
-        self.store.add_listener(lambda old, new: self._config_changed(microservices, old, new))
-        # Every local change is PATCHed to the Controller (spec 4.5, 6.7); one
-        # made before this point is pushed by the first cycle (resync below).
-        self.store.add_listener(lambda old, new: self.sync.config_changed())
-        self._config_changed(microservices, cfg, self.store.current)   # a change made while building
-        self._provisioning = Provisioning(self.store, port, self.sync)
-        self._sockets = SocketEndpoints(
-            self.control, self.sessions, SessionLimits(), messages=self._build_bus(cfg.disk_directory, port),
-        )
+        self.control: ControlHub = ControlHub()
+        bus, message_sockets, bus_failure = self._build_bus(cfg.disk_directory)
+        port = ControllerPort(self.store, self.state, self.sampler, self.network, microservices, self.control,
+                              bus=bus)
+        self.controller_port: ControllerPort = port
+        self.sync: ControllerSync = ControllerSync(port, cache=OfflineCache(self.paths.etc_dir))
+        self.store.add_listener(self._config_changed)
+        # A change made while building (the first cycle, resync below, pushes it).
+        self._config_changed(cfg, self.store.current, Origin.LOCAL)
+        parts = Phase2(microservices, Provisioning(self.store, port, self.sync),
+                       SocketEndpoints(self.control, self.sessions, SessionLimits(), messages=message_sockets),
+                       bus, bus_failure)
         self._spawn("control-retry", lambda: self.control.run(self.stop))
         self._spawn("microservices", lambda: microservices.run(self.stop, CONTAINER_MONITOR_FREQ))
         self._spawn("autoprune", lambda: self.autoprune.run(self.stop))
@@ -232,39 +168,34 @@ class Daemon:
         self.sync.resync()
         # RUNNING before any waiting request goes on: everything is up.
         self.state.update(daemon_status=RUNNING)
-        self.started.open()
+        self.started.open(parts)
 
-    def _build_bus(self, disk_directory: str, port: ControllerPort) -> MessageSocketHook:
-        """The message bus (issue 13): archive and waiting queues on disk, the message
-        socket; routes come with the Controller's microservice list. A bus that cannot
-        open its files leaves the rest of the daemon running; its endpoints answer 503."""
+    def _build_bus(self, disk_directory: str) -> tuple[Optional[MessageBus], Optional[MessageSockets], str]:
+        """The message bus (issue 13, docs/bus.md): archive and waiting queues on disk and
+        the message sockets' hub; routes come with the Controller's microservice list
+        (ControllerPort). A bus that cannot open its files leaves the rest of the daemon
+        running: its endpoints answer 503 with the reason returned here."""
         from iofogd.bus.logs import MicroserviceLogs
         from iofogd.bus.service import MessageBus
         from iofogd.bus.sockets import MessageSockets
         from iofogd.bus.store import Store
-        from iofogd.http.api.message_socket import MessageSocketEndpoint
-        from iofogd.ws.session import SessionLimits
+
         store = Store(disk_directory, lambda: self.store.current.disk_limit_gb * 1024 ** 3)
         try:
             store.start()
         except (OSError, IofogdError) as exc:
-            self._bus_failure = f"cannot open the message archive in {store.archive.directory}: {exc}"
-            log.error("message bus not started: %s", self._bus_failure)
-
-            def refuse(handler: object, path: str) -> None:
-                raise ServiceUnavailable(f"The message bus is not running: {self._bus_failure}")
-            return refuse
-        self._message_store = store
+            failure = f"cannot open the message archive in {store.archive.directory}: {exc}"
+            log.error("message bus not started: %s", failure)
+            return None, None, failure
+        self.message_store = store
         sockets = MessageSockets(store.existing_queue)
-        self._bus = MessageBus(store, sockets, count=self.state.count_message)
-        self._bus.logs = MicroserviceLogs(lambda: self.store.current.log_directory,
-                                          lambda: self.store.current.iofog_uuid)
-        port.microservice_listeners.append(self._bus.set_microservices)
-        port.message_counts = self._bus.message_counts
+        bus = MessageBus(store, sockets, count=self.state.count_message)
+        bus.logs = MicroserviceLogs(lambda: self.store.current.log_directory,
+                                    lambda: self.store.current.iofog_uuid)
         log.info("message bus: archive in %s; receivers on other nodes: %s",
-                 store.archive.directory, self._bus.status())
+                 store.archive.directory, bus.status())
         self._spawn("bus-delivery", lambda: sockets.run(self.stop))
-        return MessageSocketEndpoint(sockets, self.sessions, SessionLimits())
+        return bus, sockets, ""
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -278,7 +209,7 @@ class Daemon:
         log.info("iofogd %s serving the Local API on %s:%s", __version__, host, port)
         sd_notify("READY=1")
         try:
-            self._build_subsystems()
+            self._build_phase2()
         except Exception as exc:   # an import or OS error: nothing half-built may serve
             log.exception("cannot start: %s", exc)
             self.started.fail(str(exc))
@@ -293,19 +224,23 @@ class Daemon:
         self._shutdown()
         return 0
 
-    def _config_changed(self, microservices: Microservices, old: Config, new: Config) -> None:
+    def _config_changed(self, old: Config, new: Config, origin: str) -> None:
+        """The store's listener in phase 2: the running parts follow the config."""
         # Containers created from now on carry the new identity and zone (spec 4.5).
-        microservices.node_uuid = new.iofog_uuid
-        microservices.time_zone = new.time_zone
+        self.microservices.node_uuid = new.iofog_uuid
+        self.microservices.time_zone = new.time_zone
         if old.docker_url != new.docker_url:
-            microservices.poke()   # the status speaks of the new engine at once
+            self.microservices.poke()   # the status speaks of the new engine at once
         if (old.network_interface, old.controller_url) != (new.network_interface, new.controller_url):
             self.network.poke()
+        # A local change is PATCHed to the Controller (spec 4.5, 6.7); one that
+        # came from the Controller is not sent back to it.
+        if origin == Origin.LOCAL:
+            self.sync.config_changed()
 
-    @staticmethod
-    def _network_changed(microservices: Microservices, info: NetworkInfo) -> None:
+    def _network_changed(self, info: NetworkInfo) -> None:
         # The "iofog" host alias of new containers points at the agent (spec 7.2).
-        microservices.agent_address = info.address or LOOPBACK
+        self.microservices.agent_address = info.address or LOOPBACK
 
     def _reload(self) -> None:
         try:
@@ -323,8 +258,12 @@ class Daemon:
         self.state.update(daemon_status=STOPPED)
         self.sync.stop()
         self._stop_serving()
-        if self._message_store is not None:
-            self._message_store.stop()   # what was submitted is committed first
+        if self.message_store is not None:
+            self.message_store.stop()   # what was submitted is committed first
+        try:
+            self.app.gps.flush()               # a position still waiting for its write
+        except ConfigError as exc:
+            log.error("cannot store the last GPS position: %s", exc)
         self.network.poke()
         for thread in self.threads:
             thread.join(timeout=5)
@@ -434,7 +373,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         print(f"iofogd: cannot start: {exc}", file=sys.stderr)
         return 1
     logs.apply(cfg)
-    store.add_listener(lambda old, new: logs.apply(new))
+    store.add_listener(lambda old, new, origin: logs.apply(new))
     try:
         os.makedirs(cfg.disk_directory, exist_ok=True)
         daemon = Daemon(paths, store, args)

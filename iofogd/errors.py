@@ -11,13 +11,17 @@ WebSocket session, the CLI) can decide how to present it::
     ├── RequestError(status, message)   answered as {"status":"failed","error":...}
     │   ├── BadRequest                  400
     │   ├── Unauthorized                401
+    │   ├── Forbidden                   403 (a caller acting as another microservice)
     │   ├── NotFound                    404
     │   ├── MethodNotAllowed            405
     │   ├── RequestTimeout              408 (a request not received in time)
     │   ├── PayloadTooLarge(size, limit) 413
     │   ├── LengthRequired              411 (chunked bodies are refused)
+    │   ├── UriTooLong                  414
+    │   ├── HeaderTooLarge              431
     │   ├── NotImplementedYet           501 (an endpoint iofogd does not serve yet)
-    │   └── ServiceUnavailable          503
+    │   ├── ServiceUnavailable          503
+    │   └── VersionNotSupported         505
     ├── WebSocketError
     │   ├── HandshakeError(status, message)
     │   ├── ProtocolError(code, reason) a frame or message broke RFC 6455;
@@ -31,6 +35,15 @@ WebSocket session, the CLI) can decide how to present it::
     │   ├── ControllerUnreachable
     │   └── CertificateError
     ├── ProvisionError(message)
+    ├── AmqpError                       the AMQP 1.0 client (iofogd/bus/amqp)
+    │   ├── AmqpDecodeError(message)    a malformed encoding or frame from the peer
+    │   ├── AmqpEncodeError(message)    a value no AMQP type carries (our bug)
+    │   ├── AmqpProtocolError(condition, description)  the peer broke the protocol;
+    │   │                                  we close the connection with ``condition``
+    │   ├── AmqpAuthError(code)         SASL refused us (or offered no mechanism we speak)
+    │   ├── AmqpRemoteError(condition, description, scope)  the peer closed a
+    │   │                                  connection/session/link with an error
+    │   └── AmqpConnectionLost(message) the TCP connection dropped or went silent
     └── DockerError(status, message)
         ├── EngineUnavailable
         └── EngineUnsupported           the engine's API version is outside ours
@@ -89,6 +102,10 @@ class Unauthorized(RequestError):
     status = 401
 
 
+class Forbidden(RequestError):
+    status = 403
+
+
 class NotFound(RequestError):
     status = 404
 
@@ -119,12 +136,24 @@ class LengthRequired(RequestError):
     status = 411
 
 
+class UriTooLong(RequestError):
+    status = 414
+
+
+class HeaderTooLarge(RequestError):
+    status = 431
+
+
 class NotImplementedYet(RequestError):
     status = 501
 
 
 class ServiceUnavailable(RequestError):
     status = 503
+
+
+class VersionNotSupported(RequestError):
+    status = 505
 
 
 # -- WebSockets ------------------------------------------------------------------
@@ -250,3 +279,64 @@ class EngineUnsupported(DockerError):
 
     def __init__(self, message: str) -> None:
         super().__init__(0, message)
+
+
+# -- AMQP 1.0 ---------------------------------------------------------------------
+
+
+class AmqpError(IofogdError):
+    """Base of the AMQP 1.0 client's errors."""
+
+
+class AmqpDecodeError(AmqpError):
+    """Bytes from the peer are not a valid AMQP encoding or frame."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+        # The condition a connection closes with when this reaches it.
+        self.condition = "amqp:decode-error"
+
+
+class AmqpEncodeError(AmqpError, ValueError):
+    """A Python value that no AMQP type can carry (a programming error on our side)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class AmqpProtocolError(AmqpError):
+    """The peer broke the protocol; ``condition`` is the AMQP error we close with."""
+
+    def __init__(self, condition: str, description: str) -> None:
+        super().__init__(f"{description} ({condition})")
+        self.condition = condition
+        self.description = description
+
+
+class AmqpAuthError(AmqpError):
+    """SASL failed: ``code`` is the sasl-outcome code (1 auth, 2 sys, ...), 0 when we gave up."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+class AmqpRemoteError(AmqpError):
+    """The peer ended a ``scope`` ("connection", "session", "link") with an error."""
+
+    def __init__(self, condition: str, description: str, scope: str) -> None:
+        super().__init__(f"{scope} closed by the peer: {condition} {description}".rstrip())
+        self.condition = condition
+        self.description = description
+        self.scope = scope
+
+
+class AmqpConnectionLost(AmqpError):
+    """The transport ended (EOF, reset, refused, or the peer went silent)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message

@@ -14,7 +14,8 @@ import logging
 import os
 import sys
 
-from iofogd.config import Config, java_level, python_log_level
+from iofogd.config.schema import java_level, python_log_level
+from iofogd.config.value import Config
 
 TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
 if TYPE_CHECKING:

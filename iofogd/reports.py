@@ -15,9 +15,10 @@ from __future__ import annotations
 from datetime import datetime
 
 
-from iofogd.config import Config
+from iofogd.config.value import Config
 from iofogd.record import Record
 from iofogd.state import StateSnapshot
+from iofogd.system.network import NetworkInfo
 from iofogd.system.status import ResourceSnapshot
 
 TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
@@ -32,18 +33,6 @@ Report = list[tuple[str, str]]
 
 MIB = 1024 * 1024
 GIB = 1024 * MIB
-
-
-class NetworkInfo(Record):
-    __slots__ = ("interface", "address", "configured")
-    interface: Final[str | None]  # the interface in use, None when none was found
-    address: Final[str | None]
-    configured: Final[str]  # the config value: "dynamic" or an interface name
-
-    def __init__(self, interface: str | None, address: str | None, configured: str) -> None:
-        self.interface = interface
-        self.address = address
-        self.configured = configured
 
 
 def _on_off(flag: bool) -> str:
@@ -118,6 +107,8 @@ def info_report(cfg: Config, net: NetworkInfo, fog_type: str) -> Report:
         ("Ready To Upgrade Scan Frequency", str(cfg.upgrade_scan_frequency)),
         ("Developer's Mode", _on_off(cfg.dev_mode)),
         ("Time Zone", cfg.time_zone),
+        # Ours (issue 12), after upstream's lines so scripts that read them by position still work.
+        ("Strict Microservice Identity", _on_off(cfg.strict_microservice_identity)),
     ]
 
 

@@ -62,8 +62,6 @@ class AgentState:
     def __init__(self, clock: Callable[[], float] = time.time) -> None:
         self._lock = threading.Lock()
         self._snapshot = StateSnapshot(started_at=clock())
-        self._config_listeners: list[Callable[[str], object]] = []
-        self._edge_listeners: list[Callable[[], object]] = []
 
     def snapshot(self) -> StateSnapshot:
         with self._lock:
@@ -74,38 +72,26 @@ class AgentState:
             self._snapshot = self._snapshot.replace(**changes)
             return self._snapshot
 
-    def on_config_changed(self, listener: Callable[[str], object]) -> None:
-        """Call ``listener(microservice_id)`` when that microservice's config changes."""
-        self._config_listeners.append(listener)
-
-    def on_edge_resources_changed(self, listener: Callable[[], object]) -> None:
-        self._edge_listeners.append(listener)
-
     def set_microservice_configs(self, configs: dict[str, str]) -> list[str]:
-        """Replace the configs; tell listeners about every new or changed one (spec 2.5).
+        """Replace the microservice configs; the ids whose config is new or changed.
 
-        This is the one call through which configurations enter the daemon: the
-        Controller sync calls it, and so do tests until a Controller is at hand.
-        Returns the ids whose config is new or changed.
+        The one call through which microservice configurations enter the
+        daemon (agent.py ``ControllerPort.apply_microservices``, which signals
+        the changed ones to their control sockets).
         """
         with self._lock:
             old = self._snapshot.microservice_configs
             changed = [mid for mid, cfg in configs.items() if old.get(mid) != cfg]
             self._snapshot = self._snapshot.replace(microservice_configs=dict(configs))
-        for mid in changed:
-            for listener in self._config_listeners:
-                listener(mid)
         return changed
 
     def set_edge_resources(self, resources: list[Any]) -> bool:
-        """Replace the edge resources; signal listeners when they changed."""
+        """Replace the edge resources; whether they changed."""
         with self._lock:
             new = tuple(resources)
             if new == self._snapshot.edge_resources:
                 return False
             self._snapshot = self._snapshot.replace(edge_resources=new)
-        for listener in self._edge_listeners:
-            listener()
         return True
 
     def count_message(self, n: int = 1) -> None:

@@ -19,7 +19,7 @@ if [ ! -x "$VENV/bin/kosoku" ]; then
 fi
 
 PORT=$("$PYTHON" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-"$PYTHON" -m tests.conformance.echo_server --port "$PORT" &
+"$PYTHON" -m iofogd.ws.echo --port "$PORT" &
 SERVER=$!
 trap 'kill "$SERVER" 2>/dev/null || true' EXIT INT TERM
 

@@ -4,7 +4,9 @@
 # user, group, config.xml, token and directories exist as promised; the daemon
 # starts (directly: no systemd is PID 1 in a chroot) and `iofog-agent status`
 # says RUNNING; an upgrade to a newer build keeps token, config.xml and the
-# node identity; remove keeps the files; purge leaves none behind.
+# node identity; remove keeps the files; purge leaves none behind. The
+# package's /etc/init.d/iofog-agent, as sysvinit runs it: `service iofog-agent
+# start|status|prune|restart|stop`.
 #
 #   scripts/prove-deb.sh [--arch amd64|arm64|armhf] [--debs DIR]
 #
@@ -93,6 +95,29 @@ expect "unit file" "$(in_chroot sh -c 'test -f /lib/systemd/system/iofogd.servic
 
 start_daemon
 stop_daemon
+
+# sysvinit (no init runs in a chroot; `service` then runs the script): the
+# package's /etc/init.d/iofog-agent runs the daemon itself, as its user. The
+# proof's port and loopback go into config.xml, where the script's daemon
+# and `iofog-agent prune` read them.
+in_chroot sed -i -e "s|<local_api_port>[^<]*</local_api_port>|<local_api_port>$PORT</local_api_port>|" \
+    -e 's|<local_api_address>[^<]*</local_api_address>|<local_api_address>127.0.0.1</local_api_address>|' \
+    /etc/iofog-agent/config.xml
+in_chroot service iofog-agent start >/dev/null || die "service iofog-agent start"
+wait_running "$PORT" "$WAIT" || die "not RUNNING after service iofog-agent start"
+SYSV_PID=$(cat "$CHROOT/run/iofog-agent.pid")
+expect "uid of the daemon that service iofog-agent started" "$(stat -c %u "/proc/$SYSV_PID")" \
+    "$(in_chroot id -u iofog-agent)"
+expect "service iofog-agent status" "$(in_chroot service iofog-agent status >/dev/null && echo 0 || echo $?)" 0
+set +e; out=$(in_chroot service iofog-agent prune); rc=$?; set -e
+expect "service iofog-agent prune (no engine)" "$rc $(echo "$out" | tail -n 1)" "1 Failure - not pruned."
+in_chroot service iofog-agent restart >/dev/null || die "service iofog-agent restart"
+wait_running "$PORT" "$WAIT" || die "not RUNNING after service iofog-agent restart"
+[ "$(cat "$CHROOT/run/iofog-agent.pid")" != "$SYSV_PID" ] || die "service iofog-agent restart kept pid $SYSV_PID"
+in_chroot service iofog-agent stop >/dev/null || die "service iofog-agent stop"
+expect "service iofog-agent status after stop" "$(in_chroot service iofog-agent status >/dev/null && echo 0 || echo $?)" 3
+in_chroot "${CLI:-iofog-agent}" --port "$PORT" status >/dev/null 2>&1 && die "port $PORT still answers after stop"
+log "ok: service iofog-agent start|status|prune|restart|stop (sysvinit)"
 
 # An engine installed after iofogd: the package's dpkg trigger on dockerd
 # puts the user in the engine's new docker group (never in sudo).

@@ -9,6 +9,11 @@
 # and start/stop again (skipped, with a note, if the wheel has no
 # share/iofogd/openrc data). OpenRC runs in a chroot once
 # /run/openrc/softlevel exists.
+# The name iofogctl calls: with the package, `service iofog-agent
+# status|stop|start|prune` run the package's /etc/init.d/iofog-agent, which
+# hands them to the OpenRC service iofogd; in the wheel case the OpenRC script
+# itself is installed as iofog-agent (README) and `rc-service iofog-agent
+# start|status|restart|prune|stop` drive it.
 #
 #   scripts/prove-openrc.sh [--debs DIR]
 #
@@ -19,10 +24,11 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 
 proof_args "$@"
 
+SVC=iofogd
 cleanup() {
     # supervise-daemon runs outside any service manager here: stop it ourselves.
     if [ -n "$CHROOT" ]; then
-        in_chroot rc-service iofogd stop >/dev/null 2>&1 || true
+        in_chroot rc-service "$SVC" stop >/dev/null 2>&1 || true
     fi
     chroot_down
 }
@@ -48,7 +54,13 @@ in_chroot sh -c 'install -m 0755 /usr/share/iofogd/openrc/iofogd /etc/init.d/iof
 # This proof's own settings: a free loopback port, and a stub service that
 # provides `net` (a minbase chroot has no network service; the host's is used).
 proof_port() {
-    printf 'IOFOGD_ARGS="--address 127.0.0.1 --port %s"\n' "$PORT" >>"$CHROOT/etc/conf.d/iofogd"
+    printf 'IOFOGD_ARGS="--address 127.0.0.1 --port %s"\n' "$PORT" >>"$CHROOT/etc/conf.d/$SVC"
+    # ... and in config.xml, where `iofog-agent prune` (run by the service) reads it.
+    if [ -e "$CHROOT/etc/iofog-agent/config.xml" ]; then
+        sed -i -e "s|<local_api_port>[^<]*</local_api_port>|<local_api_port>$PORT</local_api_port>|" \
+            -e "s|<local_api_address>[^<]*</local_api_address>|<local_api_address>127.0.0.1</local_api_address>|" \
+            "$CHROOT/etc/iofog-agent/config.xml"
+    fi
 }
 proof_port
 printf '#!/sbin/openrc-run\ndepend() { provide net; }\nstart() { return 0; }\n' \
@@ -71,15 +83,15 @@ daemon_pid() {
 }
 
 start_service() {
-    in_chroot rc-service iofogd start || die "rc-service iofogd start"
+    in_chroot rc-service "$SVC" start || die "rc-service $SVC start"
     wait_running "$PORT" 60 || { tail -n 30 "$CHROOT/var/log/iofog-agent/iofogd.err" >&2; die "daemon not RUNNING"; }
-    in_chroot rc-service iofogd status | tee /dev/stderr | grep -q started || die "rc-service iofogd status"
+    in_chroot rc-service "$SVC" status | tee /dev/stderr | grep -q started || die "rc-service $SVC status"
     PID=$(daemon_pid)
     [ -n "$PID" ] || die "no $BIN process of user iofog-agent"
     log "ok: started $BIN, pid $PID, user iofog-agent"
 }
 stop_service() {
-    in_chroot rc-service iofogd stop || die "rc-service iofogd stop"
+    in_chroot rc-service "$SVC" stop || die "rc-service $SVC stop"
     [ -z "$(daemon_pid)" ] || die "iofogd still running after stop"
     in_chroot "${CLI:-iofog-agent}" --port "$PORT" status >/dev/null 2>&1 && die "port $PORT still answers after stop"
     log "ok: stopped, no process left"
@@ -97,6 +109,19 @@ until grep -q 'configuration reloaded' "$CHROOT/var/log/iofog-agent/iofog-agent.
     sleep 0.5
 done
 log "ok: reload kept pid $PID"
+
+# The package's /etc/init.d/iofog-agent hands the verbs to the OpenRC service.
+in_chroot service iofog-agent status | grep -q started || die "service iofog-agent status"
+in_chroot service iofog-agent stop || die "service iofog-agent stop"
+[ -z "$(daemon_pid)" ] || die "iofogd still running after service iofog-agent stop"
+in_chroot service iofog-agent start || die "service iofog-agent start"
+wait_running "$PORT" 60 || die "not RUNNING after service iofog-agent start"
+PID=$(daemon_pid)
+prune_says() {  # the last line of `service iofog-agent prune` (no engine here: its failure line)
+    in_chroot service iofog-agent prune 2>&1 | grep -v '^ \*' | tail -n 1
+}
+expect "service iofog-agent prune (package script, no engine)" "$(prune_says)" "Failure - not pruned."
+log "ok: service iofog-agent status|stop|start|prune through the OpenRC service iofogd"
 
 stop_service
 
@@ -120,6 +145,7 @@ if ! python3 -m zipfile -l "$WHEEL" | grep -q 'data/share/iofogd/openrc/iofogd '
 else
     log "wheel case: $(basename "$WHEEL") in a venv, offline"
     in_chroot sh -c 'rc-update del iofogd default; rm -f /etc/init.d/iofogd /etc/conf.d/iofogd' >/dev/null
+    in_chroot sh -c 'rc-update del iofog-agent default' >/dev/null 2>&1 || true
     in_chroot apt-get purge -y -q iofogd >>"$APTLOG" 2>&1 || die "apt purge"
     in_chroot deluser --quiet --system iofog-agent >>"$APTLOG" 2>&1 || die "deluser"
     in_chroot apt-get install -y -q --no-install-recommends python3-venv >>"$APTLOG" 2>&1 \
@@ -127,13 +153,31 @@ else
     cp "$WHEEL" "$CHROOT/tmp/"
     in_chroot sh -c 'python3 -m venv /opt/iofogd && /opt/iofogd/bin/pip install -q --no-index /tmp/iofogd-*.whl' \
         || die "pip install --no-index"
-    # The README's two lines for a wheel on Debian: the user, then the service.
+    # The README's two lines for a wheel on Debian: the user, then the service,
+    # installed under the Java agent's name iofog-agent (README: the script
+    # may be installed under that name).
     in_chroot sh -c 'adduser --quiet --system --group --no-create-home --home /var/lib/iofog-agent iofog-agent'
-    in_chroot sh -c "python3() { /opt/iofogd/bin/python3 \"\$@\"; }; $README_WHEEL_LINE" || die "README wheel line"
+    SVC=iofog-agent
+    AS_IOFOG_AGENT=$(echo "$README_WHEEL_LINE" | sed -e 's|/etc/init.d/iofogd|/etc/init.d/iofog-agent|' \
+        -e 's|/etc/conf.d/iofogd|/etc/conf.d/iofog-agent|g' -e 's|rc-update add iofogd|rc-update add iofog-agent|')
+    in_chroot sh -c "python3() { /opt/iofogd/bin/python3 \"\$@\"; }; $AS_IOFOG_AGENT" || die "README wheel line"
     proof_port
     BIN=/opt/iofogd/bin/iofogd
     CLI=/opt/iofogd/bin/iofog-agent
+    # Debian's `service` marked iofog-agent started in the package case above
+    # (/run/openrc/started, for rc-status); it is another script now.
+    in_chroot rc-service iofog-agent zap >/dev/null
     start_service
+    proof_port   # config.xml exists now: the daemon made it
+    in_chroot rc-service iofog-agent restart >/dev/null || die "rc-service iofog-agent restart"
+    wait_running "$PORT" 60 || die "not RUNNING after rc-service iofog-agent restart"
+    out=$(in_chroot rc-service iofog-agent prune 2>&1 || true)
+    case "$out" in *"Failure - not pruned."*) ;; *) die "rc-service iofog-agent prune said: $out" ;; esac
+    log "ok: rc-service iofog-agent prune reached the daemon (no engine: its failure line)"
+    # Not Debian's `service` here: it marks an OpenRC service started or
+    # stopped (/run/openrc/started) before it runs the script, which then has
+    # nothing to do (README). With the package, its /etc/init.d/iofog-agent
+    # (above) is the one `service` runs.
     stop_service
 fi
 log "PASS prove-openrc in $(($(date +%s) - START)) s"

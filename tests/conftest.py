@@ -23,7 +23,9 @@ def inproc_daemon(tmp_path):  # type: ignore[no-untyped-def]
     import threading
     import time
 
-    from iofogd.config import ConfigStore, Paths, ensure_token
+    from iofogd.admintoken import ensure_token
+    from iofogd.config import ConfigStore
+    from iofogd.paths import Paths
     from iofogd.daemon import Daemon, DaemonArgs
     from iofogd.state import RUNNING
 

@@ -23,8 +23,9 @@ def free_port() -> int:
 
 class RunningDaemon:
     def __init__(self, root: str, port: Optional[int] = None, env: Optional[Mapping[str, str]] = None,
-                 extra_args: tuple[str, ...] = ()) -> None:
+                 extra_args: tuple[str, ...] = (), host: str = "127.0.0.1") -> None:
         self.root = root
+        self.host = host   # the listening address, and where requests go
         self.port = port or free_port()
         self.env = dict(os.environ, **(env or {}))
         self.env["PYTHONPATH"] = REPO + os.pathsep + self.env.get("PYTHONPATH", "")
@@ -37,7 +38,7 @@ class RunningDaemon:
         os.makedirs(self.root, exist_ok=True)
         self._stderr = open(self.stderr_path, "ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "iofogd", "--root", self.root, "--address", "127.0.0.1",
+            [sys.executable, "-m", "iofogd", "--root", self.root, "--address", self.host,
              "--port", str(self.port), *self.extra_args],
             env=self.env, stdout=self._stderr, stderr=self._stderr, cwd=REPO,
         )
@@ -46,7 +47,7 @@ class RunningDaemon:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"iofogd exited with {self.proc.returncode}: {self.log()}")
             try:
-                with socket.create_connection(("127.0.0.1", self.port), timeout=0.2):
+                with socket.create_connection((self.host, self.port), timeout=0.2):
                     return self
             except OSError:
                 time.sleep(0.02)
@@ -87,7 +88,7 @@ class RunningDaemon:
             return f.read().strip()
 
     def connection(self, timeout: float = 10.0) -> http.client.HTTPConnection:
-        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        return http.client.HTTPConnection(self.host, self.port, timeout=timeout)
 
     def request(self, method: str, path: str, body: Any = None, *, token: Optional[str] = "",
                 headers: Optional[Mapping[str, str]] = None,

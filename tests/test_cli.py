@@ -33,8 +33,9 @@ def test_info_labels_padded_to_40(daemon: RunningDaemon) -> None:
     out = daemon.cli("info")
     assert out.returncode == 0
     lines = out.stdout.rstrip("\n").splitlines()
-    assert len(lines) == 28
+    assert len(lines) == 29   # upstream's 28, then ours: strict microservice identity (issue 12)
     assert all(l[40:43] == " : " for l in lines), lines
+    assert lines[28] == f"{'Strict Microservice Identity':<40} : off"
     threshold = [l for l in lines if "Available Disk Threshold" in l][0]
     assert awk(threshold, 5) == "20"   # upstream CI's awk field 5
     assert lines[0] == f"{'Iofog UUID':<40} : not provisioned"

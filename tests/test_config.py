@@ -1,4 +1,4 @@
-"""iofogd.config: the option table, config.xml, the switcher and the admin token.
+"""iofogd.config: the option table, config.xml, the switcher and the store.
 
 Expected texts come from the agent spec (sections 1.6.10, 4.2-4.6, 6.7); the Java
 fixture was written by the JDK's own XML transformer (tests/fixtures/MakeJavaConfig.java).
@@ -19,25 +19,11 @@ from typing import Dict, List, Optional, Tuple
 
 import pytest
 
-from iofogd.config import (
-    OPTIONS,
-    ChangeReport,
-    Config,
-    ConfigStore,
-    Host,
-    Paths,
-    detect_fog_type,
-    ensure_token,
-    interface_names,
-    option_by_flag,
-    option_by_long_name,
-    option_by_tag,
-    parse_config_xml,
-    python_log_level,
-    read_config,
-    read_token,
-)
-from iofogd.errors import BadRequest, ConfigFileError, ConfigValueError
+from iofogd.config import OPTIONS, ChangeReport, Config, ConfigStore, Origin, parse_config_xml, read_config
+from iofogd.config.schema import option_by_flag, option_by_long_name, option_by_tag, python_log_level
+from iofogd.errors import ConfigFileError, ConfigValueError
+from iofogd.paths import Paths
+from iofogd.system.host import Host, detect_fog_type, interface_names
 
 FIXTURES = Path(__file__).parent / "fixtures"
 JAVA_CONFIG = (FIXTURES / "java-config.xml").read_bytes()
@@ -101,6 +87,7 @@ SPEC_TABLE: Dict[str, Tuple[Optional[str], Optional[str], str, str]] = {
     # ours
     "local_api_address": (None, None, "0.0.0.0", "0.0.0.0"),
     "local_api_port": (None, None, "54321", "54321"),
+    "strict_microservice_identity": ("smi", None, "off", "off"),
 }
 
 # Spec 1.6.10
@@ -111,6 +98,7 @@ LONG_NAMES = {
     "status-frequency": "sf", "changes-frequency": "cf", "diagnostics-frequency": "df",
     "device-scan-frequency": "sd", "isolated": "idc", "gps": "gps", "fog-type": "ft",
     "developer-mode": "dev", "time-zone": "tz",
+    "strict-microservice-identity": "smi",   # ours (issue 12)
 }
 
 
@@ -201,7 +189,7 @@ def test_unknown_tags_are_kept(tmp_path: Path) -> None:
     xml = JAVA_CONFIG.replace(b"<time_zone>", b"<private_key>k&amp;1</private_key><time_zone>")
     store = make_store(tmp_path, xml)
     assert store.current.get("private_key") == "k&1"
-    store.apply({"lc": "7"})
+    store.apply({"lc": "7"}, Origin.LOCAL)
     data = (etc(tmp_path) / "config.xml").read_bytes()
     assert b"<private_key>k&amp;1</private_key>" in data
     assert parse_config_xml(data).order.index("private_key") < parse_config_xml(data).order.index("time_zone")
@@ -243,7 +231,7 @@ def test_fresh_install_writes_shipped_values(tmp_path: Path) -> None:
 
 def test_corrupt_active_file_falls_back_to_the_backup(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     store = make_store(tmp_path)
-    store.apply({"lc": "42"})
+    store.apply({"lc": "42"}, Origin.LOCAL)
     (etc(tmp_path) / "config.xml").write_bytes(b'<?xml version="1.0"?>\n<config>\n    <access_tok')
     caplog.set_level(logging.WARNING, logger="iofogd.config")
     cfg = reload(tmp_path)
@@ -327,6 +315,7 @@ FLAG_CASES: List[Tuple[str, str, str, str, str, str]] = [
     ("dt", "10", "available_disk_threshold", "10", "0", "Available disk threshold must be greater than 1"),
     ("uf", "12", "upgrade_scan_frequency", "12", "0", "isReadyToUpgrade scan frequency must be greater than 1"),
     ("tz", "America/New_York", "time_zone", "America/New_York", "", "Command or value is invalid"),
+    ("smi", "on", "strict_microservice_identity", "on", "strict", INVALID.format("smi", "strict")),
 ]
 
 
@@ -340,13 +329,13 @@ def test_flag_good_and_bad(tmp_path: Path, flag: str, good: str, tag: str, store
                            bad: str, message: str) -> None:
     store = make_store(tmp_path)
     old = store.current.get(option_by_flag(flag).tag)  # type: ignore[union-attr]
-    report = store.apply({flag: good})
+    report = store.apply({flag: good}, Origin.LOCAL)
     assert report.errors == []
     assert report.accepted == [(flag, old, good)]
     assert store.current.get(tag) == stored
     assert reload(tmp_path).get(tag) == stored                       # on disk
     before = (etc(tmp_path) / "config.xml").read_bytes()
-    report = store.apply({flag: bad})
+    report = store.apply({flag: bad}, Origin.LOCAL)
     assert report.errors == [(flag, message)] and report.accepted == []
     assert store.current.get(tag) == stored
     assert (etc(tmp_path) / "config.xml").read_bytes() == before     # a refused change writes nothing
@@ -355,7 +344,7 @@ def test_flag_good_and_bad(tmp_path: Path, flag: str, good: str, tag: str, store
 def test_typed_values_follow_changes(tmp_path: Path) -> None:
     store = make_store(tmp_path)
     store.apply({"d": "+20", "dl": "data/iofog", "idc": "ON", "sec": "anything", "dev": "off",
-                 "ll": "severe", "a": "http://c:51121/api/v3", "ac": "/x.crt", "pf": "48"})
+                 "ll": "severe", "a": "http://c:51121/api/v3", "ac": "/x.crt", "pf": "48"}, Origin.LOCAL)
     cfg = store.current
     assert cfg.disk_limit_gb == 20.0 and cfg.get("disk_consumption_limit") == "20"
     assert cfg.get("disk_directory") == "data/iofog/"
@@ -370,7 +359,7 @@ def test_typed_values_follow_changes(tmp_path: Path) -> None:
 
 def test_plus_is_stripped_and_blank_is_refused(tmp_path: Path) -> None:
     store = make_store(tmp_path)
-    report = store.apply({"lc": "+5", "sf": "", "ac": ""})
+    report = store.apply({"lc": "+5", "sf": "", "ac": ""}, Origin.LOCAL)
     assert report.errors == [("sf", "Command or value is invalid")]
     assert report.accepted == [("lc", "10", "5"), ("ac", "/etc/iofog-agent/cert.crt", "")]
     assert store.current.controller_cert == "" and store.current.log_file_count == 5
@@ -378,7 +367,7 @@ def test_plus_is_stripped_and_blank_is_refused(tmp_path: Path) -> None:
 
 def test_cli_text_is_upstreams(tmp_path: Path) -> None:
     store = make_store(tmp_path)
-    report = store.apply({"d": "x", "c": "http://h", "lc": "5"})
+    report = store.apply({"d": "x", "c": "http://h", "lc": "5"}, Origin.LOCAL)
     assert report.cli_text() == (
         "\\n\tError : Option -d has invalid value: x"
         "\\n\tError : Unsupported protocol scheme. Only 'tcp://' or 'unix://' supported.\n"
@@ -389,29 +378,29 @@ def test_cli_text_is_upstreams(tmp_path: Path) -> None:
 def test_unknown_flag_changes_nothing(tmp_path: Path) -> None:
     store = make_store(tmp_path)
     with pytest.raises(ConfigValueError) as info:
-        store.apply({"lc": "5", "zz": "1"})
+        store.apply({"lc": "5", "zz": "1"}, Origin.LOCAL)
     assert info.value.flag == "zz" and info.value.message == "Invalid parameter -zz"
     assert store.current.log_file_count == 10
 
 
 def test_gps_modes(tmp_path: Path) -> None:
     store = make_store(tmp_path)                        # manual, 52.5,13.4
-    store.apply({"gps": "auto"})                        # no ip-api.com: coordinates kept
+    store.apply({"gps": "auto"}, Origin.LOCAL)                        # no ip-api.com: coordinates kept
     assert (store.current.gps_mode, store.current.gps_coordinates) == ("auto", "52.5,13.4")
-    store.apply({"gps": "off"})                         # mode off, coordinates left alone
+    store.apply({"gps": "off"}, Origin.LOCAL)                         # mode off, coordinates left alone
     assert (store.current.gps_mode, store.current.gps_coordinates) == ("off", "52.5,13.4")
-    store.apply({"gps": "manual"})
+    store.apply({"gps": "manual"}, Origin.LOCAL)
     assert (store.current.gps_mode, store.current.gps_coordinates) == ("manual", "52.5,13.4")
-    store.apply({"gps": "+-33.9,18.4"})
+    store.apply({"gps": "+-33.9,18.4"}, Origin.LOCAL)
     assert (store.current.gps_mode, store.current.gps_lat_lon) == ("manual", (-33.9, 18.4))
     for bad in ("AUTO", "dynamic", "1x5,2", "0,181", "52.5;13.4", "52.5,"):
-        assert store.apply({"gps": bad}).errors == [("gps", f"Option -gps has invalid value: {bad}")]
+        assert store.apply({"gps": bad}, Origin.LOCAL).errors == [("gps", f"Option -gps has invalid value: {bad}")]
 
 
 def test_fog_type_auto_needs_a_known_machine(tmp_path: Path) -> None:
     store = make_store(tmp_path, host=Host("riscv64", interface_names, lambda: "UTC"))
-    assert store.apply({"ft": "auto"}).errors == [("ft", "Option -ft has invalid value: auto")]
-    assert store.apply({"ft": "arm"}).errors == []
+    assert store.apply({"ft": "auto"}, Origin.LOCAL).errors == [("ft", "Option -ft has invalid value: auto")]
+    assert store.apply({"ft": "arm"}, Origin.LOCAL).errors == []
     assert store.current.fog_type == "arm"
     arm = make_store(tmp_path / "arm", host=Host("aarch64", interface_names, lambda: "UTC"))
     assert arm.current.fog_type == "arm" and arm.current.fog_type_setting == "auto"
@@ -431,16 +420,16 @@ def test_detect_fog_type_unknown() -> None:
 
 def test_network_interface_names_are_case_insensitive(tmp_path: Path) -> None:
     store = make_store(tmp_path)
-    assert store.apply({"n": "LO"}).errors == []
-    assert store.apply({"n": "dynamic"}).errors == []
-    assert store.apply({"n": "Dynamic"}).errors == [("n", "Invalid network interface")]
+    assert store.apply({"n": "LO"}, Origin.LOCAL).errors == []
+    assert store.apply({"n": "dynamic"}, Origin.LOCAL).errors == []
+    assert store.apply({"n": "Dynamic"}, Origin.LOCAL).errors == [("n", "Invalid network interface")]
 
 
 def test_values_are_escaped_and_control_characters_refused(tmp_path: Path) -> None:
     store = make_store(tmp_path)
-    assert store.apply({"tz": "A&B<C>]]>"}).errors == []
+    assert store.apply({"tz": "A&B<C>]]>"}, Origin.LOCAL).errors == []
     assert reload(tmp_path).time_zone == "A&B<C>]]>"
-    assert store.apply({"tz": "a\nb"}).errors == [("tz", "Option -tz has invalid value: a\nb")]
+    assert store.apply({"tz": "a\nb"}, Origin.LOCAL).errors == [("tz", "Option -tz has invalid value: a\nb")]
 
 
 def test_log_levels_map_onto_logging() -> None:
@@ -470,69 +459,12 @@ def test_long_names(tmp_path: Path) -> None:
 
 def test_long_names_bad_requests(tmp_path: Path) -> None:
     store = make_store(tmp_path)
-    with pytest.raises(BadRequest) as info:
+    with pytest.raises(ConfigValueError) as info:
         store.apply_long_names({"log-level": "FINE", "docker-pruning-frequency": "2"})
-    assert info.value.message == "Request not valid" and info.value.status == 400
-    with pytest.raises(BadRequest):
+    assert info.value.message == "Request not valid"   # the Local API answers it with 400
+    with pytest.raises(ConfigValueError):
         store.apply_long_names({"disk-limit": 20})
     assert store.current.disk_limit_gb == 10.0
-
-
-# -- the Controller (spec 6.7) -------------------------------------------------------------------
-
-# agent1.log, A1: GET agent/config right after provisioning
-A1 = {"networkInterface": "eth0", "dockerUrl": "unix:///var/run/docker.sock", "diskLimit": 50,
-      "diskDirectory": "/var/lib/iofog/", "memoryLimit": 4096, "cpuLimit": 80, "logLimit": 10,
-      "logDirectory": "/var/log/iofog/", "logFileCount": 10, "statusFrequency": 10,
-      "changeFrequency": 20, "deviceScanFrequency": 20, "watchdogEnabled": True, "latitude": None,
-      "longitude": None, "logLevel": "INFO", "availableDiskThreshold": 20,
-      "dockerPruningFrequency": 1, "routerHost": "localhost", "routerPort": 5672, "timeZone": None}
-
-
-def test_controller_config_applies_differences(tmp_path: Path) -> None:
-    store = make_store(tmp_path)
-    calls: List[Tuple[Config, Config]] = []
-    store.add_listener(lambda old, new: calls.append((old, new)))
-    report = store.apply_controller(A1)
-    assert report.errors == []
-    assert sorted(flag for flag, _, _ in report.accepted) == sorted(
-        ["d", "dl", "ld", "cf", "sd", "idc", "ll", "router_host", "router_port"])
-    cfg = store.current
-    assert cfg.get("disk_consumption_limit") == "50.0"          # Java's Float.toString
-    assert cfg.network_interface == "dynamic"                   # ours is dynamic: kept
-    assert (cfg.get_changes_freq, cfg.scan_devices_freq, cfg.isolated_docker_container) == (20, 20, True)
-    assert (cfg.router_host, cfg.router_port, cfg.log_level) == ("localhost", 5672, "INFO")
-    assert cfg.time_zone == "Europe/Berlin" and cfg.gps_coordinates == "52.5,13.4"   # nulls ignored
-    assert len(calls) == 1 and calls[0][1] is cfg
-    assert store.apply_controller(A1).accepted == []            # nothing differs any more
-    assert len(calls) == 1
-
-
-def test_controller_config_gps_interface_and_bad_types(tmp_path: Path) -> None:
-    store = make_store(tmp_path)
-    store.apply({"n": "lo"})
-    report = store.apply_controller({"networkInterface": "nosuch0", "latitude": 10, "longitude": -20.5,
-                                     "dockerPruningFrequency": 0, "diskLimit": "50", "logFileCount": 5.0})
-    assert sorted(report.errors) == [("d", "Option -d has invalid value: '50'"), ("n", "Invalid network interface")]
-    cfg = store.current
-    assert (cfg.gps_mode, cfg.gps_coordinates, cfg.docker_pruning_freq, cfg.log_file_count) == (
-        "manual", "10.0,-20.5", 1, 5)
-
-
-def test_controller_view_has_javas_types(tmp_path: Path) -> None:
-    store = make_store(tmp_path)
-    assert store.controller_view() == {
-        "networkInterface": "UNKNOWN", "dockerUrl": "unix:///var/run/docker.sock", "diskLimit": 10.0,
-        "diskDirectory": "/var/lib/iofog-agent/", "memoryLimit": 4096.0, "cpuLimit": 80.0,
-        "logLimit": 10.0, "logDirectory": "/var/log/iofog-agent/", "logFileCount": 10,
-        "statusFrequency": 10, "changeFrequency": 10, "deviceScanFrequency": 60,
-        "watchdogEnabled": False, "gpsMode": "manual", "latitude": 52.5, "longitude": 13.4,
-        "logLevel": "FINE", "availableDiskThreshold": 20, "dockerPruningFrequency": 1,
-        "readyToUpgradeScanFrequency": 24,
-    }
-    assert store.controller_view("eth0")["networkInterface"] == "eth0"
-    view = store.controller_view()
-    assert isinstance(view["diskLimit"], float) and type(view["logFileCount"]) is int
 
 
 # -- defaults, identity, GPS, switch ------------------------------------------------------------
@@ -540,7 +472,7 @@ def test_controller_view_has_javas_types(tmp_path: Path) -> None:
 
 def test_config_defaults(tmp_path: Path) -> None:
     store = make_store(tmp_path)
-    store.apply({"n": "lo", "lc": "3", "tz": "UTC", "ac": ""})
+    store.apply({"n": "lo", "lc": "3", "tz": "UTC", "ac": ""}, Origin.LOCAL)
     assert store.reset_defaults() == "Configuration has been reset to its defaults."
     cfg = reload(tmp_path)
     for opt in OPTIONS:
@@ -573,7 +505,7 @@ def test_switch(tmp_path: Path) -> None:
     assert store.current.dev_mode and store.current.controller_url == "http://localhost:51121/api/v3/"
     assert (etc(tmp_path) / "config-development.xml").exists()
     assert store.switch("development") == "Already using this configuration."
-    store.apply({"lc": "7"})                           # goes to the development file
+    store.apply({"lc": "7"}, Origin.LOCAL)                           # goes to the development file
     assert parse_config_xml((etc(tmp_path) / "config-development.xml").read_bytes()).values["log_file_count"] == "7"
     assert reload(tmp_path).log_file_count == 7        # the switcher state survives a restart
     assert store.switch("prod") == "Successfully switched to new configuration."
@@ -599,14 +531,14 @@ def test_switch_to_an_unreadable_file_falls_back(tmp_path: Path) -> None:
 def test_listeners_see_old_and_new(tmp_path: Path) -> None:
     store = make_store(tmp_path)
     seen: List[Tuple[int, int]] = []
-    store.add_listener(lambda old, new: seen.append((old.log_file_count, new.log_file_count)))
-    def failing(old: Config, new: Config) -> None:
+    store.add_listener(lambda old, new, origin: seen.append((old.log_file_count, new.log_file_count)))
+    def failing(old: Config, new: Config, origin: str) -> None:
         raise RuntimeError("listener bug")
 
     store.add_listener(failing)                        # a failing listener is logged, not fatal
-    store.apply({"lc": "5"})
-    store.apply({"lc": "x"})                           # refused: no call
-    store.apply({"lc": "6"})
+    store.apply({"lc": "5"}, Origin.LOCAL)
+    store.apply({"lc": "x"}, Origin.LOCAL)                           # refused: no call
+    store.apply({"lc": "6"}, Origin.LOCAL)
     assert seen == [(10, 5), (5, 6)]
     with pytest.raises(AttributeError):
         store.current.log_file_count = 1
@@ -618,7 +550,7 @@ def test_concurrent_changes_all_land(tmp_path: Path) -> None:
 
     def worker(flag: str) -> None:
         for i in range(1, 21):
-            store.apply({flag: str(i)})
+            store.apply({flag: str(i)}, Origin.LOCAL)
 
     threads = [threading.Thread(target=worker, args=(f,)) for f in flags]
     for t in threads:
@@ -633,14 +565,16 @@ def test_concurrent_changes_all_land(tmp_path: Path) -> None:
 
 WRITER = """
 import sys
-from iofogd.config import ConfigStore, Host, Paths, interface_names
+from iofogd.config import ConfigStore, Origin
+from iofogd.paths import Paths
+from iofogd.system.host import Host, interface_names
 store = ConfigStore(Paths.from_root(sys.argv[1]), host=Host("x86_64", interface_names, lambda: "UTC"))
 store.load()
 print("ready", flush=True)
 i = 0
 while True:
     i += 1
-    store.apply({"sf": str(i), "lc": str(1 + i % 100)})
+    store.apply({"sf": str(i), "lc": str(1 + i % 100)}, Origin.LOCAL)
     print(i, flush=True)
 """
 
@@ -670,38 +604,115 @@ def test_kill_9_during_a_burst_of_writes_leaves_a_loadable_config(tmp_path: Path
         previous = cfg.status_update_freq
 
 
-# -- the admin token ----------------------------------------------------------------------------
+# -- paths, URLs and stored values (issue 12) ------------------------------------------------
+
+OUTSIDE = "(a directory may not leave the agent's root: no '..')"
+NOT_HTTP = "(an http:// or https:// URL with a host is required)"
 
 
-def test_token_is_created_once_with_mode_0640(tmp_path: Path) -> None:
-    path = tmp_path / "etc" / "iofog-agent" / "local-api"
-    token = ensure_token(str(path))
-    assert len(token) == 32 and token.isascii() and token.isalnum()
-    assert path.read_bytes() == token.encode()                  # no newline
-    assert stat.S_IMODE(path.stat().st_mode) == 0o640
-    before = path.stat()
-    assert ensure_token(str(path)) == token
-    assert (path.stat().st_ino, path.stat().st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
-    assert read_token(str(path)) == token
-    assert ensure_token(str(tmp_path / "other")) != token
-    assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
+@pytest.mark.parametrize("flag", ["ld", "dl"])
+@pytest.mark.parametrize("value", ["../../etc", "/var/log/../../../etc", "a/..", "..", "/x/../y"])
+def test_directories_may_not_leave_the_root(tmp_path: Path, flag: str, value: str) -> None:
+    store = make_store(tmp_path)
+    before = (etc(tmp_path) / "config.xml").read_bytes()
+    report = store.apply({flag: value}, Origin.LOCAL)
+    assert report.errors == [(flag, f"Option -{flag} has invalid value: {value} {OUTSIDE}")]
+    assert report.accepted == [] and (etc(tmp_path) / "config.xml").read_bytes() == before
 
 
-def test_existing_token_is_never_regenerated(tmp_path: Path) -> None:
-    path = tmp_path / "local-api"
-    path.write_text("MyOwnToken\n")
-    assert ensure_token(str(path)) == "MyOwnToken"
-    assert path.read_text() == "MyOwnToken\n"
-    path.write_text("")
-    with pytest.raises(ConfigFileError):
-        ensure_token(str(path))                                 # an empty file is an error, not replaced
-    assert path.read_text() == ""
+def test_the_cli_creates_no_log_file_outside_the_root(tmp_path: Path) -> None:
+    """The finding itself: ``iofog-agent config -ld ../../etc`` through a real daemon."""
+    from tests.daemon_process import RunningDaemon
+    root = tmp_path / "deep" / "root"
+    d = RunningDaemon(str(root)).start()
+    try:
+        out = d.cli("config", "-ld", "../../etc")
+        assert out.returncode == 0 and f"Option -ld has invalid value: ../../etc {OUTSIDE}" in out.stdout, out
+        # a name that lies inside the root is taken, with its leading and trailing "/"
+        out = d.cli("config", "-ld", "var/log/other")
+        assert "Change accepted" in out.stdout, out
+        assert d.request("GET", "/v2/info")[2]["log-file-directory"] == f"{root}/var/log/other/"
+    finally:
+        d.stop()
+    assert not (tmp_path / "etc").exists() and not (tmp_path / "deep" / "etc").exists()
+    assert (root / "var" / "log" / "other").is_dir()
 
 
-def test_read_token_errors(tmp_path: Path) -> None:
-    with pytest.raises(ConfigFileError) as info:
-        read_token(str(tmp_path / "missing"))
-    assert info.value.path == str(tmp_path / "missing")
-    (tmp_path / "blank").write_text("  \n")
-    with pytest.raises(ConfigFileError):
-        read_token(str(tmp_path / "blank"))
+def test_a_stored_directory_outside_the_root_is_replaced(tmp_path: Path,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    """A hand edit (or an older agent) that left ``..`` in config.xml: the default, with a warning."""
+    data = JAVA_CONFIG.replace(b"<log_disk_directory>/var/log/iofog-agent/</log_disk_directory>",
+                               b"<log_disk_directory>../../etc/</log_disk_directory>")
+    assert data != JAVA_CONFIG
+    caplog.set_level(logging.WARNING, logger="iofogd.config")
+    cfg = make_store(tmp_path, data).current
+    assert cfg.log_directory == f"{tmp_path}/var/log/iofog-agent/"
+    assert any("<log_disk_directory> has an invalid value '../../etc/'" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("value", ["file:///etc/passwd", "javascript:alert(1)", "ftp://c/api/v3/",
+                                   "http://", "https:///api", "http://exa mple/", "c:51121/api/v3",
+                                   "//c/api/v3"])
+def test_the_controller_url_must_be_http(tmp_path: Path, value: str) -> None:
+    store = make_store(tmp_path)
+    report = store.apply({"a": value}, Origin.LOCAL)
+    assert report.errors == [("a", f"Option -a has invalid value: {value} {NOT_HTTP}")]
+    assert store.current.get("controller_url") == "http://192.168.1.20:51121/api/v3/"
+
+
+@pytest.mark.parametrize("value", ["http://c:51121/api/v3", "https://user:pw@c.example/api/v3/?x=1",
+                                   "HTTPS://[fe80::1]:51121/api/v3/", "http://10.0.0.1"])
+def test_the_controller_url_takes_http_and_https(tmp_path: Path, value: str) -> None:
+    store = make_store(tmp_path)
+    assert store.apply({"a": value}, Origin.LOCAL).errors == []
+    assert reload(tmp_path).get("controller_url") == value
+
+
+def test_urls_and_directories_have_length_bounds(tmp_path: Path) -> None:
+    store = make_store(tmp_path)
+    before = (etc(tmp_path) / "config.xml").read_bytes()
+    huge = "http://c/" + "a" * 500_000
+    report = store.apply({"a": huge, "c": "unix:///" + "s" * 3000, "dl": "/d" * 2100}, Origin.LOCAL)
+    assert sorted(report.errors) == [
+        ("a", "Option -a has invalid value: a URL of 500009 characters (at most 2048)"),
+        ("c", "Option -c has invalid value: a URL of 3008 characters (at most 2048)"),
+        ("dl", "Option -dl has invalid value: a directory of 4200 characters (at most 4096)"),
+    ]
+    assert (etc(tmp_path) / "config.xml").read_bytes() == before
+    # the longest accepted values round-trip
+    longest = "http://c/" + "a" * (2048 - 9)
+    assert store.apply({"a": longest}, Origin.LOCAL).errors == [] and reload(tmp_path).get("controller_url") == longest
+
+
+@pytest.mark.parametrize("value,message", [
+    ("unix://", "Option -c has invalid value: unix:// (unix://<socket path> or tcp://<host>:<port> is required)"),
+    ("tcp://", "Option -c has invalid value: tcp:// (unix://<socket path> or tcp://<host>:<port> is required)"),
+    ("tcp://h:2375/x", "Option -c has invalid value: tcp://h:2375/x "
+                       "(unix://<socket path> or tcp://<host>:<port> is required)"),
+    ("https://h:2376", "Unsupported protocol scheme. Only 'tcp://' or 'unix://' supported.\n"),
+])
+def test_the_docker_url_is_unix_or_tcp(tmp_path: Path, value: str, message: str) -> None:
+    store = make_store(tmp_path)
+    assert store.apply({"c": value}, Origin.LOCAL).errors == [("c", message)]
+    for good in ("unix:///run/docker.sock", "tcp://127.0.0.1:2375", "tcp://docker:2375/"):
+        assert store.apply({"c": good}, Origin.LOCAL).errors == []
+        assert reload(tmp_path).get("docker_url") == good
+
+
+@pytest.mark.parametrize("flag,typed,stored", [
+    ("tz", " Europe/Paris ", "Europe/Paris"),
+    ("a", "\thttp://c:51121/api/v3 ", "http://c:51121/api/v3"),
+    ("n", " lo", "lo"),
+    ("d", " +20 ", "20"),
+    ("dl", " /data/x ", "/data/x/"),
+    ("sec", "on\u2003", "on"),
+])
+def test_values_are_stored_as_they_are_used(tmp_path: Path, flag: str, typed: str, stored: str) -> None:
+    """config.xml gives values back stripped: what is kept in memory is that already."""
+    store = make_store(tmp_path)
+    report = store.apply({flag: typed}, Origin.LOCAL)
+    assert report.errors == [] and report.accepted[0][2] == typed.strip().lstrip("+")   # as typed, stripped
+    tag = option_by_flag(flag).tag  # type: ignore[union-attr]
+    assert store.current.get(tag) == stored == reload(tmp_path).get(tag)
+    assert store.current == reload(tmp_path)
+

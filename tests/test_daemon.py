@@ -256,17 +256,18 @@ def test_daemon_arguments_both_forms_and_errors(monkeypatch, capsys) -> None:  #
 def test_start_gate_waits_then_answers_or_says_why(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     import threading
 
-    from iofogd import daemon as daemon_module
-    from iofogd.daemon import StartGate
+    from iofogd import app as app_module
+    from iofogd.app import Phase2, StartGate
     from iofogd.errors import ServiceUnavailable
 
-    monkeypatch.setattr(daemon_module, "STARTUP_WAIT", 0.2)
+    monkeypatch.setattr(app_module, "STARTUP_WAIT", 0.2)
     gate = StartGate()
     with pytest.raises(ServiceUnavailable, match=r"still starting \(the Docker engine client is not up yet\)"):
         gate.wait("the Docker engine client")
-    opener = threading.Timer(0.05, gate.open)
+    parts = Phase2(None, None, None)  # type: ignore[arg-type]   # the gate only hands them over
+    opener = threading.Timer(0.05, gate.open, (parts,))
     opener.start()
-    gate.wait("the Controller client")   # returns once phase 2 is done
+    assert gate.wait("the Controller client") is parts   # returns once phase 2 is done
     assert gate.is_open()
     failed = StartGate()
     failed.fail("No module named 'x'")
@@ -289,3 +290,13 @@ def test_a_failing_phase_two_stops_the_daemon_with_one_clear_error(tmp_path) -> 
     assert "serving the Local API" in proc.stderr
     assert "cannot start: concurrent hidden for this test" in proc.stderr
     assert "iofogd running" not in proc.stderr
+
+
+def test_importing_main_starts_nothing(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # `python -m iofogd` runs the daemon; importing iofogd.__main__ (a tool that
+    # walks the package, a test collector) must not start one on the real root.
+    env = dict(os.environ, IOFOGD_ROOT=str(tmp_path), PYTHONPATH=REPO)
+    proc = subprocess.run([sys.executable, "-c", "import iofogd.__main__; print('imported')"],
+                          env=env, capture_output=True, text=True, timeout=30)
+    assert (proc.returncode, proc.stdout) == (0, "imported\n"), proc.stderr
+    assert list(tmp_path.iterdir()) == []   # no config.xml, no token: nothing started

@@ -38,12 +38,12 @@ import collections
 import logging
 import threading
 import time
-from urllib.parse import unquote
 
 from iofogd.bus.message import decode
 from iofogd.errors import ArchiveError, ConnectionClosed, EnvelopeError, MessageError
 from iofogd.ws.envelope import decode_msg, encode_msg, encode_receipt, is_message_ack
-from iofogd.ws.frames import CLOSE_INTERNAL_ERROR, CLOSE_INVALID_DATA, CLOSE_POLICY_VIOLATION
+from iofogd.ws.frames import CloseCode
+from iofogd.ws.paths import MESSAGE_SOCKET_PREFIX, socket_id
 
 TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
 if TYPE_CHECKING:
@@ -66,17 +66,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-MESSAGE_PREFIX = "/v2/message/socket/id/"
 _RECEIPT = "receipt"
 
 
 def message_socket_id(path: str) -> Optional[str]:
-    """The microservice id of a message-socket path (query cut off, as upstream), or None."""
-    path = path.split("?", 1)[0]
-    if not path.startswith(MESSAGE_PREFIX):
-        return None
-    token = unquote(path[len(MESSAGE_PREFIX) :].split("/", 1)[0]).strip()
-    return token or None
+    """The microservice id of a message-socket path (query cut off), or None (see ws.paths)."""
+    return socket_id(MESSAGE_SOCKET_PREFIX, path)
 
 
 class _InFlight:
@@ -318,15 +313,15 @@ class MessageSockets:
             iomessage = decode(decode_msg(data))
         except (EnvelopeError, MessageError) as exc:
             log.info("message socket %s: malformed publish refused: %s", receiver.id, exc)
-            session.close(CLOSE_INVALID_DATA, f"malformed message: {exc}"[:120])
+            session.close(CloseCode.INVALID_DATA, f"malformed message: {exc}"[:120])
             return
         if not iomessage.publisher.strip():
             log.info("message socket %s: publish without a publisher refused", receiver.id)
-            session.close(CLOSE_POLICY_VIOLATION, "a message needs its publisher")
+            session.close(CloseCode.POLICY_VIOLATION, "a message needs its publisher")
             return
         publisher = self.publisher
         if publisher is None:
-            session.close(CLOSE_INTERNAL_ERROR, "the message bus is not running")
+            session.close(CloseCode.INTERNAL_ERROR, "the message bus is not running")
             return
 
         def done(published: IoMessage, error: Optional[ArchiveError]) -> None:
@@ -337,7 +332,7 @@ class MessageSockets:
         try:
             publisher.publish_async(iomessage, done)
         except MessageError as exc:
-            session.close(CLOSE_INVALID_DATA, f"malformed message: {exc}"[:120])
+            session.close(CloseCode.INVALID_DATA, f"malformed message: {exc}"[:120])
         except ArchiveError as exc:
             done(iomessage, exc)
 
@@ -346,7 +341,7 @@ class MessageSockets:
     ) -> None:
         if error is not None:
             log.warning("message socket %s: message not stored: %s", receiver.id, error)
-            session.close(CLOSE_INTERNAL_ERROR, f"message not stored: {error.message}"[:120])
+            session.close(CloseCode.INTERNAL_ERROR, f"message not stored: {error.message}"[:120])
             return
         with receiver.lock:
             # Recorded before sending: its ACK settles the receipt, not a message.
@@ -385,5 +380,5 @@ class MessageSockets:
             if give_up is not None:
                 log.info("message socket %s: a message sent %d times was never acknowledged; closing",
                          receiver.id, self.max_sends)
-                give_up.close(CLOSE_POLICY_VIOLATION, "messages not acknowledged")
+                give_up.close(CloseCode.POLICY_VIOLATION, "messages not acknowledged")
                 self.unregister(give_up)

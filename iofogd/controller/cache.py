@@ -22,9 +22,10 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from pathlib import Path
+
+from iofogd.durable import atomic_write
 
 TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
 if TYPE_CHECKING:
@@ -82,29 +83,11 @@ class OfflineCache:
         """Write ``data`` atomically; an ``OSError`` is logged, never raised (the cache is best effort)."""
         target = self.path(name)
         raw = encode(data, int(self._clock() * 1000))
-        tmp = ""
         try:
-            self.directory.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{name}.", dir=self.directory)
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(raw)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, target)
-            tmp = ""
-            dir_fd = os.open(self.directory, os.O_RDONLY)
-            try:
-                os.fsync(dir_fd)
-            finally:
-                os.close(dir_fd)
+            # 0600 as before: the cache holds microservice configs and registry credentials.
+            atomic_write(str(target), raw, mode=0o600)
         except OSError as exc:
             log.warning("offline cache %s not written: %s", target, exc)
-        finally:
-            if tmp:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
 
     def load(self, name: str) -> list[Any] | None:
         """The cached data, or None when the file is absent, unreadable or corrupt (warning logged)."""

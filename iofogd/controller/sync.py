@@ -127,11 +127,12 @@ if TYPE_CHECKING:
             (``id``, ``messagecount``).
             """
 
-        def controller_config(self) -> dict[str, Any]:
-            """The ``PATCH agent/config`` body (agent-spec 6.7): our config in the Controller's keys."""
+        def agent_config_body(self) -> dict[str, Any]:
+            """The ``PATCH agent/config`` body (agent-spec 6.7): the agent's own config in the Controller's keys."""
 
-        def apply_controller_config(self, cfg: dict[str, Any]) -> None:
-            """Apply ``GET agent/config`` through the config schema's validation (agent-spec 6.7)."""
+        def apply_agent_config(self, body: dict[str, Any]) -> None:
+            """Apply ``GET agent/config`` (the agent's own config) through the schema's validation
+            (agent-spec 6.7), as a change from the Controller: it is not PATCHed back."""
 
         def apply_microservices(self, microservices: list[dict[str, Any]]) -> None:
             """The Controller's full microservice list (agent-spec 6.8): reconcile, update configs (0x0C)."""
@@ -499,7 +500,7 @@ class ControllerSync:
 
     def _push_config(self, client: ControllerClient) -> bool:
         try:
-            client.patch_config(self.port.controller_config())
+            client.patch_config(self.port.agent_config_body())
         except ControllerError as exc:
             self._failed("config not sent to the controller", exc)
             return False
@@ -522,7 +523,7 @@ class ControllerSync:
                 log.info("controller requested %s: not supported by iofogd, ignored", flag)
         steps: list[tuple[str, Callable[[], None]]] = []
         if changes.get("config") and not initial:  # on the first cycle our config was pushed instead
-            steps.append(("config", lambda: self.port.apply_controller_config(client.get_config())))
+            steps.append(("config", lambda: self.port.apply_agent_config(client.get_config())))
         if changes.get("registries") or initial:
             steps.append(("registries", lambda: self._fetch(
                 client.get_registries, self.port.apply_registries, cachefiles.REGISTRIES)))

@@ -12,6 +12,7 @@ from iofogd.errors import MethodNotAllowed, NotFound, NotImplementedYet
 from iofogd.http.api import admin, gps, log, messages, microservice
 from iofogd.http.request import Request, Response
 from iofogd.record import Record
+from iofogd.ws.paths import CONTROL_SOCKET_PREFIX, MESSAGE_SOCKET_PREFIX
 
 TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
 if TYPE_CHECKING:
@@ -38,9 +39,7 @@ def _not_yet(what: str) -> Handler:
 
 
 # WebSocket upgrades are recognised by the HTTP handler itself (it owns the
-# socket); these names are the prefixes of their paths.
-CONTROL_SOCKET_PREFIX = "/v2/control/socket/id/"
-MESSAGE_SOCKET_PREFIX = "/v2/message/socket/id/"
+# socket) by these path prefixes, defined once in the WebSocket layer.
 
 ROUTES: dict[str, Route] = {
     "/v2/status": Route({"GET": admin.status}, auth=True),
@@ -59,6 +58,9 @@ ROUTES: dict[str, Route] = {
     "/v2/messages/query": Route({"POST": messages.query}),
     "/v2/log": Route({"POST": log.post}),
 }
+
+
+__all__ = ["CONTROL_SOCKET_PREFIX", "MESSAGE_SOCKET_PREFIX", "ROUTES", "Route", "resolve"]
 
 
 def resolve(method: str, path: str) -> tuple[Route, Handler]:

@@ -32,6 +32,7 @@ from concurrent.futures import ThreadPoolExecutor
 from iofogd.errors import DockerError, EngineUnavailable
 from iofogd.system import dockerproto as proto
 from iofogd.system.docker import DockerClient
+from iofogd.system.identity import ContainerAddresses, addresses_of
 
 TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
 if TYPE_CHECKING:
@@ -112,8 +113,12 @@ class Microservices:
         stuck_after: int = 10,
         stuck_window: float = 600.0,
         stats_interval: float = 5.0,
+        addresses: Optional[ContainerAddresses] = None,
     ) -> None:
         self._factory = client_factory
+        # Who is calling the Local API (iofogd.system.identity): fed from the
+        # engine calls each pass makes anyway, never a call of its own.
+        self.addresses = addresses if addresses is not None else ContainerAddresses()
         self.node_uuid = node_uuid
         self.agent_address = agent_address
         self.time_zone = time_zone
@@ -221,6 +226,8 @@ class Microservices:
                         self._reconcile_one(client, ms, ours.get(proto.container_name(uuid)))
                     self._remove_leftovers(client, containers, desired)
                     containers = client.list_containers(all=True)
+                self.addresses.replace((_name(c)[len(proto.NAME_PREFIX):], str(c["Id"]), addresses_of(c))
+                                       for c in self._running_ours(containers))
                 self._refresh_usage(client, containers)
             except DockerError as exc:
                 if not isinstance(exc, EngineUnavailable) and self._engine_ok:
@@ -345,6 +352,9 @@ class Microservices:
         inspect = client.inspect_container(container_id) or {}
         started = proto.started_at(inspect)
         self._update(entry, status=proto.container_state(inspect), start_ms=started)
+        name = str(inspect.get("Name") or "").lstrip("/")
+        if name.startswith(proto.NAME_PREFIX):   # its caller identity from now, not the next pass
+            self.addresses.learn(name[len(proto.NAME_PREFIX):], container_id, addresses_of(inspect))
 
     @staticmethod
     def _auth(registry: Optional[dict[str, Any]]) -> Optional[str]:
@@ -363,6 +373,7 @@ class Microservices:
             if exc.status != 404:
                 log.info("stop of %s failed (%s); removing it by force", ref[:12], exc.message)
         client.remove_container(ref, force=True, volumes=cleanup)
+        self.addresses.forget(ref)
         if cleanup and ms is not None:
             for vol in ms.get("volumeMappings") or []:
                 if vol.get("type") == "volume":
@@ -402,8 +413,7 @@ class Microservices:
         A one-shot stats call waits for the engine's next 1 s collection tick, so
         the samples are taken concurrently: one tick serves them all.
         """
-        running = [c for c in containers if self._is_ours(c) and _name(c).startswith(proto.NAME_PREFIX)
-                   and proto.container_state(c) == "RUNNING"]
+        running = self._running_ours(containers)
         now = self._clock()
         with self._lock:
             self._running = len(running)
@@ -448,6 +458,7 @@ class Microservices:
                 for entry in self._entries.values():
                     entry.status, entry.container_id, entry.start_ms = "STOPPED", None, None
                 self._running = 0
+            self.addresses.replace(())
 
     def prune_unused(self) -> int:
         """Remove every image no container and no current microservice uses; bytes reclaimed.
@@ -492,6 +503,10 @@ class Microservices:
         return reclaimed
 
     # -- bookkeeping -----------------------------------------------------------
+
+    def _running_ours(self, containers: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [c for c in containers if self._is_ours(c) and _name(c).startswith(proto.NAME_PREFIX)
+                and proto.container_state(c) == "RUNNING"]
 
     def _is_ours(self, item: dict[str, Any]) -> bool:
         return bool((item.get("Labels") or {}).get(proto.LABEL_NODE) == self.node_uuid)

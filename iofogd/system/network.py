@@ -15,16 +15,28 @@ import struct
 import threading
 from urllib.parse import urlsplit
 
-from iofogd.config import interface_names
-from iofogd.reports import NetworkInfo
+from iofogd.record import Record
+from iofogd.system.host import interface_names
 
 TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
 if TYPE_CHECKING:
-    from typing import Callable, Optional
+    from typing import Callable, Final, Optional
 
 log = logging.getLogger(__name__)
 
 SIOCGIFADDR = 0x8915  # linux/sockios.h
+
+
+class NetworkInfo(Record):
+    __slots__ = ("interface", "address", "configured")
+    interface: Final[str | None]  # the interface in use, None when none was found
+    address: Final[str | None]
+    configured: Final[str]  # the config value: "dynamic" or an interface name
+
+    def __init__(self, interface: str | None, address: str | None, configured: str) -> None:
+        self.interface = interface
+        self.address = address
+        self.configured = configured
 
 
 def interface_address(name: str) -> Optional[str]:

@@ -31,11 +31,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from urllib.parse import unquote
 
 from iofogd.errors import ConnectionClosed
 from iofogd.ws.envelope import CONTROL_SIGNAL, RESOURCE_SIGNAL, is_control_ack, signal
-from iofogd.ws.frames import CLOSE_POLICY_VIOLATION
+from iofogd.ws.frames import CloseCode
+from iofogd.ws.paths import CONTROL_SOCKET_PREFIX, socket_id
 from iofogd.ws.protocol import Message
 from iofogd.ws.session import WebSocketSession
 
@@ -45,20 +45,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CONTROL_PREFIX = "/v2/control/socket/id/"
-
-
 def control_socket_id(path: str) -> Optional[str]:
-    """The microservice id of a control-socket URL path, or None if it is not one.
-
-    Upstream takes the fifth ``/``-separated token and keeps a query string in
-    the id (spec 2.1); we drop the query and refuse an empty id.
-    """
-    path = path.split("?", 1)[0]
-    if not path.startswith(CONTROL_PREFIX):
-        return None
-    token = unquote(path[len(CONTROL_PREFIX) :].split("/", 1)[0]).strip()
-    return token or None
+    """The microservice id of a control-socket URL path, or None (see :func:`socket_id`)."""
+    return socket_id(CONTROL_SOCKET_PREFIX, path)
 
 
 class _Pending:
@@ -96,7 +85,7 @@ class ControlHub:
     def register(self, microservice_id: str, session: WebSocketSession) -> None:
         with self._lock:
             self._ids[session] = microservice_id
-        log.debug("control socket opened for %s", microservice_id)
+        log.debug("control socket opened for %r", microservice_id)
 
     def unregister(self, session: WebSocketSession) -> None:
         with self._lock:
@@ -179,8 +168,8 @@ class ControlHub:
         for session, opcode in resend:
             self._send(session, opcode)
         for session in give_up:
-            log.info("control socket %s: %d signals unacknowledged; closing it", session.path, self.max_sends)
-            session.close(CLOSE_POLICY_VIOLATION, "signal not acknowledged")
+            log.info("control socket %r: %d signals unacknowledged; closing it", session.path, self.max_sends)
+            session.close(CloseCode.POLICY_VIOLATION, "signal not acknowledged")
 
     def run(self, stop: threading.Event, interval: float = 2.0) -> None:
         """Call :meth:`tick` every ``interval`` seconds until ``stop`` is set."""

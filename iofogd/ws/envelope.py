@@ -12,7 +12,10 @@ Layouts (spec 2.6, compatibility.md):
 - RECEIPT 0x0E: opcode, len(id), 8, id (UTF-8), 8-byte big-endian ms timestamp.
 
 The 0x09/0x0A "ping"/"pong" bytes travel as the payloads of real ping and pong
-frames; the protocol layer answers them (:mod:`iofogd.ws.protocol`).
+frames (spec 2.2/2.3): the SDKs ping with 0x09 and want 0x0A back, and answer
+every ping of ours with 0x0A.  :func:`sdk_pong` is that rule, handed to the
+RFC layer (:class:`iofogd.ws.protocol.Connection` ``pong_payload``), which
+otherwise echoes ping payloads as RFC 6455 section 5.5.3 requires.
 Pure: no I/O.
 """
 from __future__ import annotations
@@ -20,14 +23,15 @@ from __future__ import annotations
 import struct
 
 from iofogd.errors import EnvelopeError
-from iofogd.ws.protocol import SDK_PING, SDK_PONG
 
 TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
 if TYPE_CHECKING:
     from typing import Optional, Tuple
 
-PING = SDK_PING[0]  # 0x09, payload of a ping frame
-PONG = SDK_PONG[0]  # 0x0A, payload of the pong answering it
+PING = 0x09  # payload of an SDK's ping frame, and of our keepalive pings
+PONG = 0x0A  # payload of the pong answering it
+SDK_PING = bytes((PING,))
+SDK_PONG = bytes((PONG,))
 ACK = 0x0B
 CONTROL_SIGNAL = 0x0C
 MSG = 0x0D
@@ -38,6 +42,11 @@ SIGNALS = frozenset((CONTROL_SIGNAL, RESOURCE_SIGNAL))
 
 _MSG_HEAD = struct.Struct("!BI")
 _TIMESTAMP = struct.Struct("!q")
+
+
+def sdk_pong(ping_payload: bytes) -> bytes:
+    """The pong payload for a ping: 0x0A for the SDKs' 0x09, the ping's own payload otherwise."""
+    return SDK_PONG if ping_payload == SDK_PING else ping_payload
 
 
 def opcode_of(data: bytes) -> Optional[int]:

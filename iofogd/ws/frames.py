@@ -13,10 +13,10 @@ is refused after 10 bytes.  :func:`parse_frame` adds the payload and returns
 python-websockets ``frames.py`` and h11's ``NEED_DATA``.
 
 Every violation raises :class:`iofogd.errors.ProtocolError` (or
-:class:`~iofogd.errors.MessageTooBig`) carrying its close code; the codes used
-by the whole WebSocket layer are defined here, in one place, and
-:func:`close_code_for` maps any exception to the code that fails the
-connection.  This module does no I/O.
+:class:`~iofogd.errors.MessageTooBig`) carrying its close code; the close codes
+(:class:`CloseCode`) and the rules of close frames (:class:`Close`) are
+defined here, in one place, and :func:`close_code_for` maps any exception to
+the code that fails the connection.  This module does no I/O.
 """
 from __future__ import annotations
 
@@ -33,16 +33,21 @@ if TYPE_CHECKING:
 
     Buffer = Union[bytes, bytearray, memoryview]
 
-# -- close codes (RFC 6455 section 7.4.1) ------------------------------------------
-CLOSE_NORMAL = 1000
-CLOSE_GOING_AWAY = 1001
-CLOSE_PROTOCOL_ERROR = 1002
-CLOSE_NO_STATUS = 1005  # never on the wire: "the close frame had no code"
-CLOSE_ABNORMAL = 1006  # never on the wire: "the TCP connection dropped"
-CLOSE_INVALID_DATA = 1007
-CLOSE_POLICY_VIOLATION = 1008
-CLOSE_TOO_BIG = 1009
-CLOSE_INTERNAL_ERROR = 1011
+class CloseCode(enum.IntEnum):
+    """Close codes (RFC 6455 section 7.4.1), named as python-websockets names them."""
+
+    NORMAL_CLOSURE = 1000
+    GOING_AWAY = 1001
+    PROTOCOL_ERROR = 1002
+    UNSUPPORTED_DATA = 1003
+    NO_STATUS_RCVD = 1005  # never on the wire: "the close frame had no code"
+    ABNORMAL_CLOSURE = 1006  # never on the wire: "the TCP connection dropped"
+    INVALID_DATA = 1007
+    POLICY_VIOLATION = 1008
+    MESSAGE_TOO_BIG = 1009
+    MANDATORY_EXTENSION = 1010
+    INTERNAL_ERROR = 1011
+    TRY_AGAIN_LATER = 1013
 
 
 class Opcode(enum.IntEnum):
@@ -65,12 +70,12 @@ MAX_CONTROL_PAYLOAD = 125  # RFC 6455 section 5.5
 
 def protocol_error(reason: str) -> ProtocolError:
     """A 1002 failure: the peer broke the framing rules."""
-    return ProtocolError(CLOSE_PROTOCOL_ERROR, reason)
+    return ProtocolError(CloseCode.PROTOCOL_ERROR, reason)
 
 
 def invalid_data(reason: str) -> ProtocolError:
     """A 1007 failure: a text payload or close reason is not UTF-8 (section 8.1)."""
-    return ProtocolError(CLOSE_INVALID_DATA, reason)
+    return ProtocolError(CloseCode.INVALID_DATA, reason)
 
 
 def close_code_for(exc: BaseException) -> int:
@@ -81,7 +86,69 @@ def close_code_for(exc: BaseException) -> int:
     """
     if isinstance(exc, ProtocolError):
         return exc.code
-    return CLOSE_INTERNAL_ERROR
+    return CloseCode.INTERNAL_ERROR
+
+
+class Close(Record):
+    """The payload of a close frame: every rule about close frames lives here.
+
+    ``code`` is 1005 (NO_STATUS_RCVD) for a close frame without a payload.
+    Section 5.5.1: a payload is empty or a 2-byte code followed by a UTF-8
+    reason, 125 bytes at most; section 7.4: only some codes may be sent.
+    """
+
+    __slots__ = ("code", "reason")
+    code: Final[int]
+    reason: Final[str]
+
+    def __init__(self, code: int, reason: str = "") -> None:
+        self.code = code
+        self.reason = reason
+
+    @classmethod
+    def parse(cls, data: bytes) -> Close:
+        """A peer's close payload; ProtocolError (1002 or 1007) when it breaks the rules."""
+        if not data:
+            return cls(CloseCode.NO_STATUS_RCVD, "")
+        if len(data) == 1:
+            raise protocol_error("close frame with a one-byte payload")
+        (code,) = struct.unpack_from("!H", data)
+        if not is_valid_close_code(code):
+            raise protocol_error(f"invalid close code {code}")
+        try:
+            reason = data[2:].decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise invalid_data("close reason is not valid UTF-8") from exc
+        return cls(code, reason)
+
+    def serialize(self) -> bytes:
+        """The payload we send; ValueError for a code that may not be sent or a long reason."""
+        if self.code == CloseCode.NO_STATUS_RCVD:
+            return b""
+        if not is_valid_close_code(self.code):
+            raise ValueError(f"close code {self.code} may not be sent")
+        data = struct.pack("!H", self.code) + self.reason.encode("utf-8")
+        if len(data) > MAX_CONTROL_PAYLOAD:
+            raise ValueError("close reason over 123 bytes")
+        return data
+
+    @classmethod
+    def failing(cls, exc: BaseException) -> Close:
+        """The close frame that fails a connection because of ``exc`` (reason cut to fit)."""
+        code = close_code_for(exc)
+        reason = exc.reason if isinstance(exc, ProtocolError) and code != CloseCode.INTERNAL_ERROR else ""
+        if code == CloseCode.INTERNAL_ERROR:
+            reason = "internal error"
+        return cls(code, reason.encode("utf-8")[:123].decode("utf-8", "ignore"))
+
+
+def is_valid_close_code(code: int) -> bool:
+    """Codes a peer may put in a close frame (RFC 6455 section 7.4, IANA registry).
+
+    1004 is reserved, 1005/1006/1015 must never be sent, 1016-2999 are reserved
+    for future RFCs, 3000-4999 belong to libraries and applications.
+    """
+    return code in (1000, 1001, 1002, 1003) or 1007 <= code <= 1014 or 3000 <= code <= 4999
 
 
 class Frame(Record):

@@ -59,8 +59,14 @@ def _single(headers: Headers, name: str) -> str:
     return values[0].strip()
 
 
-def validate_request(method: str, headers: Headers) -> HeaderList:
-    """Check an upgrade request (section 4.2.1); return the 101 response headers."""
+def validate_request(method: str, headers: Headers, version: str = "HTTP/1.1") -> HeaderList:
+    """Check an upgrade request (section 4.2.1); return the 101 response headers.
+
+    ``version`` is the request line's HTTP version.
+    """
+    if version != "HTTP/1.1":
+        # Section 4.2.1: "An HTTP/1.1 or higher GET request".
+        raise HandshakeError(400, "a WebSocket handshake needs HTTP/1.1")
     if method != "GET":
         raise HandshakeError(400, "a WebSocket handshake must be a GET request")
     if not _values(headers, "Host"):
@@ -89,3 +95,14 @@ def validate_request(method: str, headers: Headers) -> HeaderList:
         ("Connection", "Upgrade"),
         ("Sec-WebSocket-Accept", accept_key(key)),
     )
+
+
+def response(headers: HeaderList) -> bytes:
+    """The whole ``101 Switching Protocols`` response, to be sent in one write.
+
+    The status line says HTTP/1.1 whatever the server's default, and there is
+    no Content-Length: the connection now speaks WebSocket.
+    """
+    lines = ["HTTP/1.1 101 Switching Protocols"]
+    lines += [f"{name}: {value}" for name, value in headers]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")

@@ -2,48 +2,53 @@
 
 Theory of operation
 -------------------
-The daemon's HTTP handler (a ``BaseHTTPRequestHandler`` on a
-``ThreadingHTTPServer``) calls :func:`accept` for a WebSocket path.  It
-validates the upgrade (:mod:`iofogd.ws.handshake`), writes the 101 response and
-returns a :class:`WebSocketSession` bound to the handler's socket.  The
-handler's thread then calls :meth:`WebSocketSession.run`, which reads until the
-connection is over and calls ``on_message`` for every data message, in that
-thread.  Other threads (the control hub, shutdown) may call ``send_*`` and
-``close`` at any time: one lock serialises every write and every change of the
-protocol state.
+The HTTP layer validates the upgrade (:mod:`iofogd.ws.handshake`), writes the
+101 response and hands over the socket, the bytes it had already read past the
+request (a client may send its first frame right behind the handshake:
+:func:`read_buffered`), the path and the peer.  :meth:`WebSocketSession.run`
+then reads until the connection is over and calls ``on_message`` for every
+data message, in that thread.  Other threads (the control hub, shutdown) may
+call ``send_*`` and ``close`` at any time: one lock serialises every write and
+every change of the protocol state, and each drain of the protocol's outbox
+leaves in ONE ``sendall`` (with TCP_NODELAY set by the server, no frame waits
+for a delayed ACK).
 
-- Bytes may already sit in the handler's buffered ``rfile`` after the request
-  (a client may send its first frame right behind the handshake); they are
-  drained before the socket is read directly (house-style "http.server traps").
-- Reads wait in a selector, never in a socket timeout, because a timed-out
-  ``SocketIO`` refuses any further read.  The socket's own timeout bounds
-  writes only (``write_timeout``): a peer that stops reading cannot hold the
-  writer lock forever.
+The socket is blocking, with no timeout: one ``recv`` per read and one ``send``
+per write, as a bare thread-per-connection framer does.  A socket timeout makes
+CPython poll before every call, and the selector we used to wait in added one
+more wait: each drops and retakes the GIL, and with 32 busy sessions those
+hand-offs were what held clients back (measured with bench/bench_ws.py).  Time
+is watched from outside instead: :class:`SessionRegistry` runs one watchdog
+thread that calls :meth:`WebSocketSession.tick` for every session, and ends a
+session by shutting its socket down, which wakes a blocked read or write.
+
 - Keepalive: when nothing has been received for ``ping_interval`` seconds the
-  server sends a ping (payload 0x09, which every SDK answers, spec 2.3); if
-  nothing at all, a pong of any payload included, arrives within
-  ``pong_timeout`` the peer is declared dead and the TCP connection dropped.
-  The Java agent never noticed a pulled cable (spec 2.4); we do.
+  watchdog sends a ping (``ping_payload``: the daemon uses 0x09, which every
+  SDK answers, spec 2.3); if nothing at all, a pong of any payload included,
+  arrives within ``pong_timeout`` the peer is declared dead and the TCP
+  connection dropped.  The Java agent never noticed a pulled cable (spec 2.4);
+  we do.
+- A write that has not completed in ``write_timeout`` (a peer that stopped
+  reading) drops the connection, so no thread waits on it for ever.
 - Closing: the server closes the TCP connection after the closing handshake
   (RFC 6455 section 7.1.1).  It half-closes, then reads and discards until the
   peer closes too (or ``close_timeout``), so the peer receives our close frame
   instead of a reset.  A close we start waits ``close_timeout`` for the echo.
+- Paths and peers come from the client: they are logged with ``%r`` (escaped),
+  never raw.
 """
 from __future__ import annotations
 
 import io
 import logging
-import selectors
 import socket
 import threading
 import time
-from http.server import BaseHTTPRequestHandler
 
-from iofogd.errors import ConnectionClosed, HandshakeError
+from iofogd.errors import ConnectionClosed, ProtocolError
 from iofogd.record import Record
-from iofogd.ws.frames import CLOSE_ABNORMAL, CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, CLOSE_NORMAL
-from iofogd.ws.handshake import validate_request
-from iofogd.ws.protocol import SDK_PING, Close, Connection, Message, Pong, State
+from iofogd.ws.frames import Close, CloseCode
+from iofogd.ws.protocol import Connection, Message, Pong, State
 
 TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
 if TYPE_CHECKING:
@@ -52,7 +57,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _RECV_SIZE = 1 << 16
-_MAX_WAIT = 1.0  # upper bound of one selector wait, so a close() from another thread is noticed
+_MAX_WAIT = 1.0  # the watchdog looks at every session at least this often
 _LINGER = 2.0  # at most this long for the peer's EOF once the connection is over
 
 
@@ -63,11 +68,15 @@ class SessionLimits(Record):
     """
 
     __slots__ = (
-        "max_message_size", "max_frame_size", "ping_interval", "pong_timeout", "close_timeout",
-        "write_timeout",
+        "max_message_size", "max_frame_size", "max_fragments", "ping_interval", "pong_timeout",
+        "close_timeout", "write_timeout",
     )
     max_message_size: Final[int]
     max_frame_size: Final[int]
+    # Frames of one fragmented message. No SDK fragments at all (their control
+    # messages are one byte); each fragment costs a parse while holding the
+    # GIL, so a flood of tiny ones is cut off early.
+    max_fragments: Final[int]
     ping_interval: Final[float]
     pong_timeout: Final[float]
     close_timeout: Final[float]
@@ -77,6 +86,7 @@ class SessionLimits(Record):
         self,
         max_message_size: int = 1 << 20,
         max_frame_size: int = 1 << 20,
+        max_fragments: int = 128,
         ping_interval: float = 20.0,
         pong_timeout: float = 20.0,
         close_timeout: float = 10.0,
@@ -84,6 +94,7 @@ class SessionLimits(Record):
     ) -> None:
         self.max_message_size = max_message_size
         self.max_frame_size = max_frame_size
+        self.max_fragments = max_fragments
         self.ping_interval = ping_interval
         self.pong_timeout = pong_timeout
         self.close_timeout = close_timeout
@@ -94,27 +105,65 @@ if TYPE_CHECKING:
     OnMessage = Callable[["WebSocketSession", Message], None]
 
 
-def accept(handler: BaseHTTPRequestHandler, *, limits: SessionLimits = SessionLimits()) -> WebSocketSession:
-    """Complete the opening handshake on ``handler``'s connection.
+def read_buffered(rfile: io.BufferedIOBase, sock: socket.socket) -> bytes:
+    """What an HTTP server's buffered ``rfile`` holds past the request, without blocking.
 
-    Raises :class:`~iofogd.errors.HandshakeError` (nothing written) when the
-    request is not a valid upgrade; the caller answers it as HTTP.
+    ONE ``read1``: it returns the buffered bytes, or (buffer empty) what one
+    non-blocking read brings.  A loop would go on reading the socket for as
+    long as a client keeps sending, and hand the session megabytes that no
+    limit has looked at yet.
     """
-    if handler.request_version != "HTTP/1.1":
-        # RFC 6455 section 4.2.1: "An HTTP/1.1 or higher GET request".
-        raise HandshakeError(400, "a WebSocket handshake needs HTTP/1.1")
-    headers = validate_request(handler.command, handler.headers)
-    # Written by hand rather than with send_response(): the status line must say
-    # HTTP/1.1 whatever the handler's protocol_version, and no Content-Length.
-    lines = ["HTTP/1.1 101 Switching Protocols"]
-    lines += [f"{name}: {value}" for name, value in headers]
-    handler.wfile.write(("\r\n".join(lines) + "\r\n\r\n").encode("latin-1"))
-    handler.wfile.flush()
-    handler.log_request(101)
-    handler.close_connection = True
-    return WebSocketSession(
-        handler.connection, handler.rfile, limits, path=handler.path, peer=str(handler.client_address)
-    )
+    timeout = sock.gettimeout()
+    sock.settimeout(0.0)  # read1() then returns at once instead of waiting
+    try:
+        return rfile.read1(_RECV_SIZE) or b""
+    except (BlockingIOError, OSError, ValueError):
+        return b""
+    finally:
+        sock.settimeout(timeout)
+
+
+class LogThrottle:
+    """At most ``burst`` lines per ``period`` seconds for what clients can trigger at will.
+
+    A client that fails its connections in a loop must not fill the disk through
+    our log (each line is one INFO): past the burst, lines are counted, and the
+    count is logged with the next line let through.
+    """
+
+    def __init__(self, burst: int = 20, period: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.burst = burst
+        self.period = period
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._window_start = -period
+        self._count = 0
+        self._suppressed = 0
+
+    def info(self, msg: str, *args: object) -> None:
+        with self._lock:
+            now = self._clock()
+            if now - self._window_start >= self.period:
+                self._window_start, self._count = now, 0
+            self._count += 1
+            if self._count > self.burst:
+                self._suppressed += 1
+                return
+            suppressed, self._suppressed = self._suppressed, 0
+        if suppressed:
+            log.info("ws: %d similar lines suppressed", suppressed)
+        log.info(msg, *args)
+
+
+client_log = LogThrottle()   # the ws layer's lines about what a client did
+
+
+def _echo(payload: bytes) -> bytes:
+    return payload
+
+
+def _nothing() -> None:
+    pass
 
 
 class WebSocketSession:
@@ -123,31 +172,36 @@ class WebSocketSession:
     def __init__(
         self,
         sock: socket.socket,
-        rfile: Optional[io.BufferedIOBase],
         limits: SessionLimits,
         *,
         path: str = "",
         peer: str = "",
+        ping_payload: bytes = b"",
+        pong_payload: Callable[[bytes], bytes] = _echo,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.limits = limits
         self.path = path
         self.peer = peer
+        self.ping_payload = ping_payload
         self._sock = sock
-        self._rfile = rfile
         self._clock = clock
         self._protocol = Connection(
-            max_message_size=limits.max_message_size, max_frame_size=limits.max_frame_size
+            max_message_size=limits.max_message_size, max_frame_size=limits.max_frame_size,
+            max_fragments=limits.max_fragments, pong_payload=pong_payload,
         )
         self._lock = threading.Lock()
         self._done = threading.Event()
         self._close_deadline: Optional[float] = None
         self._last_rx = clock()
         self._ping_sent: Optional[float] = None
-        sock.settimeout(limits.write_timeout)
+        self._writing_since: Optional[float] = None
+        self._dropped = False
+        self.wake: Callable[[], None] = _nothing   # set by the registry: "look at my deadlines"
+        sock.settimeout(None)
 
     def __repr__(self) -> str:
-        return f"<WebSocketSession {self.path} {self.peer} {self._protocol.state.value}>"
+        return f"<WebSocketSession {self.path!r} {self.peer!r} {self._protocol.state.value}>"
 
     # -- state -------------------------------------------------------------------
 
@@ -169,114 +223,109 @@ class WebSocketSession:
     def send_binary(self, data: bytes) -> None:
         """Send one binary message; raises ConnectionClosed once closing has begun."""
         with self._lock:
-            self._write(self._protocol.send_binary(data))
+            self._protocol.send_binary(data)
+            self._flush()
 
     def send_text(self, text: str) -> None:
         with self._lock:
-            self._write(self._protocol.send_text(text))
+            self._protocol.send_text(text)
+            self._flush()
 
-    def ping(self, payload: bytes = SDK_PING) -> None:
+    def ping(self, payload: Optional[bytes] = None) -> None:
         with self._lock:
-            self._write(self._protocol.send_ping(payload))
+            self._protocol.send_ping(self.ping_payload if payload is None else payload)
+            self._flush()
 
-    def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
+    def close(self, code: int = CloseCode.NORMAL_CLOSURE, reason: str = "") -> None:
         """Start the closing handshake; :meth:`run` finishes it. Idempotent."""
         with self._lock:
-            data = self._protocol.send_close(code, reason)
-            if not data:
+            if not self._protocol.send_close(code, reason):
                 return
             self._close_deadline = self._clock() + self.limits.close_timeout
             try:
-                self._write(data)
+                self._flush()
             except ConnectionClosed:
                 pass
-        log.debug("ws %s: closing with %d", self.path, code)
+        self.wake()
+        log.debug("ws %r: closing with %d", self.path, code)
 
-    def _write(self, data: bytes) -> None:
-        """Write under the lock; a failed write drops the connection."""
+    def _flush(self) -> None:
+        """Write the protocol's outbox in one ``sendall``; called under the lock.
+
+        A failed write drops the connection (ConnectionClosed).
+        """
+        data = self._protocol.data_to_send()
         if not data:
             return
+        self._writing_since = self._clock()
         try:
             self._sock.sendall(data)
         except OSError as exc:
             self._protocol.receive_eof()
             self._shutdown(socket.SHUT_RDWR)
-            raise ConnectionClosed(CLOSE_ABNORMAL, f"write failed: {exc}") from exc
+            raise ConnectionClosed(CloseCode.ABNORMAL_CLOSURE, f"write failed: {exc}") from exc
+        finally:
+            self._writing_since = None
 
     # -- the read loop ---------------------------------------------------------------
 
-    def run(self, on_message: OnMessage) -> None:
-        """Read and dispatch until the connection is closed; never raises for network errors."""
-        sel = selectors.DefaultSelector()
+    def run(self, on_message: OnMessage, buffered: bytes = b"") -> None:
+        """Read and dispatch until the connection is closed; never raises for network errors.
+
+        ``buffered``: the bytes the HTTP layer had read past the handshake request.
+        """
+        protocol = self._protocol
+        sock = self._sock
         try:
-            buffered = self._drain_rfile()
             if buffered:
                 self._feed(buffered, on_message)
-            sel.register(self._sock, selectors.EVENT_READ)
-            while self._protocol.state is not State.CLOSED:
-                wait = self._check_timers()
-                if wait is None:
-                    break
-                if not sel.select(min(wait, _MAX_WAIT)):
-                    continue
+            while protocol.state is not State.CLOSED:
                 try:
-                    data = self._sock.recv(_RECV_SIZE)
+                    data = sock.recv(_RECV_SIZE)
                 except OSError:
                     data = b""
-                if not data:
+                if not data or self._dropped:
                     with self._lock:
-                        self._protocol.receive_eof()
+                        protocol.receive_eof()
                     break
                 self._last_rx = self._clock()
                 self._ping_sent = None
                 self._feed(data, on_message)
         finally:
-            sel.close()
             self._finish()
             self._done.set()
-            log.debug("ws %s: closed (%s)", self.path, self.close_code)
-
-    def _drain_rfile(self) -> bytes:
-        """Bytes that arrived behind the handshake and sit in ``rfile``'s buffer."""
-        rfile = self._rfile
-        if rfile is None:
-            return b""
-        chunks: List[bytes] = []
-        self._sock.settimeout(0.0)  # read1() then returns b"" instead of waiting
-        try:
-            while True:
-                chunk = rfile.read1(_RECV_SIZE)
-                if not chunk:
-                    break
-                chunks.append(chunk)
-        except (BlockingIOError, OSError, ValueError):
-            pass
-        finally:
-            self._sock.settimeout(self.limits.write_timeout)
-        return b"".join(chunks)
+            log.debug("ws %r: closed (%s)", self.path, self.close_code)
 
     def _feed(self, data: bytes, on_message: OnMessage) -> None:
         protocol = self._protocol
-        with self._lock:
-            protocol.receive_data(data)
         while True:
+            # One event at a time, so that the reply to a message leaves before
+            # the echo of a close frame that followed it in the same segment.
             with self._lock:
+                if data:
+                    protocol.receive_data(data)
+                    data = b""
                 event = protocol.next_event()
                 try:
-                    self._write(protocol.data_to_send())
+                    self._flush()
                 except ConnectionClosed:
                     return
             if event is None:
-                if protocol.failure is not None:
-                    log.info("ws %s: failed: %s", self.path, protocol.failure)
+                failure = protocol.failure
+                if isinstance(failure, ProtocolError):
+                    client_log.info("ws %r from %s: failed: %s", self.path, self.peer, failure)
+                elif failure is not None:
+                    log.error("ws %r: closed with 1011 after an internal error", self.path, exc_info=failure)
                 return
             if isinstance(event, Message):
                 if protocol.state is State.OPEN:
                     self._dispatch(on_message, event)
+                if not protocol.has_input():
+                    return   # the common case: one message per read, nothing left to parse
             elif isinstance(event, Pong):
                 self._ping_sent = None
             elif isinstance(event, Close):
-                log.debug("ws %s: peer closed with %d", self.path, event.code)
+                log.debug("ws %r: peer closed with %d", self.path, event.code)
 
     def _dispatch(self, on_message: OnMessage, message: Message) -> None:
         try:
@@ -285,52 +334,84 @@ class WebSocketSession:
             pass
         except Exception:
             # Our fault, not the peer's: 1011, details only in our log (RFC 6455 7.4.1).
-            log.exception("ws %s: message handler failed", self.path)
-            self.close(CLOSE_INTERNAL_ERROR, "internal error")
+            log.exception("ws %r: message handler failed", self.path)
+            self.close(CloseCode.INTERNAL_ERROR, "internal error")
 
-    def _check_timers(self) -> Optional[float]:
-        """Run the keepalive and the close timeout; the seconds to wait, None to stop."""
-        now = self._clock()
+    # -- time (called by the registry's watchdog thread) -------------------------------
+
+    def tick(self, now: float) -> Optional[float]:
+        """Run the write timeout, the close timeout and the keepalive at ``now``.
+
+        Returns when this session next needs a look, ``None`` once it is over.
+        Never blocks: a ping is only sent when no write is in progress, and a
+        ping that does not fit the socket buffer at once means a peer that
+        neither sends nor reads; it is dropped.
+        """
+        if self._done.is_set() or self._dropped:
+            return None
         limits = self.limits
-        deadlines: List[float] = []
-        if self._close_deadline is not None:
-            if now >= self._close_deadline:
-                log.info("ws %s: no close frame from the peer in %.1fs", self.path, limits.close_timeout)
+        writing_since = self._writing_since
+        if writing_since is not None:
+            if now - writing_since >= limits.write_timeout:
+                client_log.info("ws %r: a write did not complete in %.1fs; dropping the peer",
+                                 self.path, limits.write_timeout)
                 self._drop()
                 return None
-            deadlines.append(self._close_deadline)
-        elif limits.ping_interval > 0:
-            if self._ping_sent is not None:
-                if now - self._ping_sent >= limits.pong_timeout:
-                    log.info("ws %s: no pong in %.1fs; dropping the peer", self.path, limits.pong_timeout)
-                    self._drop()
-                    return None
-                deadlines.append(self._ping_sent + limits.pong_timeout)
-            elif now - self._last_rx >= limits.ping_interval:
-                self._ping_sent = now
-                try:
-                    self.ping()
-                except ConnectionClosed:
-                    return 0.0  # closing began meanwhile, or the write failed: look again
-                deadlines.append(now + limits.pong_timeout)
-            else:
-                deadlines.append(self._last_rx + limits.ping_interval)
-        return max(0.0, min(deadlines) - now) if deadlines else _MAX_WAIT
+            return min(now + _MAX_WAIT, writing_since + limits.write_timeout)
+        if self._close_deadline is not None:
+            if now >= self._close_deadline:
+                client_log.info("ws %r: no close frame from the peer in %.1fs", self.path, limits.close_timeout)
+                self._drop()
+                return None
+            return self._close_deadline
+        if limits.ping_interval <= 0:
+            return now + _MAX_WAIT
+        ping_sent = self._ping_sent
+        if ping_sent is not None:
+            if now - ping_sent >= limits.pong_timeout:
+                client_log.info("ws %r: no pong in %.1fs; dropping the peer", self.path, limits.pong_timeout)
+                self._drop()
+                return None
+            return ping_sent + limits.pong_timeout
+        if now - self._last_rx < limits.ping_interval:
+            return self._last_rx + limits.ping_interval
+        if not self._lock.acquire(blocking=False):
+            return now + 0.05   # a write is in progress: look again soon
+        try:
+            if self._protocol.state is not State.OPEN:
+                return now + _MAX_WAIT
+            self._protocol.send_ping(self.ping_payload)
+            data = self._protocol.data_to_send()
+            try:
+                sent = self._sock.send(data, socket.MSG_DONTWAIT)
+            except OSError:
+                sent = -1
+        finally:
+            self._lock.release()
+        if sent != len(data):
+            client_log.info("ws %r: neither sends nor reads; dropping the peer", self.path)
+            self._drop()
+            return None
+        self._ping_sent = now
+        return now + limits.pong_timeout
+
+    def abort(self) -> None:
+        """Drop the connection now, without a closing handshake."""
+        self._drop()
 
     def _drop(self) -> None:
-        """Abandon a peer that does not answer: no more waiting, just close TCP."""
-        self._shutdown(socket.SHUT_RDWR)  # first: it wakes a writer stuck holding the lock
-        with self._lock:
-            self._protocol.receive_eof()
+        """Abandon a peer: no more waiting. Shutting the socket down wakes a blocked read or write."""
+        self._dropped = True
+        self._shutdown(socket.SHUT_RDWR)
 
     def _finish(self) -> None:
         """Flush what is owed, close our side first, then wait for the peer's EOF."""
         with self._lock:
             try:
-                self._write(self._protocol.data_to_send())
+                self._flush()
             except ConnectionClosed:
                 pass
-        if self._protocol.close_code == CLOSE_ABNORMAL:
+        if self._dropped or self._protocol.close_code == CloseCode.ABNORMAL_CLOSURE:
             self._shutdown(socket.SHUT_RDWR)
             return
         self._shutdown(socket.SHUT_WR)
@@ -356,15 +437,27 @@ class WebSocketSession:
 
 
 class SessionRegistry:
-    """The open sessions, so that shutdown can close them (``daemon_threads`` will not wait)."""
+    """The open sessions, so that shutdown can close them, and their watchdog.
 
-    def __init__(self) -> None:
+    The watchdog is one thread for all sessions (see the module docstring); it
+    starts with the first session and ends when the last one has gone.
+    """
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self._lock = threading.Lock()
         self._sessions: Set[WebSocketSession] = set()
+        self._wake = threading.Event()
+        self._watchdog: Optional[threading.Thread] = None
 
     def add(self, session: WebSocketSession) -> None:
+        session.wake = self._wake.set
         with self._lock:
             self._sessions.add(session)
+            if self._watchdog is None:
+                self._watchdog = threading.Thread(target=self._watch, name="ws-watchdog", daemon=True)
+                self._watchdog.start()
+        self._wake.set()
 
     def discard(self, session: WebSocketSession) -> None:
         with self._lock:
@@ -379,13 +472,36 @@ class SessionRegistry:
             return list(self._sessions)
 
     def close_all(
-        self, code: int = CLOSE_GOING_AWAY, reason: str = "going away", wait: Optional[float] = None
+        self, code: int = CloseCode.GOING_AWAY, reason: str = "going away", wait: Optional[float] = None
     ) -> None:
-        """Close every session with ``code``; with ``wait``, give their handshakes that long."""
+        """Close every session with ``code``; with ``wait``, give their handshakes that long
+        and then drop the peers that have not finished (shutdown is bounded, whatever
+        the clients do)."""
         sessions = self.sessions()
         for session in sessions:
             session.close(code, reason)
         if wait is not None:
             deadline = time.monotonic() + wait
             for session in sessions:
-                session.wait_closed(max(0.0, deadline - time.monotonic()))
+                if not session.wait_closed(max(0.0, deadline - time.monotonic())):
+                    session.abort()
+
+    def _watch(self) -> None:
+        while True:
+            with self._lock:
+                if not self._sessions:
+                    self._watchdog = None
+                    return
+                sessions = list(self._sessions)
+            self._wake.clear()
+            now = self._clock()
+            wake_at = now + _MAX_WAIT
+            for session in sessions:
+                try:
+                    at = session.tick(now)
+                except Exception:   # a bug here must not stop every other session's keepalive
+                    log.exception("ws watchdog failed on %r", session)
+                    at = None
+                if at is not None and at < wake_at:
+                    wake_at = at
+            self._wake.wait(max(0.0, wake_at - self._clock()))

@@ -105,7 +105,24 @@ chroot_up() {
     mount_in /var/cache/apt/archives --bind "$CACHE/debs-$arch"
 }
 
+# Ends the processes whose root is the chroot (a daemon a failed proof left
+# running, e.g. one started by a service script), by pid: TERM, then KILL.
+chroot_kill() {
+    [ -n "$CHROOT" ] || return 0
+    for signal in TERM KILL; do
+        pids=""
+        for dir in /proc/[0-9]*; do
+            [ "$(readlink "$dir/root" 2>/dev/null)" = "$CHROOT" ] && pids="$pids ${dir#/proc/}"
+        done
+        [ -n "$pids" ] || return 0
+        # shellcheck disable=SC2086 # a word list of pids
+        kill -s "$signal" $pids 2>/dev/null || true
+        [ "$signal" = KILL ] || sleep 2
+    done
+}
+
 chroot_down() {
+    [ -z "$MOUNTED" ] || chroot_kill
     for target in $MOUNTED; do
         umount "$target" 2>/dev/null || umount -l "$target" 2>/dev/null || true
     done
@@ -166,4 +183,61 @@ build_wheel() {  # build_wheel DIR [PYTHON]
     WHEEL=$(ls "$1"/*)
     [ "$(echo "$WHEEL" | wc -l)" = 1 ] || die "expected one wheel, got: $WHEEL"
     case "$WHEEL" in */iofogd-*-py3-none-any.whl) ;; *) die "not a py3-none-any wheel: $WHEEL" ;; esac
+}
+
+# Boots the chroot's tree ($CHROOT, unmounted: chroot_down first) with
+# systemd-nspawn, private network, more nspawn options as arguments; the
+# console goes to LOG. Sets NSPAWN_PID (nspawn) and LEADER (the container's
+# init, for nsenter). nspawn_down powers it off (trap-safe).
+NSPAWN_PID=""
+LEADER=""
+nspawn_boot() {  # nspawn_boot LOG [NSPAWN-OPTION...]
+    log_file="$1"
+    shift
+    systemd-nspawn --quiet --directory="$CHROOT" --boot --private-network \
+        --register=no --keep-unit --console=pipe "$@" >"$log_file" 2>&1 &
+    NSPAWN_PID=$!
+    LEADER=""
+    i=0
+    until [ -n "$LEADER" ]; do
+        LEADER=$(cat /proc/"$NSPAWN_PID"/task/*/children 2>/dev/null | awk '{print $1}')
+        i=$((i + 1))
+        [ "$i" -lt 100 ] || { cat "$log_file" >&2; die "container did not start"; }
+        sleep 0.1
+    done
+}
+nspawn_down() {
+    if [ -n "$NSPAWN_PID" ] && kill -0 "$NSPAWN_PID" 2>/dev/null; then
+        # SIGTERM asks nspawn to shut the container down cleanly.
+        kill -TERM "$NSPAWN_PID" 2>/dev/null || true
+        wait "$NSPAWN_PID" 2>/dev/null || true
+    fi
+    NSPAWN_PID=""
+}
+in_ct() { nsenter --target "$LEADER" --all "$@"; }
+
+# The Controller stand-in (tests/controller_standin.py) in a container:
+# standin_copy, before the boot, puts it and what it imports under
+# /root/proof; standin_start [OPTION...], in the booted container, runs
+# scripts/lib/controller-standin.py there as unit proof-controller and sets
+# URL, KEY and FOG from what it writes.
+standin_copy() {
+    top=$(cd "$(dirname "$0")/.." && pwd)
+    mkdir -p "$CHROOT/root/proof/tests/controller"
+    cp "$top/tests/__init__.py" "$top/tests/controller_standin.py" "$CHROOT/root/proof/tests/"
+    cp "$top/tests/controller/__init__.py" "$top/tests/controller/captures.py" "$CHROOT/root/proof/tests/controller/"
+    cp "$top/scripts/lib/controller-standin.py" "$CHROOT/root/proof/"
+}
+standin_start() {
+    rm -f "$CHROOT/root/proof/controller.env"
+    in_ct systemd-run --quiet --unit=proof-controller python3 /root/proof/controller-standin.py \
+        /root/proof/controller.env "$@"
+    i=0
+    until [ -e "$CHROOT/root/proof/controller.env" ]; do
+        i=$((i + 1))
+        [ "$i" -lt 100 ] || { in_ct journalctl -u proof-controller --no-pager | tail -n 20 >&2; die "controller stand-in"; }
+        sleep 0.1
+    done
+    # shellcheck disable=SC1091 # written by the stand-in
+    . "$CHROOT/root/proof/controller.env"
 }

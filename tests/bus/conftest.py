@@ -8,7 +8,7 @@ from typing import Any, Iterator, Optional
 
 import pytest
 
-from tests.controller_standin import USER_TOKEN, ControllerStandIn, wait_until
+from tests.controller.standin import USER_TOKEN, ControllerStandIn, wait_until
 from tests.daemon_process import RunningDaemon
 
 

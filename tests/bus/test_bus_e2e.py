@@ -28,7 +28,7 @@ import websocket  # websocket-client
 
 from iofogd.bus import message as m
 from tests.bus.conftest import Node
-from tests.controller_standin import wait_until
+from tests.controller.standin import wait_until
 from tests.daemon_process import RunningDaemon
 
 client_module = pytest.importorskip("iofog.microservices.client", reason="the Python SDK is not installed")

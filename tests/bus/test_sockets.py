@@ -18,7 +18,7 @@ import pytest
 import websocket  # websocket-client
 
 from iofogd.bus import message as m
-from tests.controller_standin import wait_until
+from tests.controller.standin import wait_until
 
 TX, RX, LONELY = "txTXtxTXtxTXtxTXtxTXtxTXtxTXtxTX", "rxRXrxRXrxRXrxRXrxRXrxRXrxRXrxRX", "lonely-microservice"
 
@@ -26,7 +26,7 @@ TX, RX, LONELY = "txTXtxTXtxTXtxTXtxTXtxTXtxTXtxTX", "rxRXrxRXrxRXrxRXrxRXrxRXrx
 class Local:
     def __init__(self, daemon: Any) -> None:
         self.daemon = daemon
-        self.bus = daemon.bus()
+        self.bus = daemon.app.bus()
         self.port = daemon.api_port
 
     def post(self, path: str, body: Any = None, raw: bytes | None = None,
@@ -381,3 +381,25 @@ def test_a_bus_that_cannot_open_its_files_is_503_and_the_daemon_runs(tmp_path: A
         assert "message bus not started" in daemon.log()
     finally:
         daemon.stop()
+
+
+def test_a_container_may_use_the_bus_only_as_itself(local: Local) -> None:
+    """The identity check (issue 12) on every bus endpoint without a token: the loopback
+    address stands for RX's container; publishing as TX, reading TX's messages, querying
+    as TX, logging as TX and a message socket for TX are 403; as RX they pass."""
+    local.daemon.app.identity.addresses.replace([(RX, "cid-rx", ["127.0.0.1"])])
+    try:
+        body = {"publisher": TX, "version": 4, "infotype": "t", "infoformat": "f", "contentdata": ""}
+        assert local.post("/v2/messages/new", body)[0] == 403
+        assert local.post("/v2/messages/next", {"id": TX})[0] == 403
+        query = {"id": TX, "timeframestart": 0, "timeframeend": 1, "publishers": [RX]}
+        assert local.post("/v2/messages/query", query)[0] == 403
+        assert local.post("/v2/log", {"id": TX, "type": "info", "message": "m"})[0] == 403
+        with pytest.raises(websocket.WebSocketBadStatusException) as excinfo:
+            local.socket(TX)
+        assert excinfo.value.status_code == 403
+        assert local.post("/v2/messages/next", {"id": RX})[0] == 200
+        assert local.post("/v2/messages/query", dict(query, id=RX, publishers=[TX]))[0] == 200
+        local.socket(RX).close()
+    finally:
+        local.daemon.app.identity.addresses.replace(())

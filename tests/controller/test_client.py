@@ -10,7 +10,7 @@ import pytest
 
 from iofogd.controller.client import ControllerClient, explain, normalize_url
 from iofogd.errors import CertificateError, ControllerError, ControllerUnreachable
-from tests.controller_standin import ControllerStandIn
+from tests.controller.standin import ControllerStandIn
 
 TLS_DIR = Path(__file__).parent / "tls"
 

@@ -20,7 +20,7 @@ import pytest
 import websocket  # websocket-client
 
 from iofogd.daemon import Daemon
-from tests.controller_standin import STATUS_SCHEMA, ControllerStandIn, Recorded, validate, wait_until
+from tests.controller.standin import STATUS_SCHEMA, ControllerStandIn, Recorded, validate, wait_until
 from tests.daemon_process import RunningDaemon
 
 SUCCESS = "Success - tokens, identifiers and keys removed"
@@ -279,6 +279,22 @@ def test_controller_config_reaches_info(node: RunningDaemon, standin: Controller
     info = node.cli("info").stdout
     assert "CPU Usage Limit                          : 55.00%\n" in info, info
     assert "Log Level                                : WARNING\n" in info
+
+
+def test_a_controller_config_change_is_not_patched_back(node: RunningDaemon, standin: ControllerStandIn,
+                                                       fog: str) -> None:
+    # Spec 6.7: the agent PATCHes agent/config after a local change. A change that
+    # came from the Controller is the Controller's already; echoing it back would
+    # also overwrite a newer Controller-side value with ours.
+    mark = len(standin.requests)
+    standin.set_fog_config(fog, cpuLimit=55)
+    assert wait_until(lambda: node.request("GET", "/v2/info")[2]["cpu-usage-limit"] == "55.00%"), node.log()
+    applied = len(after(standin, "GET", "agent/config", mark))
+    assert applied >= 1
+    # Two more changes cycles (1 s each): the one after the change is where a PATCH would go.
+    cycles = len(after(standin, "GET", "agent/config/changes", mark))
+    assert wait_until(lambda: len(after(standin, "GET", "agent/config/changes", mark)) >= cycles + 2)
+    assert after(standin, "PATCH", "agent/config", mark) == []
 
 
 def test_local_config_change_is_patched_to_the_controller(node: RunningDaemon, standin: ControllerStandIn,

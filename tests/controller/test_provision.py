@@ -12,7 +12,7 @@ from iofogd.controller.provision import (
     provision,
     provision_text,
 )
-from tests.controller_standin import ControllerStandIn
+from tests.controller.standin import ControllerStandIn
 
 
 def client(url: str, token: str | None = None) -> ControllerClient:

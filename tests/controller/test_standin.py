@@ -15,7 +15,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from tests.controller.captures import EXCHANGES, Exchange
-from tests.controller_standin import API, ControllerStandIn, iso_ms, js_json, parse_iso, validate, STATUS_SCHEMA
+from tests.controller.standin import API, ControllerStandIn, iso_ms, js_json, parse_iso, validate, STATUS_SCHEMA
 
 FOG1 = "4JtjzB8ccWMMyLm7wg8VrbGPKXpnYQyr"
 ROUTER = "hpf2f8WNWYmLTp6n9T4ZxLpxWBHXZBfC"

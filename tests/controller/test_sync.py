@@ -12,7 +12,7 @@ import pytest
 from iofogd.controller.cache import MICROSERVICES, OfflineCache
 from iofogd.controller.client import ControllerClient
 from iofogd.controller.sync import STATUS_TYPES, ControllerSettings, ControllerSync, build_status
-from tests.controller_standin import STATUS_SCHEMA, ControllerStandIn, validate, wait_until
+from tests.controller.standin import STATUS_SCHEMA, ControllerStandIn, validate, wait_until
 
 if TYPE_CHECKING:  # the Protocol exists for mypy only (iofogd/record.py)
     from iofogd.controller.sync import AgentPort
@@ -60,7 +60,7 @@ class FakePort:
             "microserviceMessageCounts": [{"id": MS_ID, "messagecount": 7}],
         }
 
-    def controller_config(self) -> dict[str, Any]:
+    def agent_config_body(self) -> dict[str, Any]:
         return dict(self.local_config)
 
     def _maybe_fail(self, what: str) -> None:
@@ -68,7 +68,7 @@ class FakePort:
             self.fail_next.discard(what)
             raise RuntimeError(f"{what} failed on purpose")
 
-    def apply_controller_config(self, cfg: dict[str, Any]) -> None:
+    def apply_agent_config(self, cfg: dict[str, Any]) -> None:
         self._maybe_fail("config")
         self.configs.append(cfg)
 
@@ -186,7 +186,7 @@ def test_a_microservice_change_reaches_apply_microservices(standin: ControllerSt
     assert port.microservices[-1][1]["config"] == '{"greeting":"hello"}'
 
 
-def test_a_config_change_reaches_apply_controller_config(standin: ControllerStandIn) -> None:
+def test_a_config_change_reaches_apply_agent_config(standin: ControllerStandIn) -> None:
     fog, port, sync = make(standin)
     assert sync.changes_once()
     standin.set_fog_config(fog, statusFrequency=5, changeFrequency=5, logLevel="FINE")

@@ -24,6 +24,7 @@ INFO_KEYS = [
     "scan-devices-frequency", "post-diagnostics-frequency", "isolated-docker-containers-mode",
     "gps-mode", "gps-coordinates", "fog-type", "docker-pruning-frequency",
     "available-disk-threshold", "ready-to-upgrade-scan-frequency", "developer-mode", "time-zone",
+    "strict-microservice-identity",
 ]
 
 

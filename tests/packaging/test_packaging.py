@@ -3,6 +3,7 @@ script checked cheaply here; the real proofs (debootstrap chroots, an offline
 wheel install) are the scripts/prove-*.sh, run from here when asked:
 
     IOFOGD_PROVE_PACKAGING=1 .venv/bin/pytest tests/packaging     (root, Debian archive, PyPI)
+    (prove-migrate.sh also needs the private engine: eval "$(scripts/docker-engine.sh start)")
     IOFOGD_PROVE_PI=1 .venv/bin/pytest tests/packaging -k pi       (adds qemu arm64/armhf)
 """
 from __future__ import annotations
@@ -103,7 +104,7 @@ def test_shipped_config_loads(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stdout + run.stderr
 
 
-@pytest.mark.parametrize("script", ["iofogd.postinst", "iofogd.postrm"])
+@pytest.mark.parametrize("script", ["iofogd.preinst", "iofogd.postinst", "iofogd.postrm"])
 def test_maintainer_script_hygiene(script: str) -> None:
     """agent-spec 0.5 / compatibility.md "Host hygiene": what upstream did wrong."""
     text = (DEB / script).read_text()
@@ -111,8 +112,33 @@ def test_maintainer_script_hygiene(script: str) -> None:
     code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
     assert "#DEBHELPER#" in text
     assert "set -e" in code
-    for banned in ("kill -9", "pkill", "killall", "sudo", "/dev/random", "update-rc.d"):
+    for banned in ("kill -9", "pkill", "killall", "adduser --quiet \"$AGENT_USER\" sudo",
+                   "usermod", "ln -s /dev/urandom", "update-rc.d", "chown -R", "chmod -R"):
         assert banned not in code, banned
+
+
+def test_postinst_undoes_the_java_agent() -> None:
+    """Moving off the Java agent (issue 15): /dev/random back, the user out of sudo,
+    the node's files the service user's, the identity saved by preinst put back."""
+    code = (DEB / "iofogd.postinst").read_text()
+    adopt = code[code.index("adopt_java_agent() {"):]
+    adopt = adopt[:adopt.index("\n}\n")]
+    assert 'if [ -L /dev/random ] && [ -c /dev/random.real ]; then' in adopt
+    assert "mv -T /dev/random.real /dev/random" in adopt
+    assert 'deluser --quiet "$AGENT_USER" sudo' in adopt
+    assert "chown -h" in adopt and "! -type l" in adopt
+    assert 'cp -a "$SAVED/." "$CONF_DIR/"' in adopt
+    assert "adopt_java_agent\n" in code[code.index("configure)"):]
+    preinst = (DEB / "iofogd.preinst").read_text()
+    assert 'cp -a /etc/iofog-agent/. "$SAVED/"' in preinst
+    assert "SAVED=/var/lib/iofogd-adopted-etc" in preinst and "SAVED=/var/lib/iofogd-adopted-etc" in code
+
+
+def test_replaces_the_java_package() -> None:
+    _, binary = deb822(DEB / "control")
+    for field in ("Provides", "Conflicts", "Replaces"):
+        assert binary[field] == "iofog-agent", field
+    assert binary["Pre-Depends"] == "${misc:Pre-Depends}"  # invoke-rc.d --skip-systemd-native
 
 
 def test_postinst_creates_only_what_is_absent() -> None:
@@ -145,6 +171,60 @@ def test_config_is_not_a_conffile() -> None:
 
 
 # -- systemd ---------------------------------------------------------------------------
+
+
+def test_systemd_unit_answers_to_iofog_agent() -> None:
+    # `service iofog-agent start|stop|restart|status` and iofogctl's scripts.
+    assert unit_settings(UNIT)["Install.Alias"] == ["iofog-agent.service"]
+
+
+def test_sysv_script_iofog_agent() -> None:
+    """/etc/init.d/iofog-agent: `service iofog-agent prune` under systemd, the
+    service itself under sysvinit, a hand-over to the OpenRC service under OpenRC."""
+    script = DEB / "iofogd.iofog-agent.init"
+    text = script.read_text()
+    subprocess.run(["sh", "-n", str(script)], check=True)
+    assert os.access(script, os.X_OK)
+    assert "# Provides:          iofog-agent\n" in text
+    assert ". /lib/lsb/init-functions" in text
+    cases = re.findall(r"^    ([a-z|-]+)\)$", text, re.M)
+    assert cases == ["start", "stop", "restart|force-reload", "reload", "status", "prune", ]
+    assert 'exec "$CLI" prune' in text
+    assert "--chuid \"$AGENT_USER:$AGENT_USER\"" in text
+    assert "/dev/random" not in "\n".join(l for l in text.splitlines() if not l.startswith("#"))
+    assert "dh_installinit --name=iofog-agent" in (DEB / "rules").read_text()
+
+
+def test_manpages_from_the_help_texts(tmp_path: Path) -> None:
+    """iofogd(8) and iofog-agent(1), written at build time from the commands' help."""
+    from iofogd.commands import help_text
+    from iofogd.config import OPTIONS
+    from iofogd.daemon import HELP
+    from iofogd.reports import LINE_SEP
+
+    subprocess.run([sys.executable, str(REPO / "packaging" / "manpages.py"), str(tmp_path)],
+                   check=True, timeout=60)
+    agent = (tmp_path / "iofog-agent.1").read_text()
+    daemon = (tmp_path / "iofogd.8").read_text()
+    assert agent.startswith(".TH IOFOG-AGENT 1 ") and daemon.startswith(".TH IOFOGD 8 ")
+    for opt in OPTIONS:
+        if opt.flag is not None:
+            assert f".B \\-{opt.flag}\n{opt.help.replace('-', chr(92) + '-')}\n" in agent, opt.flag
+    for command in ("help", "version", "status", "info", "deprovision", "prune"):
+        assert f"{LINE_SEP}{command} " in help_text() and f"\n.B {command}\n" in agent, command
+    for command, argument in (("provision", "<provisioning key>"), ("switch", "<dev|prod|def>")):
+        assert f'.BI "{command} " "{argument}"' in agent, command
+    for flag in ("\\-\\-root ROOT", "\\-\\-check\\-config", "\\-\\-version"):
+        assert flag in daemon, flag
+    assert HELP.splitlines()[2].split()[1] in daemon
+    assert (DEB / "iofogd.manpages").read_text().split() == [
+        "debian/man/iofogd.8", "debian/man/iofog-agent.1"]
+    if shutil.which("man"):
+        for name in ("iofog-agent.1", "iofogd.8"):
+            run = subprocess.run(["man", "--warnings", "-l", "-Tutf8", "-Z", str(tmp_path / name)],
+                                 capture_output=True, text=True, timeout=60,
+                                 env={**os.environ, "MANWIDTH": "80", "LC_ALL": "C.UTF-8"})
+            assert run.returncode == 0 and not run.stderr, run.stderr
 
 
 def test_systemd_unit_lifecycle() -> None:
@@ -198,7 +278,13 @@ def test_openrc_script() -> None:
         assert f"{setting}=" in text
     depend = text[text.index("depend() {"):]
     depend = depend[:depend.index("}")]
-    assert "need net" in depend and "want docker" in depend
+    # `use net` as OpenRC's models do; the reason is written beside it.
+    assert "use net" in depend and "need net" not in depend and "want docker" in depend
+    assert 'extra_started_commands="reload prune"' in text
+    # Installable as iofog-agent: no line of code names the script's own file.
+    code = [line for line in text.splitlines() if not line.lstrip().startswith("#")]
+    assert not [line for line in code if "init.d/iofogd" in line or "conf.d/iofogd" in line]
+    assert 'supervise-daemon "$RC_SVCNAME"' in text
     assert 'supervise-daemon "$RC_SVCNAME" --signal HUP' in text
     start_pre = text[text.index("start_pre() {"):]
     assert "checkconfig" in start_pre[:start_pre.index("\n}")]
@@ -208,8 +294,11 @@ def test_openrc_script() -> None:
 SHELL_SCRIPTS = [
     "scripts/build-deb.sh", "scripts/prove-deb.sh", "scripts/prove-openrc.sh",
     "scripts/prove-wheel.sh", "scripts/prove-pi.sh", "scripts/prove-systemd.sh",
-    "scripts/lib/debian.sh",
-    "packaging/deb/iofogd.postinst", "packaging/deb/iofogd.postrm", "packaging/openrc/iofogd",
+    "scripts/lib/debian.sh", "scripts/prove-migrate.sh",
+    "packaging/deb/iofogd.postinst", "packaging/deb/iofogd.postrm", "packaging/deb/iofogd.preinst",
+    "packaging/deb/iofogd.iofog-agent.init", "packaging/openrc/iofogd",
+    "packaging/iofogctl/check_iofogd.sh", "packaging/iofogctl/install_iofogd.sh",
+    "packaging/iofogctl/uninstall_iofogd.sh",
 ]
 
 
@@ -244,6 +333,14 @@ def prove(script: str, *args: str) -> None:
                                     "prove-systemd.sh"])
 def test_prove(script: str) -> None:
     prove(script)
+
+
+@needs_proof
+@pytest.mark.skipif(not os.environ.get("IOFOGD_TEST_DOCKER"),
+                    reason="moving off the Java agent needs the private Docker engine: "
+                           'eval "$(scripts/docker-engine.sh start)" (scripts/test does it as root)')
+def test_prove_migrate() -> None:
+    prove("prove-migrate.sh")
 
 
 @pytest.mark.skipif(

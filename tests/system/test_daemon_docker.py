@@ -4,7 +4,7 @@ A real ``iofogd`` process (tests/daemon_process.py) on the private engine of
 ``scripts/docker-engine.sh start`` (tests/system/conftest.py), driven the ways
 a user and a Controller drive it: POST /v2/prune, ``iofog-agent prune`` and
 ``/v2/commandline``; ``iofog-agent status``; provisioning against the
-Controller stand-in (tests/controller_standin.py), whose microservice list
+Controller stand-in (tests/controller/standin.py), whose microservice list
 becomes containers and whose status reports show them RUNNING. What is checked
 is what the engine holds, asked directly, not what the daemon believes.
 
@@ -23,7 +23,7 @@ import pytest
 
 from iofogd.errors import DockerError
 from iofogd.system import dockerproto as proto
-from tests.controller_standin import ControllerStandIn, wait_until
+from tests.controller.standin import ControllerStandIn, wait_until
 from tests.daemon_process import RunningDaemon
 from tests.system.conftest import Engine, restart_engine
 

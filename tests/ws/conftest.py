@@ -12,7 +12,7 @@ import pytest
 from iofogd.ws.control import ControlHub
 from iofogd.ws.frames import Frame, Opcode, parse_frame, serialize_frame
 from iofogd.ws.session import SessionLimits
-from tests.conformance.echo_server import ECHO_LIMITS, EchoServer, serve, stop
+from iofogd.ws.echo import ECHO_LIMITS, EchoServer, serve, stop
 
 ServerFactory = Callable[..., EchoServer]
 

@@ -7,6 +7,8 @@ import pytest
 
 from iofogd.errors import MessageTooBig, ProtocolError
 from iofogd.ws.frames import (
+    Close,
+    CloseCode,
     Frame,
     Opcode,
     apply_mask,
@@ -119,3 +121,28 @@ def test_close_code_for_maps_every_error_in_one_place() -> None:
 def test_serialize_uses_each_length_form_minimally() -> None:
     for n, head in ((125, b"\x82\x7d"), (126, b"\x82\x7e\x00\x7e"), (65536, b"\x82\x7f" + struct.pack("!Q", 65536))):
         assert serialize_frame(Frame(Opcode.BINARY, b"z" * n), mask=None).startswith(head)
+
+
+def test_close_codes_are_an_enum() -> None:
+    assert CloseCode.NORMAL_CLOSURE == 1000 and CloseCode(1011) is CloseCode.INTERNAL_ERROR
+
+
+def test_close_parse_and_serialize_are_one_object() -> None:
+    assert Close.parse(b"") == Close(1005, "")
+    assert Close.parse(b"\x03\xe8bye") == Close(1000, "bye")
+    assert Close(1001, "bye").serialize() == b"\x03\xe9bye"
+    assert Close(1005).serialize() == b""
+    for bad, code in ((b"\x03", 1002), (b"\x03\xed", 1002), (b"\x03\xe8\xff", 1007)):
+        with pytest.raises(ProtocolError) as info:
+            Close.parse(bad)
+        assert info.value.code == code
+    with pytest.raises(ValueError):
+        Close(1006).serialize()
+    with pytest.raises(ValueError):
+        Close(1000, "x" * 124).serialize()
+
+
+def test_the_close_that_fails_a_connection() -> None:
+    assert Close.failing(ProtocolError(1007, "bad text")) == Close(1007, "bad text")
+    assert Close.failing(RuntimeError("secret details")) == Close(1011, "internal error")
+    assert len(Close.failing(ProtocolError(1002, "é" * 100)).serialize()) <= 125

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, List, Optional, Tuple
 import pytest
 
 from iofogd.errors import ConnectionClosed
+from iofogd.ws import envelope
 from iofogd.ws.frames import Frame, Opcode, parse_frame, serialize_frame
 from iofogd.ws.protocol import Close, Connection, Message, Ping, Pong, State
 
@@ -65,7 +66,7 @@ CASES = [
     ("binary 64 KiB", V["64 KiB binary, 64-bit length"].data, True, [Message(b"\xab" * 65536)], []),
     ("binary 300 masked", V["masked 300-byte binary, 16-bit length"].data, False, [Message(bytes(i % 256 for i in range(300)))], []),
     ("masked pong", V["masked pong Hello"].data, False, [Pong(b"Hello")], []),
-    ("SDK ping", V["SDK ping 0x09"].data, False, [Ping(b"\x09")], [Frame(Opcode.PONG, b"\x0a")]),
+    ("SDK ping", V["SDK ping 0x09"].data, False, [Ping(b"\x09")], [Frame(Opcode.PONG, b"\x09")]),
     ("ioFog ACK", V["ioFog ACK 0x0B from a client"].data, False, [Message(b"\x0b")], []),
     ("close", V["masked close 1000 bye"].data, False, [Close(1000, "bye")], [Frame(Opcode.CLOSE, b"\x03\xe8bye")]),
     ("empty close", V["masked empty close"].data, False, [Close(1005, "")], [Frame(Opcode.CLOSE, b"")]),
@@ -101,11 +102,27 @@ def test_every_ping_is_answered_with_its_payload() -> None:
     assert server_frames(conn.data_to_send()) == [Frame(Opcode.PONG, b"abcd"), Frame(Opcode.PONG, b"")]
 
 
-def test_a_longer_ping_starting_with_0x09_is_echoed() -> None:
+def test_the_rfc_layer_echoes_the_sdk_ping_and_the_envelope_rule_answers_0x0a() -> None:
+    # RFC 6455 5.5.3 alone echoes; ioFog's 0x09 -> 0x0A lives with the envelope.
+    plain = Connection()
+    plain.receive_data(client_frame(0x9, b"\x09"))
+    plain.events()
+    assert server_frames(plain.data_to_send()) == [Frame(Opcode.PONG, b"\x09")]
+    iofog = Connection(pong_payload=envelope.sdk_pong)
+    iofog.receive_data(client_frame(0x9, b"\x09") + client_frame(0x9, b"\x09\x09"))
+    iofog.events()
+    assert server_frames(iofog.data_to_send()) == [Frame(Opcode.PONG, b"\x0a"), Frame(Opcode.PONG, b"\x09\x09")]
+
+
+def test_everything_to_send_leaves_through_one_outbox_in_order() -> None:
     conn = Connection()
-    conn.receive_data(client_frame(0x9, b"\x09\x09"))
+    conn.send_text("a")
+    conn.receive_data(client_frame(0x9, b"p"))
     conn.events()
-    assert server_frames(conn.data_to_send()) == [Frame(Opcode.PONG, b"\x09\x09")]
+    conn.send_binary(b"b")
+    assert server_frames(conn.data_to_send()) == [
+        Frame(Opcode.TEXT, b"a"), Frame(Opcode.PONG, b"p"), Frame(Opcode.BINARY, b"b")]
+    assert conn.data_to_send() == b""
 
 
 def test_control_frames_interleave_with_fragments() -> None:
@@ -136,9 +153,11 @@ def test_a_message_and_a_close_in_one_chunk_come_in_order() -> None:
 
 def test_closing_handshake_we_start() -> None:
     conn = Connection()
-    assert server_frames(conn.send_close(1001, "bye")) == [Frame(Opcode.CLOSE, b"\x03\xe9bye")]
+    assert conn.send_close(1001, "bye")
+    assert server_frames(conn.data_to_send()) == [Frame(Opcode.CLOSE, b"\x03\xe9bye")]
     assert conn.state is State.CLOSING
-    assert conn.send_close() == b""  # idempotent
+    assert not conn.send_close()  # idempotent
+    assert conn.data_to_send() == b""
     with pytest.raises(ConnectionClosed):
         conn.send_binary(b"x")
     conn.receive_data(client_frame(0x8, b"\x03\xe9"))
@@ -163,7 +182,8 @@ def test_eof_without_close_is_1006() -> None:
 
 def test_client_side_masks_what_it_sends() -> None:
     conn = Connection(client=True, mask_source=lambda n: MASK_5_7)
-    assert conn.send_text("Hello") == V["masked text Hello"].data
+    conn.send_text("Hello")
+    assert conn.data_to_send() == V["masked text Hello"].data
 
 
 def test_we_refuse_to_send_an_invalid_close_code() -> None:
@@ -182,7 +202,7 @@ def fail_code(data: bytes, mode: str = "whole", **limits: int) -> Optional[int]:
     frames = server_frames(out)
     assert frames[-1].opcode is Opcode.CLOSE
     code: int = struct.unpack("!H", frames[-1].payload[:2])[0]
-    assert code == conn.failure.code == conn.close_code
+    assert code == conn.close_code
     return code
 
 
@@ -267,3 +287,43 @@ def test_fragments_over_the_message_limit_are_1009_on_the_header() -> None:
     conn.receive_data(client_frame(0x0, b"y" * 60)[:8])  # only the header of the second
     assert conn.events() == []
     assert conn.close_code == 1009
+
+
+def test_fragment_count_is_bounded_1009() -> None:
+    # 2-byte fragments: the bound is the count, long before the byte limit.
+    data = client_frame(0x2, b"ab", fin=False) + client_frame(0x0, b"cd", fin=False) * 20
+    assert fail_code(data, max_fragments=10) == 1009
+
+
+def test_reassembly_is_one_buffer_and_is_freed() -> None:
+    conn = Connection(max_fragments=10_000)
+    conn.receive_data(client_frame(0x2, b"ab", fin=False) + client_frame(0x0, b"cd", fin=False) * 999)
+    assert conn.events() == []
+    buffered = conn._msg   # the one reassembly buffer: bytes, not a list of fragments
+    assert isinstance(buffered, bytearray) and len(buffered) == 2000
+    conn.receive_data(client_frame(0x0, b"!"))
+    assert conn.events() == [Message(b"ab" + b"cd" * 999 + b"!")]
+    assert len(conn._msg) == 0
+
+
+def test_text_fragments_are_validated_as_they_come_and_decoded_once() -> None:
+    conn = Connection()
+    snowman = "☃".encode()
+    conn.receive_data(client_frame(0x1, snowman[:1], fin=False) + client_frame(0x0, snowman[1:]))
+    assert conn.events() == [Message("☃")]
+
+
+def test_an_unexpected_error_while_parsing_is_1011(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A bug of ours must still give the peer a close frame, not a dropped TCP connection.
+    import iofogd.ws.protocol as protocol
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("bug")
+
+    monkeypatch.setattr(protocol, "apply_mask", broken)
+    conn = Connection()
+    conn.receive_data(client_frame(0x1, b"hi"))
+    assert conn.events() == []
+    assert conn.state is State.CLOSED and isinstance(conn.failure, RuntimeError)
+    assert server_frames(conn.data_to_send()) == [Frame(Opcode.CLOSE, b"\x03\xf3internal error")]
+    assert conn.close_code == 1011

@@ -14,7 +14,7 @@ import pytest
 
 from iofogd.ws.control import ControlHub
 from iofogd.ws.session import SessionLimits
-from tests.conformance.echo_server import stop
+from iofogd.ws.echo import stop
 from tests.ws.conftest import ServerFactory, wait_for
 
 client_module = pytest.importorskip(

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import http.client
+import logging
 import socket
+import threading
 import time
 
 import pytest
@@ -13,8 +15,8 @@ from websockets.sync.client import connect
 from iofogd.errors import ConnectionClosed
 from iofogd.ws.protocol import Message
 from iofogd.ws.session import SessionLimits, WebSocketSession
-from tests.conformance import echo_server
-from tests.conformance.echo_server import EchoServer
+from iofogd.ws import echo as echo_server
+from iofogd.ws.echo import EchoServer
 from tests.ws.conftest import RawClient, ServerFactory, frame_bytes, url, wait_for
 
 SMALL = SessionLimits(max_message_size=1000, max_frame_size=1000, ping_interval=0.2, pong_timeout=0.3, close_timeout=0.5)
@@ -235,7 +237,7 @@ def test_echo_server_runs_as_a_module() -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "tests.conformance.echo_server", "--port", str(port)])
+    proc = subprocess.Popen([sys.executable, "-m", "iofogd.ws.echo", "--port", str(port)])
     try:
         def listening() -> bool:
             try:
@@ -251,3 +253,82 @@ def test_echo_server_runs_as_a_module() -> None:
     finally:
         proc.terminate()
         proc.wait(10)
+
+
+def test_read_buffered_takes_what_is_buffered_and_never_drains_the_socket() -> None:
+    # A flooding client must not hand the session more than one read's worth
+    # before any limit has looked at it.
+    from iofogd.ws.session import read_buffered
+
+    a, b = socket.socketpair()
+    try:
+        rfile = a.makefile("rb")
+        b.sendall(b"GET / HTTP/1.1\r\n\r\nearly")
+        assert rfile.readline() == b"GET / HTTP/1.1\r\n" and rfile.readline() == b"\r\n"
+        b.setblocking(False)
+        flood = 0
+        try:
+            while flood < 8 << 20:
+                flood += b.send(b"x" * 65536)
+        except BlockingIOError:
+            pass
+        got = read_buffered(rfile, a)
+        assert got.startswith(b"early") and len(got) <= 65536 < flood
+        assert a.gettimeout() is None   # the socket's mode is given back
+    finally:
+        a.close()
+        b.close()
+
+
+def test_every_frame_leaves_in_one_write() -> None:
+    # The session's writes, counted on the socket itself: a message, a pong and
+    # the close echo are one sendall each (never header then payload).
+    class Counting(socket.socket):
+        writes: list
+
+        def sendall(self, data, flags=0):  # type: ignore[no-untyped-def,override]
+            self.writes.append(bytes(data))
+            return super().sendall(data, flags)
+
+    a, b = socket.socketpair()
+    server_side = Counting(a.family, a.type, a.proto, fileno=a.detach())
+    server_side.writes = []
+    session = WebSocketSession(server_side, SessionLimits(ping_interval=0))
+    thread = threading.Thread(target=session.run, args=(echo_server.echo,))
+    thread.start()
+    try:
+        b.sendall(frame_bytes(0x2, b"x" * 300) + frame_bytes(0x9, b"p"))
+        b.sendall(frame_bytes(0x8, b"\x03\xe8"))
+        assert session.wait_closed(5)
+        assert server_side.writes == [
+            b"\x82\x7e\x01\x2c" + b"x" * 300, b"\x8a\x01p", b"\x88\x02\x03\xe8"]
+    finally:
+        thread.join(5)
+        b.close()
+        server_side.close()
+
+
+def test_close_all_with_a_wait_drops_peers_that_do_not_answer(server: EchoServer) -> None:
+    # Shutdown is bounded: a peer that never echoes our close is dropped after ``wait``.
+    raw = RawClient(server)
+    assert wait_for(lambda: len(server.registry) == 1)
+    (session,) = server.registry.sessions()
+    assert server.limits.close_timeout > 2   # without the drop it would wait that long
+    server.registry.close_all(wait=0.3)
+    assert session.wait_closed(2) and session.close_code == 1006
+    assert raw.recv_close() == (1001, "going away")
+    raw.close()
+
+
+def test_lines_a_client_can_trigger_are_throttled(caplog: pytest.LogCaptureFixture) -> None:
+    from iofogd.ws.session import LogThrottle
+
+    now = [0.0]
+    throttle = LogThrottle(burst=3, period=60.0, clock=lambda: now[0])
+    caplog.set_level(logging.INFO, logger="iofogd.ws.session")
+    for i in range(10):
+        throttle.info("failed %d", i)
+    assert [r.getMessage() for r in caplog.records] == ["failed 0", "failed 1", "failed 2"]
+    now[0] = 61.0
+    throttle.info("failed %d", 10)
+    assert [r.getMessage() for r in caplog.records][3:] == ["ws: 7 similar lines suppressed", "failed 10"]

@@ -1,21 +1,57 @@
 """Admin endpoints (spec 1.6.9-1.6.13): token-protected, called by the CLI and admins."""
 from __future__ import annotations
 
+import time
+from datetime import datetime
 
 from iofogd import __version__
 from iofogd.app import App
 from iofogd.commands import run_command
 from iofogd.errors import BadRequest, ProvisionError
 from iofogd.http.request import Request, Response
-from iofogd.reports import info_report, report_json
+from iofogd.reports import info_report, report_json, status_report
+
+TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
+if TYPE_CHECKING:
+    from typing import Any
+
+
+class StatusBody:
+    """The body of GET /v2/status, built again only when one of its inputs changed.
+
+    The inputs are those of :meth:`App.status`: the state and resource
+    snapshots (immutable, replaced on every change, so compared by identity),
+    the engine figures and the minute (the report's clock shows minutes).
+    Building the report and its JSON was most of the endpoint's cost; the
+    status CLI and monitoring poll it.
+    """
+
+    def __init__(self) -> None:
+        self._cached: tuple[Any, bytes] = (None, b"")
+
+    def get(self, app: App) -> bytes:
+        engine = app.engine_info()   # first: during start-up it waits, and the state then says RUNNING
+        now = time.time()
+        key = (app.state.snapshot(), app.sampler.snapshot(), engine.running, engine.error, int(now) // 60)
+        cached = self._cached   # one read: another thread may replace it
+        if cached[0] == key:
+            return cached[1]
+        report = status_report(key[0], key[1], engine, datetime.fromtimestamp(now))
+        body = Response.json(report_json(report)).body
+        self._cached = (key, body)
+        return body
+
+
+_status_body = StatusBody()
 
 
 def status(request: Request, app: App) -> Response:
-    return Response.json(report_json(app.status()))
+    return Response(200, _status_body.get(app))
 
 
 def info(request: Request, app: App) -> Response:
-    report = info_report(app.config.current, app.network(), app.fog_type())
+    cfg = app.config.current
+    report = info_report(cfg, app.network.current(), cfg.fog_type)
     return Response.json(report_json(report))
 
 
@@ -51,7 +87,7 @@ def provision(request: Request, app: App) -> Response:
     if not isinstance(key, str) or not key.strip():
         raise BadRequest("Missing required property 'provisioning-key'")
     try:
-        uuid = app.provisioner().provision(key.strip())
+        uuid = app.phase2("the Controller client").provisioning.provision(key.strip())
     except ProvisionError as exc:
         return Response.json({"status": "failed", "error": exc.message}, status=500)
     return Response.json({"status": "ok", "uuid": uuid})
@@ -59,11 +95,12 @@ def provision(request: Request, app: App) -> Response:
 
 def deprovision(request: Request, app: App) -> Response:
     try:
-        message = app.provisioner().deprovision()
+        message = app.phase2("the Controller client").provisioning.deprovision()
     except ProvisionError as exc:
         return Response.json({"status": "failed", "error": exc.message, "message": exc.message}, status=500)
     return Response.json({"message": message, "status": "success"})
 
 
 def prune(request: Request, app: App) -> Response:
-    return Response.json({"status": "ok", "spaceReclaimed": app.prune()})
+    reclaimed = app.phase2("the Docker engine client").microservices.prune_unused()
+    return Response.json({"status": "ok", "spaceReclaimed": reclaimed})

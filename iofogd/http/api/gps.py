@@ -1,16 +1,21 @@
-"""/v2/gps (spec 1.6.6), no token, with the 400 fixes of compatibility.md."""
+"""/v2/gps (spec 1.6.6), no token, with the 400 fixes of compatibility.md.
+
+A POST goes through :class:`iofogd.config.gps.GpsUpdates` (``app.gps``): the
+admin's GPS modes ``off`` and ``manual`` are kept (403 without the admin token),
+an unchanged position writes nothing, and config.xml is written at most once
+per few seconds (issue 12).
+"""
 from __future__ import annotations
 
 import time
 
 from iofogd.app import App
-from iofogd.errors import BadRequest, ConfigValueError
+from iofogd.errors import BadRequest, ConfigValueError, Forbidden
 from iofogd.http.request import Request, Response
 
 
 def get(request: Request, app: App) -> Response:
-    coords = app.config.current.gps_coordinates
-    lat, sep, lon = coords.partition(",")
+    lat, sep, lon = app.gps.coordinates().partition(",")
     if not sep or not lat.strip() or not lon.strip():
         # Upstream dropped the connection here (spec 1.6.6).
         raise BadRequest("GPS coordinates are not set")
@@ -26,7 +31,11 @@ def post(request: Request, app: App) -> Response:
     if not isinstance(lat, str) or not isinstance(lon, str):
         raise BadRequest("Fields 'lat' and 'lon' must be strings")
     try:
-        app.config.set_gps(lat, lon)
+        taken = app.gps.submit(lat, lon, admin=app.token.matches(request.header("Authorization")))
     except ConfigValueError as exc:
         raise BadRequest(f"Error with setting GPS: {exc.message}") from exc
+    if not taken:
+        mode = app.config.current.gps_mode
+        raise Forbidden(f"GPS mode is '{mode}', set by the admin: a microservice cannot change it "
+                        "(the admin can allow it with: iofog-agent config -gps auto)")
     return Response.json({"status": "okay"})

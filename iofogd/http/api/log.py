@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from iofogd.app import App
 from iofogd.errors import BadRequest, ServiceUnavailable
+from iofogd.http.api.microservice import check_caller
 from iofogd.http.request import Request, Response
 
 _PREFIX = "Log message parsing error, "
@@ -17,6 +18,7 @@ def post(request: Request, app: App) -> Response:
         if not isinstance(obj[key], str):
             raise BadRequest(f"{_PREFIX}field {key} must be a string")
     microservice = obj["id"]
+    check_caller(request, app, microservice)   # a container writes only its own log
     bus = app.bus()
     sizes = bus.routing.log_sizes
     # Upstream had a logger only for microservices the Controller listed (its

@@ -13,6 +13,7 @@ import re
 from iofogd.app import App
 from iofogd.bus.message import from_json, to_json
 from iofogd.errors import ArchiveError, BadRequest, MessageError, ServiceUnavailable
+from iofogd.http.api.microservice import check_caller
 from iofogd.http.request import Request, Response
 
 TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
@@ -66,6 +67,7 @@ def new(request: Request, app: App) -> Response:
     request.require_json_type()
     obj = request.json_object()
     validate_new(obj)
+    check_caller(request, app, obj["publisher"])   # a container publishes only as itself
     if isinstance(obj.get("difficultytarget"), float):
         obj = dict(obj, difficultytarget=int(obj["difficultytarget"]))   # Java's getInt
     try:
@@ -88,6 +90,7 @@ def next_messages(request: Request, app: App) -> Response:
         raise BadRequest("Incorrect content/data Id value not found ")
     if not isinstance(receiver, str):
         raise BadRequest("Incorrect content/data: field id must be a string")
+    check_caller(request, app, receiver)   # a container reads only its own messages
     messages = app.bus().next_messages(receiver)
     return Response.json({"status": "okay", "count": len(messages), "messages": [to_json(m) for m in messages]})
 
@@ -116,6 +119,7 @@ def query(request: Request, app: App) -> Response:
     publishers = obj["publishers"]
     if not isinstance(publishers, list) or not all(isinstance(p, str) for p in publishers):
         raise _query_error("Error: publishers must be an array of microservice ids")
+    check_caller(request, app, receiver)   # the route rule below is about the caller: it must be who it says
     messages, last = app.bus().query(receiver, publishers, start, end)
     return Response.json({
         "status": "okay", "count": len(messages), "timeframestart": start, "timeframeend": last,

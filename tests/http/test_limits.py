@@ -1,4 +1,4 @@
-"""Bad input gets a clear error and never loses data or takes the daemon down (issue 2).
+"""Bad input gets a clear error and never loses data or takes the daemon down (issues 2, 12).
 
 Real daemons over real loopback sockets: a full disk (a tiny tmpfs, as root),
 hostile clients (too many connections, idle and trickling clients, broken
@@ -24,7 +24,8 @@ from typing import Any, Callable, Iterator, List, Optional, Tuple
 
 import pytest
 
-from iofogd.config import Paths, parse_config_xml
+from iofogd.config import parse_config_xml
+from iofogd.paths import Paths
 from iofogd.http.handler import LocalApiHandler
 from iofogd.http.server import HttpLimits, LocalApiServer
 from tests.daemon_process import REPO, RunningDaemon, free_port
@@ -207,23 +208,33 @@ def test_connection_dropped_mid_body_changes_nothing(shared: RunningDaemon) -> N
     assert "Traceback" not in shared.log()
 
 
-def test_max_connections_get_503_and_the_daemon_recovers(shared: RunningDaemon) -> None:
-    cap = HttpLimits().max_connections   # the daemon runs with the default limits
-    held = [socket.create_connection(("127.0.0.1", shared.port)) for _ in range(cap)]
+def test_busy_slots_get_503_and_the_daemon_recovers(shared: RunningDaemon) -> None:
+    """Every slot busy (a request head begun and never finished), from many
+    peers: a new connection without the token gets 503 at once; the admin's
+    token still gets an answer (the admin reserve); all is well after."""
+    limits = HttpLimits()   # the daemon runs with the default limits
+    held: List[socket.socket] = []
     try:
-        # Accepts are served in order, so every held socket owns a slot by now.
-        for _ in range(3):
-            data = exchange(shared.port, request_bytes(shared, "GET", "/v2/version"))
-            status, headers, body = parse_responses(data)[0]
-            assert status == 503 and headers["connection"] == "close", data
-            assert body == {"status": "failed", "error": "Too many connections, try again"}
+        # 127.0.0.2 ... : one peer may hold only max_per_peer general slots.
+        for i in range(limits.max_connections + limits.admin_connections):
+            s = socket.create_connection(("127.0.0.1", shared.port), source_address=(f"127.0.0.{2 + i // 16}", 0))
+            s.sendall(b"GET /v2/version HTTP/1.1\r\nX-Slow: ")
+            held.append(s)
+        time.sleep(0.3)   # every held socket has been accepted and has begun a request
+        with socket.create_connection(("127.0.0.1", shared.port), source_address=("127.0.0.99", 0)) as s:
+            s.sendall(b"GET /v2/version HTTP/1.1\r\nHost: x\r\n\r\n")
+            data = read_to_close(s)
+        status, headers, body = parse_responses(data)[0]
+        assert status == 503 and headers["connection"] == "close", data
+        assert body == {"status": "failed", "error": "Too many connections, try again"}
+        assert_serving(shared)   # with the token: a reserve slot
     finally:
         for s in held:
             s.close()
-    # Slots come back as the handler threads see the closes.
     deadline = time.monotonic() + 10
     while True:
-        status = parse_responses(exchange(shared.port, request_bytes(shared, "GET", "/v2/version")))[0][0]
+        data = exchange(shared.port, b"GET /v2/edgeResources HTTP/1.1\r\nHost: x\r\n\r\n")
+        status = parse_responses(data)[0][0]
         if status == 200 or time.monotonic() > deadline:
             break
         time.sleep(0.05)
@@ -247,7 +258,7 @@ def test_burst_of_connect_and_close(shared: RunningDaemon) -> None:
 def small_server(inproc_daemon: Any) -> Iterator[LocalApiServer]:
     """The daemon's App behind a second LocalApiServer with test-sized limits."""
     server = LocalApiServer(("127.0.0.1", 0), LocalApiHandler, inproc_daemon.app,
-                            HttpLimits(max_connections=4, idle_timeout=0.5))
+                            HttpLimits(max_connections=4, max_per_peer=4, admin_connections=2, idle_timeout=0.5))
     thread = threading.Thread(target=server.serve_forever, name="small-server")
     thread.start()
     try:
@@ -329,14 +340,19 @@ def test_stalled_body_is_408_without_a_traceback(small_server: LocalApiServer,
     assert parse_responses(exchange(port, version_request(small_server)))[0][0] == 200
 
 
-def test_cap_is_per_open_connection_and_503_is_immediate(small_server: LocalApiServer) -> None:
+def test_idle_connections_give_their_slots_up_at_once(small_server: LocalApiServer) -> None:
     port = port_of(small_server)
-    held = [socket.create_connection(("127.0.0.1", port)) for _ in range(4)]
+    held = [socket.create_connection(("127.0.0.1", port)) for _ in range(4)]   # the whole general pool
     try:
-        with socket.create_connection(("127.0.0.1", port)) as extra:
-            extra.settimeout(5)   # immediate: long before the 0.5 s idle timeout frees a slot
+        time.sleep(0.1)
+        with socket.create_connection(("127.0.0.1", port), source_address=("127.0.0.2", 0)) as extra:
+            extra.settimeout(5)   # immediate: long before the 0.5 s idle timeout
+            extra.sendall(b"GET /v2/edgeResources HTTP/1.1\r\nHost: x\r\n\r\n")
             first = extra.recv(4096)
-            assert first.startswith(b"HTTP/1.1 503 "), first
+            assert first.startswith(b"HTTP/1.1 200 "), first
+        # The oldest idle one was closed for it.
+        held[0].settimeout(5)
+        assert held[0].recv(1) == b""
     finally:
         for s in held:
             s.close()

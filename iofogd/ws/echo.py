@@ -1,31 +1,39 @@
-"""A WebSocket echo server built from :mod:`iofogd.ws`, the target of the conformance run.
+"""A WebSocket echo server built from :mod:`iofogd.ws`: the target of the conformance run and the bench.
 
-``python -m tests.conformance.echo_server --port N`` serves ``ws://127.0.0.1:N/<any path>``
-and echoes every text and binary message unchanged, as the Autobahn|Testsuite
+``python -m iofogd.ws.echo --port N`` serves ``ws://127.0.0.1:N/<any path>`` and
+echoes every text and binary message unchanged, as the Autobahn|Testsuite
 fuzzing client requires.  Limits are raised above the 16 MiB messages and 4 MiB
-fragmented messages of sections 9.x (recipes/autobahn.md); everything else is the
-daemon's code path: ``ThreadingHTTPServer`` + :func:`iofogd.ws.session.accept`.
-
-The tests start it in-process with :func:`serve` on a free port, optionally with
-a :class:`~iofogd.ws.control.ControlHub` answering ``/v2/control/socket/id/<id>``.
+fragmented messages (in up to 65536 fragments) of sections 9.x; everything else
+is the daemon's path: a ``ThreadingHTTPServer`` whose accepted sockets have
+TCP_NODELAY, the pure handshake, the 101 in one write, then
+:class:`~iofogd.ws.session.WebSocketSession` with the ioFog ping rule.  With a
+:class:`~iofogd.ws.control.ControlHub`, ``/v2/control/socket/id/<id>`` paths
+are control sockets.  It lives in the package (not under tests/) because
+bench/ and scripts/autobahn.sh use it too; the daemon never imports it.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Optional, Tuple, Type
 
 from iofogd.errors import HandshakeError
+from iofogd.ws import handshake
 from iofogd.ws.control import ControlHub, control_socket_id
+from iofogd.ws.envelope import SDK_PING, sdk_pong
 from iofogd.ws.protocol import Message
-from iofogd.ws.session import SessionLimits, SessionRegistry, WebSocketSession, accept
+from iofogd.ws.session import SessionLimits, SessionRegistry, WebSocketSession, read_buffered
+
+TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
+if TYPE_CHECKING:
+    from typing import Any, List, Optional, Tuple
 
 log = logging.getLogger(__name__)
 
-ECHO_LIMITS = SessionLimits(max_message_size=32 << 20, max_frame_size=32 << 20)
+ECHO_LIMITS = SessionLimits(max_message_size=32 << 20, max_frame_size=32 << 20, max_fragments=1 << 17)
 
 
 def echo(session: WebSocketSession, message: Message) -> None:
@@ -38,18 +46,22 @@ def echo(session: WebSocketSession, message: Message) -> None:
 class EchoServer(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 128
 
     def __init__(
         self,
         address: Tuple[str, int],
         limits: SessionLimits = ECHO_LIMITS,
         hub: Optional[ControlHub] = None,
-        handler: Type[BaseHTTPRequestHandler] | None = None,
     ) -> None:
-        super().__init__(address, handler or EchoHandler)
+        super().__init__(address, EchoHandler)
         self.limits = limits
         self.hub = hub
         self.registry = SessionRegistry()
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        super().process_request(request, client_address)
 
 
 class EchoHandler(BaseHTTPRequestHandler):
@@ -58,8 +70,9 @@ class EchoHandler(BaseHTTPRequestHandler):
 
     def do_GET(self) -> None:
         server = self.server
+        self.close_connection = True
         try:
-            session = accept(self, limits=server.limits)
+            headers = handshake.validate_request(self.command, self.headers, self.request_version)
         except HandshakeError as exc:
             body = json.dumps({"status": "failed", "error": exc.message}).encode()
             self.send_response(exc.status)
@@ -70,22 +83,29 @@ class EchoHandler(BaseHTTPRequestHandler):
             self.end_headers()
             self.wfile.write(body)
             return
+        sock = self.connection
+        sock.sendall(handshake.response(headers))
+        buffered = read_buffered(self.rfile, sock)
+        session = WebSocketSession(
+            sock, server.limits, path=self.path, peer=str(self.client_address[0]),
+            ping_payload=SDK_PING, pong_payload=sdk_pong,
+        )
         server.registry.add(session)
         hub = server.hub
         control_id = control_socket_id(self.path) if hub is not None else None
         try:
             if hub is not None and control_id is not None:
                 hub.register(control_id, session)
-                session.run(hub.on_message)
+                session.run(hub.on_message, buffered)
             else:
-                session.run(echo)
+                session.run(echo, buffered)
         finally:
             if hub is not None:
                 hub.unregister(session)
             server.registry.discard(session)
 
     def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (stdlib name)
-        log.debug("%s " + format, self.address_string(), *args)
+        log.debug("%s %r", self.address_string(), format % args)
 
 
 def serve(
@@ -104,7 +124,7 @@ def stop(server: EchoServer) -> None:
     server.server_close()
 
 
-def main(argv: Optional[list[str]] = None) -> None:
+def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--port", type=int, default=9001)
     parser.add_argument("--host", default="127.0.0.1")

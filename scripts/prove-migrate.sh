@@ -1,0 +1,300 @@
+#!/bin/sh
+# Proof of the move off the Java agent, in a bookworm container booted with
+# systemd-nspawn (private network and /dev; the private Docker engine's socket
+# bind-mounted as /run/docker.sock). A stand-in for the Java agent's package,
+# named iofog-agent and built here, lays out what agent-spec 0.1/0.5 describe:
+# the SysV script /etc/init.d/iofog-agent (that moves /dev/random aside), the
+# client wrapper and jar placeholders, a provisioned config.xml made from
+# tests/fixtures/java-config.xml, the local-api token; its post-install adds
+# the user to sudo, makes everything root:iofog-agent 774 and swaps
+# /dev/random. Two cases, each in a fresh container: "apt", where the
+# package's removal leaves /etc/iofog-agent and the containers alone, moved
+# with `apt install ./iofogd_*.deb` (the container is neither recreated nor
+# restarted); and "dpkg", where its after-remove deletes /etc/iofog-agent and
+# stops the iofog_ containers as upstream's does, moved with
+# `dpkg -i ./iofogd_*.deb` (apt removes a conflicting package before anything
+# of iofogd runs; dpkg removes it in favour of iofogd after iofogd's preinst
+# kept the node); there iofogd starts the same container again.
+# The node runs a microservice container iofog_<uuid> on the engine, labelled
+# with the node's uuid, and the Controller stand-in (tests/controller_standin.py,
+# in the container) knows the node by its uuid and token. Then
+# the move, and: the Java package is gone, iofogd.service
+# is active, `iofog-agent status` says RUNNING and connected to the Controller
+# with the same uuid and token (the Controller accepted the token), the token
+# file is unchanged, the container is the same one (not restarted in the apt case), and
+# counted as running, /dev/random is a device again, the user is out of sudo
+# and in docker, and `service iofog-agent prune` prunes through the engine.
+#
+#   scripts/prove-migrate.sh [--debs DIR]
+#
+# Root. Needs the private engine: eval "$(scripts/docker-engine.sh start)"
+# (IOFOGD_TEST_DOCKER, IOFOGD_TEST_IMAGE); without it the proof says SKIP.
+# Work dir ./run/prove-migrate; cache as scripts/prove-deb.sh.
+set -eu
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+. "$ROOT/scripts/lib/debian.sh"
+
+proof_args "$@"
+SOCK="${IOFOGD_TEST_DOCKER:-}"
+SOCK="${SOCK#unix://}"
+IMAGE="${IOFOGD_TEST_IMAGE:-}"
+if [ -z "$SOCK" ] || [ ! -S "$SOCK" ] || [ -z "$IMAGE" ]; then
+    log "SKIP prove-migrate: no private Docker engine (eval \"\$(scripts/docker-engine.sh start)\" first)"
+    exit 0
+fi
+CONTAINER=""
+
+engine() {  # engine METHOD PATH [JSON]: the engine's API, over its socket
+    if [ $# -gt 2 ]; then
+        curl -sS --fail --unix-socket "$SOCK" -X "$1" -H 'Content-Type: application/json' \
+            -d "$3" "http://localhost$2"
+    else
+        curl -sS --fail --unix-socket "$SOCK" -X "$1" "http://localhost$2"
+    fi
+}
+inspect() {  # inspect FIELD: of the microservice container (python3 reads the JSON)
+    engine GET "/containers/$CONTAINER/json" | python3 -c \
+        'import json, sys; d = json.load(sys.stdin); print(eval(sys.argv[1], {"d": d}))' "$1"
+}
+cleanup() {
+    if [ -n "$CONTAINER" ]; then
+        engine DELETE "/containers/$CONTAINER?force=1" >/dev/null 2>&1 || true
+    fi
+    nspawn_down
+    chroot_down
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+need_debs systemd-container curl
+build_debs "$DEBS"
+engine GET /_ping >/dev/null || die "the engine at $SOCK does not answer"
+# The Java node: its uuid and Controller token from the fixture; the
+# Controller and the engine as this container sees them.
+FIXTURE="$ROOT/tests/fixtures/java-config.xml"
+tag() { sed -n "s|.*<$1>\(.*\)</$1>.*|\1|p" "$FIXTURE"; }
+NODE=$(tag iofog_uuid)
+NODE_TOKEN=$(tag access_token)
+[ -n "$NODE" ] && [ -n "$NODE_TOKEN" ] || die "no iofog_uuid/access_token in $FIXTURE"
+CONTROLLER_PORT=51121
+MS=proofmicroservice0000000000000001
+CONTAINER="iofog_$MS"
+
+# One move: CASE apt (the stand-in's removal keeps /etc/iofog-agent; `apt
+# install ./iofogd_*.deb`) or dpkg (its removal deletes /etc/iofog-agent, as
+# upstream's after-remove does; `dpkg -i ./iofogd_*.deb`).
+migrate_case() {  # migrate_case CASE
+    chroot_up "$ARCH" "$ROOT/run/prove-migrate"
+    APTLOG="$ROOT/run/prove-migrate-$1.apt.log"
+
+
+    log "apt install systemd and iofogd's dependencies (not iofogd)"
+    in_chroot apt-get update -qq
+    in_chroot apt-get install -y -q --no-install-recommends systemd systemd-sysv dbus \
+        python3 python3-psutil adduser procps >"$APTLOG" 2>&1 || { tail -n 30 "$APTLOG" >&2; die "apt install"; }
+    echo proof >"$CHROOT/etc/hostname"
+    # The engine's socket group, as a docker group in the container.
+    in_chroot groupadd --system --gid "$(stat -c %g "$SOCK")" docker || die "gid $(stat -c %g "$SOCK") taken in the container"
+    standin_copy
+    cp "$DEB1" "$CHROOT/root/"
+
+    # The stand-in for the Java agent's package (what agent-spec 0.1 and 0.5 say
+    # upstream's package installs and does; no Java: the jars are placeholders).
+    PKG="$CHROOT/root/java/iofog-agent"
+    mkdir -p "$PKG/DEBIAN" "$PKG/etc/init.d" "$PKG/etc/iofog-agent" "$PKG/usr/bin"
+    cat >"$PKG/DEBIAN/control" <<EOF
+Package: iofog-agent
+Version: 3.1.0
+Architecture: all
+Maintainer: proof <proof@example.org>
+Description: stand-in for the Java ioFog agent's package (scripts/prove-migrate.sh)
+EOF
+    cat >"$PKG/etc/init.d/iofog-agent" <<'EOF'
+#!/bin/sh
+### BEGIN INIT INFO
+# Provides:          iofog-agent
+# Required-Start:    $local_fs $remote_fs $network $syslog
+# Required-Stop:     $local_fs $remote_fs $network $syslog
+# Default-Start:     2 3 4 5
+# Default-Stop:      0 1 6
+# Short-Description: stand-in for the Java agent's service script
+### END INIT INFO
+# As agent-spec 0.1 describes the Java agent's script.
+[ "$(id -u)" = 0 ] || { echo "iofog-agentd must be run as root"; exit 1; }
+case "$1" in
+    start)
+        mv /dev/random /dev/random.real
+        ln -s /dev/urandom /dev/random
+        cd /usr/bin && java -jar iofog-agentd.jar start &
+        ;;
+    stop) cd /usr/bin && java -jar iofog-agentd.jar stop ;;
+    restart) service iofog-agent stop; service iofog-agent start ;;
+esac
+EOF
+    printf '#!/bin/sh\njava -jar /usr/bin/iofog-agent.jar "$@"\n' >"$PKG/usr/bin/iofog-agent"
+    echo "placeholder: the Java agent's daemon" >"$PKG/usr/bin/iofog-agentd.jar"
+    echo "placeholder: the Java agent's client" >"$PKG/usr/bin/iofog-agent.jar"
+    # The provisioned node's config: the fixture, with this proof's Controller.
+    sed -e "s|<controller_url>[^<]*</controller_url>|<controller_url>http://127.0.0.1:$CONTROLLER_PORT/api/v3/</controller_url>|" \
+        -e 's|<docker_url>[^<]*</docker_url>|<docker_url>unix:///var/run/docker.sock</docker_url>|' \
+        "$FIXTURE" >"$PKG/etc/iofog-agent/config_new.xml"
+    cat >"$PKG/DEBIAN/postinst" <<'EOF'
+#!/bin/sh
+# As agent-spec 0.5 describes the Java package's post-install.
+useradd -r -U -s /usr/bin/nologin iofog-agent 2>/dev/null
+usermod -aG sudo iofog-agent
+[ -f /etc/iofog-agent/config.xml ] || mv /etc/iofog-agent/config_new.xml /etc/iofog-agent/config.xml
+rm -f /etc/iofog-agent/config_new.xml
+</dev/urandom tr -dc A-Za-z0-9 | head -c32 >/etc/iofog-agent/local-api
+mkdir -p /var/log/iofog-agent /var/lib/iofog-agent /var/run/iofog-agent
+for d in /etc/iofog-agent /var/log/iofog-agent /var/lib/iofog-agent /var/run/iofog-agent; do
+    chown -R :iofog-agent "$d"
+    chmod -R 774 "$d"
+done
+mv /dev/random /dev/random.real
+ln -s /dev/urandom /dev/random
+update-rc.d iofog-agent defaults
+exit 0
+EOF
+    if [ "$1" = dpkg ]; then
+        cat >"$PKG/DEBIAN/postrm" <<'EOF'
+#!/bin/sh
+# As upstream's after-remove script: the node's files go with the package,
+# and the running iofog_ containers are stopped (upstream: docker ps | grep
+# iofog_ | docker stop; here the engine's API, as this container has no
+# docker CLI).
+case "$1" in
+    remove|purge)
+        rm -rf /etc/iofog-agent /var/log/iofog-agent /var/lib/iofog-agent /var/run/iofog-agent
+        python3 - <<'PY'
+import http.client, json, socket
+class Engine(http.client.HTTPConnection):
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX)
+        self.sock.connect("/run/docker.sock")
+def call(method, path):
+    conn = Engine("localhost")
+    conn.request(method, path)
+    return conn.getresponse().read()
+for c in json.loads(call("GET", "/containers/json")):
+    if any(name.startswith("/iofog_") for name in c["Names"]):
+        call("POST", "/containers/%s/stop" % c["Id"])
+PY
+        ;;
+esac
+exit 0
+EOF
+    else
+        printf '#!/bin/sh\nexit 0\n' >"$PKG/DEBIAN/postrm"
+    fi
+    chmod 755 "$PKG/DEBIAN/postinst" "$PKG/DEBIAN/postrm" "$PKG/etc/init.d/iofog-agent" "$PKG/usr/bin/iofog-agent"
+    in_chroot dpkg-deb -b /root/java/iofog-agent /root/iofog-agent_3.1.0_all.deb >/dev/null
+    rm -f "$CHROOT/usr/sbin/policy-rc.d"
+    chroot_down
+
+    log "boot with systemd-nspawn, the engine's socket as /run/docker.sock"
+    nspawn_boot "$ROOT/run/prove-migrate-$1.boot.log" --bind="$SOCK:/run/docker.sock"
+    i=0
+    until [ "$(in_ct systemctl is-system-running 2>/dev/null)" = running ] \
+        || [ "$(in_ct systemctl is-system-running 2>/dev/null)" = degraded ]; do
+        i=$((i + 1))
+        [ "$i" -lt 240 ] || die "container did not finish booting"
+        sleep 0.5
+    done
+
+    log "the Java agent: package, Controller, microservice container"
+    in_ct dpkg -i /root/iofog-agent_3.1.0_all.deb >>"$APTLOG" 2>&1 || { tail -n 20 "$APTLOG" >&2; die "dpkg -i iofog-agent"; }
+    expect "/dev/random after the Java package" "$(in_ct readlink /dev/random) $(in_ct stat -c %F /dev/random.real)" \
+        "/dev/urandom character special file"
+    expect "Java user in sudo" "$(in_ct id -nG iofog-agent | tr ' ' '\n' | grep -x sudo)" sudo
+    standin_start --port "$CONTROLLER_PORT" --fog "$NODE" --token "$NODE_TOKEN" --microservice "$MS" "$IMAGE"
+    engine DELETE "/containers/$CONTAINER?force=1" >/dev/null 2>&1 || true
+    # As the Java agent makes them (agent-spec 7.2, 14): name iofog_<uuid>, the
+    # node's uuid as label iofog-uuid, SELFNAME; no network here (no bridge).
+    engine POST "/containers/create?name=$CONTAINER" "{\"Image\": \"$IMAGE\", \"Cmd\": [\"sleep\", \"86400\"],
+        \"Env\": [\"SELFNAME=$MS\"], \"Labels\": {\"iofog-uuid\": \"$NODE\"},
+        \"HostConfig\": {\"NetworkMode\": \"none\"}}" >/dev/null || die "create $CONTAINER"
+    engine POST "/containers/$CONTAINER/start" >/dev/null || die "start $CONTAINER"
+    ID=$(inspect 'd["Id"]')
+    STARTED=$(inspect 'd["State"]["StartedAt"]')
+    log "ok: $CONTAINER running, id ${ID%"${ID#????????????}"}"
+    TOKEN_SUM=$(in_ct sha256sum /etc/iofog-agent/local-api)
+
+    if [ "$1" = apt ]; then
+        log "apt install ./$(basename "$DEB1") over the Java agent"
+        in_ct apt-get install -y -q --no-install-recommends "/root/$(basename "$DEB1")" >>"$APTLOG" 2>&1 \
+            || { tail -n 30 "$APTLOG" >&2; die "apt install over iofog-agent"; }
+    else
+        # apt removes a conflicting package before it unpacks the new one: an
+        # after-remove script that deletes /etc/iofog-agent would run before
+        # iofogd's preinst could keep the node. dpkg removes it "in favour of"
+        # iofogd, after that preinst (Debian policy 6.6): the README's way for
+        # such a package, with the dependencies installed first.
+        log "dpkg -i $(basename "$DEB1") over a Java agent whose removal deletes /etc/iofog-agent"
+        in_ct dpkg -i "/root/$(basename "$DEB1")" >>"$APTLOG" 2>&1 \
+            || { tail -n 30 "$APTLOG" >&2; die "dpkg -i over iofog-agent"; }
+    fi
+    expect "Java package" "$(in_ct dpkg-query -W -f='${db:Status-Status}' iofog-agent 2>/dev/null || true)" config-files
+    expect "Java jars" "$(in_ct sh -c 'ls /usr/bin/*.jar 2>/dev/null || true')" ""
+    expect "/etc/init.d/iofog-agent" "$(in_ct sh -c 'grep -q /usr/bin/iofogd /etc/init.d/iofog-agent && echo iofogd')" iofogd
+    i=0
+    until [ "$(in_ct systemctl is-active iofogd.service)" = active ]; do
+        i=$((i + 1))
+        [ "$i" -lt 120 ] || { in_ct journalctl -u iofogd --no-pager | tail -n 20 >&2; die "iofogd.service not active"; }
+        sleep 0.5
+    done
+    field() { in_ct iofog-agent status | sed -n "s/^$1 *: //p"; }
+    i=0
+    until [ "$(field 'ioFog daemon')" = RUNNING ] && [ "$(field 'Connection to Controller')" = ok ] \
+        && [ "$(field 'Running Microservices')" = 1 ]; do
+        i=$((i + 1))
+        [ "$i" -lt 120 ] || { in_ct iofog-agent status >&2; in_ct journalctl -u iofogd --no-pager | tail -n 20 >&2
+            die "iofogd not RUNNING, connected, with its microservice"; }
+        sleep 1
+    done
+    log "ok: iofog-agent status: RUNNING, Controller ok (it accepted the node's token), 1 microservice running"
+    xml() { in_ct sed -n "s|.*<$1>\(.*\)</$1>.*|\1|p" /etc/iofog-agent/config.xml; }
+    expect "node uuid" "$(xml iofog_uuid)" "$NODE"
+    expect "Controller token" "$(xml access_token)" "$NODE_TOKEN"
+    expect "Iofog UUID in iofog-agent info" "$(in_ct iofog-agent info | sed -n 's/^Iofog UUID *: //p')" "$NODE"
+    expect "local-api token" "$(in_ct sha256sum /etc/iofog-agent/local-api)" "$TOKEN_SUM"
+    expect "container id (not recreated)" "$(inspect 'd["Id"]')" "$ID"
+    if [ "$1" = dpkg ]; then
+        # Stopped by the Java package's removal, started again by iofogd: the
+        # same container, a new start.
+        [ "$(inspect 'd["State"]["StartedAt"]')" != "$STARTED" ] || die "the Java removal did not stop $CONTAINER"
+        STARTED=$(inspect 'd["State"]["StartedAt"]')
+        log "ok: $CONTAINER, stopped by the Java package's removal, started again by iofogd"
+    else
+        expect "container start time (not restarted)" "$(inspect 'd["State"]["StartedAt"]')" "$STARTED"
+    fi
+    expect "container restarts" "$(inspect 'd["RestartCount"]') $(inspect 'd["State"]["Running"]')" "0 True"
+    expect "/dev/random" "$(in_ct stat -c %F /dev/random) $(in_ct sh -c 'ls /dev/random.real 2>/dev/null || echo gone')" \
+        "character special file gone"
+    groups() { in_ct id -nG iofog-agent | tr ' ' '\n' | sort | tr '\n' ' '; }
+    expect "groups of iofog-agent" "$(groups)" "docker iofog-agent "
+    expect "owner of the node's files" "$(in_ct stat -c '%U:%G %a' /etc/iofog-agent /etc/iofog-agent/config.xml \
+        /etc/iofog-agent/local-api | sort -u | tr '\n' ' ')" "iofog-agent:iofog-agent 640 iofog-agent:iofog-agent 750 "
+    expect "preinst's copy removed" "$(in_ct sh -c 'ls -d /var/lib/iofogd-adopted-etc 2>/dev/null || echo gone')" gone
+    in_ct service iofog-agent status >/dev/null || die "service iofog-agent status"
+    out=$(in_ct service iofog-agent prune) || die "service iofog-agent prune: $out"
+    case "$out" in *"Success - pruned unused docker images"*) ;; *) die "service iofog-agent prune said: $out" ;; esac
+    log "ok: service iofog-agent prune: $(echo "$out" | tail -n 1)"
+    expect "container after prune" "$(inspect 'd["Id"]') $(inspect 'd["State"]["StartedAt"]')" "$ID $STARTED"
+    # A few more of iofogd's reconciliation passes (every 10 s, and at once
+    # after each list from the Controller): still the same container.
+    sleep 12
+    expect "container 12 s later" "$(inspect 'd["Id"]') $(inspect 'd["State"]["StartedAt"]') $(field 'Running Microservices')" \
+        "$ID $STARTED 1"
+
+    in_ct systemctl stop proof-controller.service iofogd.service
+    in_ct systemctl poweroff
+    wait "$NSPAWN_PID" || true
+    NSPAWN_PID=""
+    engine DELETE "/containers/$CONTAINER?force=1" >/dev/null
+    log "ok: case $1"
+}
+
+migrate_case apt
+migrate_case dpkg
+log "PASS prove-migrate in $(($(date +%s) - START)) s"
