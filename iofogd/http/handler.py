@@ -25,7 +25,6 @@ from iofogd.errors import (
     IofogdError,
     LengthRequired,
     MethodNotAllowed,
-    NotImplementedYet,
     PayloadTooLarge,
     RequestError,
     RequestTimeout,
@@ -268,7 +267,7 @@ class LocalApiHandler(BaseHTTPRequestHandler):
             self.close_connection = True
             self._write(error_response(503, "Too many connections, try again"))
             return
-        if path.startswith(CONTROL_SOCKET_PREFIX) and self.command == "GET":
+        if path.startswith((CONTROL_SOCKET_PREFIX, MESSAGE_SOCKET_PREFIX)) and self.command == "GET":
             self._upgrade(path)
             return
         if self.command not in _METHODS:
@@ -317,7 +316,7 @@ class LocalApiHandler(BaseHTTPRequestHandler):
     def _handle(self, path: str, query: str) -> Response:
         if path.startswith(MESSAGE_SOCKET_PREFIX):
             self._discard_body()
-            raise NotImplementedYet("The message socket is not implemented in this build of iofogd yet")
+            raise MethodNotAllowed(self.command, ("GET",))   # a WebSocket upgrade is a GET
         try:
             route, handler = resolve(self.command, path)
         except RequestError:
