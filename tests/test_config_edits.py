@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import threading
 import time
 from pathlib import Path
 from typing import Any, Collection, List, Tuple
@@ -242,3 +243,36 @@ def test_daemon_refuses_a_write_over_an_edit_it_cannot_parse(daemon: RunningDaem
     path.write_text(half.replace("42</status_upd", "42</status_update_freq>"))
     sighup_and_wait(daemon, "status-update-frequency", "42")
     assert info(daemon)["status-update-frequency"] == "42"
+
+
+def test_daemon_hand_edit_and_sighup_during_a_burst_of_api_writes(daemon: RunningDaemon) -> None:
+    # Writes land all the time (bounded: one client, about 2 s); the admin edits
+    # and sends SIGHUP in the middle. An editor's save is not atomic (truncate,
+    # then write): a write that reads the file half-saved is refused, never
+    # written over it.
+    path = config_path(Path(daemon.root))
+    stop = threading.Event()
+    answers: List[int] = []
+
+    def writer() -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            answers.append(daemon.request("POST", "/v2/config",
+                                          {"logs-count": str(1 + i % 50)})[0])
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        time.sleep(0.5)
+        hand_edit(path, "<status_update_freq>30<", "<status_update_freq>42<")
+        time.sleep(0.5)
+        sighup_and_wait(daemon, "status-update-frequency", "42")
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        thread.join()
+    assert answers.count(200) > 10 and set(answers) <= {200, 500}, answers
+    assert info(daemon)["status-update-frequency"] == "42"
+    assert file_values(path)["status_update_freq"] == "42"
+    assert "Traceback" not in daemon.log()
