@@ -177,6 +177,19 @@ def test_sighup_reload_leaves_an_unparseable_edit_alone(tmp_path: Path) -> None:
     assert parse_config_xml(path.read_bytes()).values["log_file_count"] == "7"
 
 
+@pytest.mark.parametrize("uuid,token", [(" uuid-1", "t"), ("uuid-1", "t\u2003"), ("u\x1b", "t")])
+def test_an_identity_that_would_not_survive_a_reload_is_refused(tmp_path: Path, uuid: str,
+                                                                 token: str) -> None:
+    # Values are stored as they are used: config.xml gives them back stripped.
+    from iofogd.errors import ConfigValueError
+    store = new_store(tmp_path)
+    with pytest.raises(ConfigValueError):
+        store.set_identity(uuid, token)
+    assert store.current.iofog_uuid == "" and file_values(config_path(tmp_path))["iofog_uuid"] == ""
+    store.set_identity("uuid-1", "token-1")
+    assert ConfigStore(Paths.from_root(str(tmp_path)), host=HOST).load() == store.current
+
+
 # -- through the daemon -----------------------------------------------------------------------
 
 def info(daemon: RunningDaemon) -> Any:

@@ -444,7 +444,9 @@ class ConfigStore:
     def set_identity(self, uuid: str, token: str) -> None:
         """Store the node uuid and Controller token after provisioning; ``("", "")`` clears them."""
         for name, value in (("iofog_uuid", uuid), ("access_token", token)):
-            if re.search(UNWRITABLE, value):
+            # Surrounding whitespace would be used now and gone after a reload
+            # (config.xml gives values back stripped): refused, like control characters.
+            if re.search(UNWRITABLE, value) or value != value.strip():
                 raise ConfigValueError(name, f"Invalid value for {name}")
         with self._lock:
             self._change(lambda old: old.with_values({"iofog_uuid": uuid, "access_token": token}),
