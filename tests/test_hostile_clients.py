@@ -2,7 +2,7 @@
 
 - SIGTERM ends the daemon within 5 s while WebSocket clients never answer the
   close (one idle, one mid-way through a fragmented message that it keeps
-  sending), beside an HTTP client trickling a body;
+  sending), beside an HTTP request head that never ends;
 - every line a client can make the daemon write, whatever the path (HTTP
   refusals, WebSocket drops and protocol errors, identity and GPS refusals),
   is bounded: the same misbehaviour repeated adds a bounded number of lines.
@@ -42,18 +42,13 @@ def test_sigterm_ends_within_5_s_with_websockets_that_never_answer_the_close(tmp
                 except OSError:
                     return
 
-        def trickle() -> None:
-            s = socket.create_connection(("127.0.0.1", d.port))
-            socks.append(s)
-            s.sendall(f"POST /v2/config HTTP/1.1\r\nHost: x\r\nAuthorization: {d.token}\r\n"
-                      "Content-Type: application/json\r\nContent-Length: 100000\r\n\r\n".encode())
-            while not stop.wait(0.2):
-                try:
-                    s.send(b" ")
-                except OSError:
-                    return
+        # Beside them, an HTTP request whose head never ends (the trickling body
+        # is tests/http/test_load.py's).
+        head = socket.create_connection(("127.0.0.1", d.port))
+        socks.append(head)
+        head.sendall(b"GET /v2/version HTTP/1.1\r\nX-Slow: ")
 
-        threads = [threading.Thread(target=keep_sending), threading.Thread(target=trickle)]
+        threads = [threading.Thread(target=keep_sending)]
         for t in threads:
             t.start()
         time.sleep(0.5)
@@ -67,7 +62,7 @@ def test_sigterm_ends_within_5_s_with_websockets_that_never_answer_the_close(tmp
         for s in socks:
             s.close()
         d.stop()
-    print(f"\nSIGTERM to exit with two silent WebSockets and a trickling body: {took:.2f} s")
+    print(f"\nSIGTERM to exit with two silent WebSockets and an unfinished head: {took:.2f} s")
     assert d.proc.returncode == 0 and took < 5.0, (took, d.log()[-2000:])
     assert "Traceback" not in d.log()
 
@@ -163,3 +158,27 @@ def test_repeated_misbehaviour_adds_a_bounded_number_of_log_lines(tmp_path) -> N
     assert "Traceback" not in d.log()
     with open(logfile, "rb") as f:
         assert b"\x1b" not in f.read()
+
+
+def test_the_admin_and_the_cli_get_through_300_held_websockets(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # 300 control sockets for 300 ids, held open and silent (no HTTP slot each),
+    # while /v2/version with the token is sampled and `iofog-agent status` runs.
+    from tests.http.test_load import sample_version
+    d = RunningDaemon(str(tmp_path / "root")).start()
+    socks: List[socket.socket] = []
+    try:
+        wait_for_sockets(d)
+        for i in range(300):
+            socks.append(handshake(d.port, f"/v2/control/socket/id/held-{i}"))
+        latencies = sample_version(d, 3.0)
+        out = d.cli("status", timeout=30)
+        assert out.returncode == 0 and "RUNNING" in out.stdout, out
+    finally:
+        for s in socks:
+            s.close()
+        assert d.stop() == 0
+    latencies.sort()
+    print(f"\n300 held control WebSockets: {len(latencies)} samples of /v2/version, "
+          f"median {latencies[len(latencies) // 2] * 1000:.1f} ms, max {latencies[-1] * 1000:.1f} ms")
+    assert latencies[-1] < 1.0
+    assert "Traceback" not in d.log()
