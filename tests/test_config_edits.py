@@ -148,6 +148,53 @@ def test_an_edit_while_a_change_is_validated_is_kept(tmp_path: Path) -> None:
     assert store.current.get("log_level") == "FINE"
 
 
+def test_edits_in_place_during_a_burst_of_writes_are_never_lost(tmp_path: Path) -> None:
+    # An editor saving in place (truncate, write: nano, Python's write_text) over
+    # and over while the store writes as fast as it can; some saves land in the
+    # file the store is replacing. Each time the editor's latest value survives:
+    # it is in the file after the next write. Bounded: 150 saves.
+    import re
+    store = new_store(tmp_path)
+    path = config_path(tmp_path)
+    stop = threading.Event()
+    refused: List[str] = []
+
+    def writer() -> None:
+        i = 0
+        while not stop.is_set():
+            i += 1
+            try:
+                store.apply({"lc": str(1 + i % 50)}, Origin.LOCAL)
+            except ConfigFileError as exc:   # read half-saved: refused, never written over
+                refused.append(exc.reason)
+
+    thread = threading.Thread(target=writer)
+    thread.start()
+    lost = []
+    try:
+        for value in range(100, 250):
+            text = path.read_text()
+            path.write_text(re.sub(r"<status_update_freq>\d+<", f"<status_update_freq>{value}<", text))
+            time.sleep(0.002)
+            # The store's next write keeps it (or a later save of ours replaced it).
+            deadline = time.monotonic() + 2
+            while time.monotonic() < deadline:
+                got = int(file_values(path)["status_update_freq"]) if b"</config>" in path.read_bytes() else -1
+                if got == value:
+                    break
+                time.sleep(0.001)
+            else:
+                lost.append(value)
+    finally:
+        stop.set()
+        thread.join()
+    store.apply({"lc": "3"}, Origin.LOCAL)
+    assert lost == []
+    assert store.current.status_update_freq == 249 and file_values(path)["status_update_freq"] == "249"
+    # Refused: read half-saved, or saved again each time the change was computed anew.
+    assert all("cannot be parsed" in r or "keeps changing" in r for r in refused), refused[:3]
+
+
 def test_sighup_reload_takes_a_hand_edit(tmp_path: Path) -> None:
     store = new_store(tmp_path)
     seen: List[Tuple[int, int, str]] = []

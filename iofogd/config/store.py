@@ -23,6 +23,7 @@ import logging
 import os
 import re
 import threading
+import time
 
 from iofogd.config.schema import (
     OPTIONS,
@@ -53,7 +54,7 @@ from iofogd.system.host import Host, detect_fog_type, real_host
 
 TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
 if TYPE_CHECKING:
-    from typing import Callable, Collection, Dict, Final, List, Mapping, Optional, Tuple
+    from typing import BinaryIO, Callable, Collection, Dict, Final, List, Mapping, Optional, Tuple
 
     Listener = Callable[[Config, Config, str], None]   # (old, new, origin)
 
@@ -66,6 +67,26 @@ BLANK_VALUE = "Command or value is invalid"
 
 # How often a change is computed again on top of a file edited while it was computed.
 _MERGE_ATTEMPTS = 3
+
+
+# An edit found in the file just replaced may be half-written (the editor has
+# truncated it and not yet written): read it again this many times, this far
+# apart, until it parses. Only in that rare case; up to 1 s with the lock held.
+_SETTLE_TRIES = 50
+_SETTLE_PAUSE = 0.02
+
+
+def _read_or_none(path: str) -> Optional[bytes]:
+    try:
+        return read_bytes(path)
+    except FileNotFoundError:
+        return None
+
+
+def _pread_all(f: BinaryIO) -> bytes:
+    """The whole content of an open (unbuffered) file, from its start, as it is now."""
+    f.seek(0)
+    return f.read() or b""
 
 
 class _EditedOnDisk(Exception):
@@ -253,18 +274,30 @@ class ConfigStore:
         """
         data = config_xml(config)
         try:
-            on_disk: Optional[bytes] = read_bytes(path)
+            old = open(path, "rb", buffering=0)   # unbuffered: read again after the rename
         except FileNotFoundError:
-            on_disk = None    # removed by hand: written again, as a load would
+            old = None        # removed by hand: written again, as a load would
         except OSError as exc:
             raise ConfigFileError(path, f"cannot read: {exc.strerror or exc}") from None
-        if on_disk is not None and on_disk != self._on_disk:
-            raise _EditedOnDisk(path)
-        # The residual window between this comparison and the rename is the
-        # time of one atomic_write (a few milliseconds): an editor saving
-        # exactly then loses the race, as with any writer that does not lock.
-        if on_disk != data:
-            atomic_write(path, data)
+        try:
+            on_disk = old.read() if old is not None else None
+            if on_disk is not None and on_disk != self._on_disk:
+                raise _EditedOnDisk(path)
+            if on_disk != data:
+                def unchanged() -> None:
+                    # Again once the new content is durable, just before the
+                    # rename: an editor that saved during the fsync is taken in.
+                    if _read_or_none(path) != on_disk:
+                        raise _EditedOnDisk(path)
+
+                atomic_write(path, data, before_replace=unchanged)
+                if old is not None:
+                    self._recover_overwritten_edit(path, old, on_disk, data)
+        except OSError as exc:
+            raise ConfigFileError(path, f"cannot write: {exc.strerror or exc}") from None
+        finally:
+            if old is not None:
+                old.close()
         self._on_disk = data
         try:
             if not holds(self.paths.config_backup, data):
@@ -276,6 +309,31 @@ class ConfigStore:
             # fallback; the next write with room on the disk refreshes it.
             self._log.error("cannot write the backup %s: %s", self.paths.config_backup,
                             exc.strerror or exc)
+
+    def _recover_overwritten_edit(self, path: str, old: BinaryIO, was: Optional[bytes],
+                                  data: bytes) -> None:
+        """After the rename: put back an edit written in place into the file just replaced.
+
+        An editor that saves in place (truncate, write) into the file it opened
+        before our rename writes into the old file, which ``old`` still holds
+        open. Its content is put back at ``path`` and :class:`_EditedOnDisk`
+        makes the caller take it in and compute the change again. The left
+        window is between the last check and the rename (microseconds).
+        """
+        edited = _pread_all(old)
+        if edited == was:
+            return
+        for _ in range(_SETTLE_TRIES):   # the editor may be between truncate and write
+            try:
+                parse_config_xml(edited)
+                break
+            except ValueError:
+                time.sleep(_SETTLE_PAUSE)
+                edited = _pread_all(old)
+        self._log.warning("%s was edited while it was being written; the edit is put back", path)
+        atomic_write(path, edited)
+        self._on_disk = data      # so that the edit is taken in as one
+        raise _EditedOnDisk(path)
 
     def _change(self, make: Callable[[Config], Optional[Config]], origin: str) -> Optional[Config]:
         """Compute a change from the current config with ``make``, write it, tell the listeners.
