@@ -244,7 +244,7 @@ class Daemon:
 
     def _reload(self) -> None:
         try:
-            self.store.load()
+            self.store.reload()
         except ConfigError as exc:
             log.error("reload failed, keeping the current configuration: %s", exc)
             return
