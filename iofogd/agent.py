@@ -54,13 +54,19 @@ if TYPE_CHECKING:
         def stop_all(self) -> None: ...
         def prune_unused(self) -> int: ...
 
+    class BusPort(Protocol):
+        """What the Controller side needs of the message bus (bus/service.py)."""
+
+        def set_microservices(self, items: list[dict[str, Any]]) -> None: ...   # routes, isConsumer
+        def message_counts(self) -> tuple[list[dict[str, Any]], float]: ...
+
 
 class ControllerPort:
     """The AgentPort of the sync loops (see iofogd.controller.sync)."""
 
     def __init__(self, store: ConfigStore, state: AgentState, sampler: ResourceSampler,
                  network: NetworkWatcher, microservices: MicroserviceLayer, control: ControlHub,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, bus: Optional[BusPort] = None) -> None:
         self.store = store
         self.state = state
         self.sampler = sampler
@@ -68,6 +74,9 @@ class ControllerPort:
         self.microservices = microservices
         self.control = control
         self.clock = clock
+        # The message bus reads routes and isConsumer from the Controller's microservice
+        # list and reports per-publisher counts; None when it is not running.
+        self.bus = bus
         self._lock = threading.Lock()
         # None until the Controller (or the offline cache) gave a list: the registries
         # come first in a changes cycle, and an empty list would tell the reconciler to
@@ -106,6 +115,8 @@ class ControllerPort:
             "processedMessages": snap.messages_processed,
             "lastStatusTime": now_ms,
         }
+        if self.bus is not None:
+            facts["microserviceMessageCounts"], facts["messageSpeed"] = self.bus.message_counts()
         with self._lock:
             facts["repositoryCount"] = len(self._registries)
         facts["microserviceStatus"] = self.microservices.statuses()
@@ -122,6 +133,8 @@ class ControllerPort:
     def apply_microservices(self, microservices: list[dict[str, Any]]) -> None:
         configs = {str(m["uuid"]): str(m.get("config") or "") for m in microservices if m.get("uuid")}
         self.set_microservice_configs(configs)
+        if self.bus is not None:
+            self.bus.set_microservices(microservices)
         with self._lock:
             self._microservices = list(microservices)
             registries = list(self._registries)
@@ -164,6 +177,8 @@ class ControllerPort:
         with self._lock:
             self._microservices = None   # the next node's list is not known yet
         self.set_microservice_configs({})
+        if self.bus is not None:
+            self.bus.set_microservices([])
         self.state.update(controller_status=CONTROLLER_NOT_PROVISIONED)
         # Before the identity is cleared: the containers to stop carry the old
         # uuid as their label (spec 6.3). Waiting for them here fixes upstream's

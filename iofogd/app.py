@@ -28,6 +28,7 @@ if TYPE_CHECKING:  # phase 2 imports these modules (iofogd/daemon.py); the App o
     from typing import Optional
 
     from iofogd.agent import Provisioning
+    from iofogd.bus.service import MessageBus
     from iofogd.ws.endpoints import SocketEndpoints
     from iofogd.system.microservices import Microservices
 
@@ -37,13 +38,18 @@ STARTUP_WAIT = 30.0   # seconds a request waits for start-up phase 2
 class Phase2:
     """The parts built by start-up phase 2 (daemon.py ``Daemon._build_phase2``)."""
 
-    __slots__ = ("microservices", "provisioning", "sockets")
+    __slots__ = ("microservices", "provisioning", "sockets", "bus", "bus_failure")
 
     def __init__(self, microservices: Microservices, provisioning: Provisioning,
-                 sockets: SocketEndpoints) -> None:
+                 sockets: SocketEndpoints, bus: Optional[MessageBus] = None,
+                 bus_failure: str = "it was not built") -> None:
         self.microservices = microservices   # the Docker engine client and reconciler
         self.provisioning = provisioning     # provision <key>, deprovision (spec 6.2, 6.3)
-        self.sockets = sockets               # the WebSocket endpoints (control sockets)
+        self.sockets = sockets               # the WebSocket endpoints (control and message sockets)
+        # The message bus (issue 13); None when it could not open its files: the rest
+        # of the daemon runs and the bus's endpoints answer 503 with bus_failure.
+        self.bus = bus
+        self.bus_failure = bus_failure
 
 
 class StartGate:
@@ -111,6 +117,13 @@ class App:
         ``what`` names the part the caller needs, for the 503 when it cannot have it.
         """
         return self.started.wait(what)
+
+    def bus(self) -> MessageBus:
+        """The message bus, once phase 2 is up; ServiceUnavailable (503) if it is not running."""
+        parts = self.phase2("the message bus")
+        if parts.bus is None:
+            raise ServiceUnavailable(f"The message bus is not running: {parts.bus_failure}")
+        return parts.bus
 
     def engine_info(self) -> EngineInfo:
         microservices = self.phase2("the Docker engine client").microservices

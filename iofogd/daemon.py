@@ -58,6 +58,9 @@ if TYPE_CHECKING:  # the modules of start-up phase 2 are imported there
     from typing import Callable, Final, NoReturn, Optional, Sequence
 
     from iofogd.agent import ControllerPort
+    from iofogd.bus.service import MessageBus
+    from iofogd.bus.sockets import MessageSockets
+    from iofogd.bus.store import Store
     from iofogd.controller.sync import ControllerSync
     from iofogd.system.microservices import Microservices
     from iofogd.ws.control import ControlHub
@@ -110,6 +113,7 @@ class Daemon:
         host = args.address or cfg.api_address
         port = args.port if args.port is not None else cfg.api_port
         self.server = LocalApiServer((host, port), LocalApiHandler, self.app, HttpLimits())
+        self.message_store: Optional[Store] = None   # the message bus's files, once phase 2 opened them
 
     def _build_phase2(self) -> None:
         """Start-up phase 2: the Docker, Controller and WebSocket layers.
@@ -144,14 +148,17 @@ class Daemon:
         )
         self.sessions: SessionRegistry = SessionRegistry()
         self.control: ControlHub = ControlHub()
-        port = ControllerPort(self.store, self.state, self.sampler, self.network, microservices, self.control)
+        bus, message_sockets, bus_failure = self._build_bus(cfg.disk_directory)
+        port = ControllerPort(self.store, self.state, self.sampler, self.network, microservices, self.control,
+                              bus=bus)
         self.controller_port: ControllerPort = port
         self.sync: ControllerSync = ControllerSync(port, cache=OfflineCache(self.paths.etc_dir))
         self.store.add_listener(self._config_changed)
         # A change made while building (the first cycle, resync below, pushes it).
         self._config_changed(cfg, self.store.current, Origin.LOCAL)
         parts = Phase2(microservices, Provisioning(self.store, port, self.sync),
-                       SocketEndpoints(self.control, self.sessions, SessionLimits()))
+                       SocketEndpoints(self.control, self.sessions, SessionLimits(), messages=message_sockets),
+                       bus, bus_failure)
         self._spawn("control-retry", lambda: self.control.run(self.stop))
         self._spawn("microservices", lambda: microservices.run(self.stop, CONTAINER_MONITOR_FREQ))
         self._spawn("autoprune", lambda: self.autoprune.run(self.stop))
@@ -162,6 +169,33 @@ class Daemon:
         # RUNNING before any waiting request goes on: everything is up.
         self.state.update(daemon_status=RUNNING)
         self.started.open(parts)
+
+    def _build_bus(self, disk_directory: str) -> tuple[Optional[MessageBus], Optional[MessageSockets], str]:
+        """The message bus (issue 13, docs/bus.md): archive and waiting queues on disk and
+        the message sockets' hub; routes come with the Controller's microservice list
+        (ControllerPort). A bus that cannot open its files leaves the rest of the daemon
+        running: its endpoints answer 503 with the reason returned here."""
+        from iofogd.bus.logs import MicroserviceLogs
+        from iofogd.bus.service import MessageBus
+        from iofogd.bus.sockets import MessageSockets
+        from iofogd.bus.store import Store
+
+        store = Store(disk_directory, lambda: self.store.current.disk_limit_gb * 1024 ** 3)
+        try:
+            store.start()
+        except (OSError, IofogdError) as exc:
+            failure = f"cannot open the message archive in {store.archive.directory}: {exc}"
+            log.error("message bus not started: %s", failure)
+            return None, None, failure
+        self.message_store = store
+        sockets = MessageSockets(store.existing_queue)
+        bus = MessageBus(store, sockets, count=self.state.count_message)
+        bus.logs = MicroserviceLogs(lambda: self.store.current.log_directory,
+                                    lambda: self.store.current.iofog_uuid)
+        log.info("message bus: archive in %s; receivers on other nodes: %s",
+                 store.archive.directory, bus.status())
+        self._spawn("bus-delivery", lambda: sockets.run(self.stop))
+        return bus, sockets, ""
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -210,7 +244,7 @@ class Daemon:
 
     def _reload(self) -> None:
         try:
-            self.store.load()
+            self.store.reload()
         except ConfigError as exc:
             log.error("reload failed, keeping the current configuration: %s", exc)
             return
@@ -224,6 +258,8 @@ class Daemon:
         self.state.update(daemon_status=STOPPED)
         self.sync.stop()
         self._stop_serving()
+        if self.message_store is not None:
+            self.message_store.stop()   # what was submitted is committed first
         try:
             self.app.gps.flush()               # a position still waiting for its write
         except ConfigError as exc:

@@ -13,6 +13,10 @@ from __future__ import annotations
 import os
 import tempfile
 
+TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
+if TYPE_CHECKING:
+    from typing import Callable, Optional
+
 TEMP_SUFFIX = ".tmp"
 
 
@@ -59,11 +63,15 @@ def _unlink(path: str) -> None:
         pass
 
 
-def atomic_write(path: str, data: bytes, mode: int = 0o640) -> None:
+def atomic_write(path: str, data: bytes, mode: int = 0o640,
+                 before_replace: Optional[Callable[[], None]] = None) -> None:
     """Replace the file at ``path`` with ``data``; OSError when that is impossible.
 
     An existing file keeps its permission bits; a new one gets ``mode``
     (config.xml holds the Controller's node token, so not world-readable).
+    ``before_replace`` runs once the new content is durable, just before the
+    rename: an exception from it leaves ``path`` as it was (a writer checks
+    there that nobody else changed the file, with the fsync behind it).
     """
     try:
         mode = os.stat(path).st_mode & 0o777
@@ -71,6 +79,8 @@ def atomic_write(path: str, data: bytes, mode: int = 0o640) -> None:
         pass
     tmp = _write_temp(path, data, mode)
     try:
+        if before_replace is not None:
+            before_replace()
         os.replace(tmp, path)
     except BaseException:
         _unlink(tmp)

@@ -28,6 +28,9 @@ WebSocket session, the CLI) can decide how to present it::
     │   │   └── MessageTooBig(size, limit)  the code says which close code
     │   ├── ConnectionClosed(code, reason)  sending on a closing/closed session
     │   └── EnvelopeError(message)      a malformed ioFog 0x0D/0x0E payload
+    ├── MessageError(message)           a malformed ioMessage (JSON or binary form)
+    ├── ArchiveError(message)           the message archive cannot take a message
+    │   └── ArchiveFull                 no space left (disk full or storage limit)
     ├── ControllerError(message, status)
     │   ├── ControllerUnreachable
     │   └── CertificateError
@@ -201,6 +204,29 @@ class EnvelopeError(WebSocketError):
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+
+# -- the message bus --------------------------------------------------------------
+
+
+class MessageError(IofogdError):
+    """An ioMessage that cannot be decoded or encoded; ``message`` says why."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ArchiveError(IofogdError):
+    """The message archive could not store a message (nothing half-written stays)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class ArchiveFull(ArchiveError):
+    """The disk is full: the publisher is told so (503), the archive stays whole."""
 
 
 # -- Controller ----------------------------------------------------------------

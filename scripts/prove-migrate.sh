@@ -16,7 +16,7 @@
 # of iofogd runs; dpkg removes it in favour of iofogd after iofogd's preinst
 # kept the node); there iofogd starts the same container again.
 # The node runs a microservice container iofog_<uuid> on the engine, labelled
-# with the node's uuid, and the Controller stand-in (tests/controller_standin.py,
+# with the node's uuid, and the Controller stand-in (tests/controller/standin.py,
 # in the container) knows the node by its uuid and token. Then
 # the move, and: the Java package is gone, iofogd.service
 # is active, `iofog-agent status` says RUNNING and connected to the Controller

@@ -18,7 +18,7 @@
 # /etc/iofog/agent, runs check_iofogd.sh, `sudo install_iofogd.sh deb ...`,
 # `sudo iofog-agent deprovision` on the fresh node ("not provisioned", exit
 # 1), `sudo iofog-agent config -a <url>` and `sudo iofog-agent provision
-# <key>` against the Controller stand-in (tests/controller_standin.py, run in
+# <key>` against the Controller stand-in (tests/controller/standin.py, run in
 # the container), iofogctl's version check, its ARM `<docker_url>` sed with a
 # service restart, `sudo -S service iofog-agent prune`, and to delete the agent
 # `sudo iofog-agent deprovision`, `sudo -S service iofog-agent stop` and

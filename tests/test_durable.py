@@ -39,3 +39,24 @@ def test_create_once_never_replaces(tmp_path):
     assert create_once(path, b"second", 0o640) is False
     assert open(path, "rb").read() == b"first" and _mode(path) == 0o640
     assert os.listdir(tmp_path) == ["token"]
+
+
+def test_before_replace_runs_with_the_new_content_durable_and_can_stop_the_rename(tmp_path):
+    path = str(tmp_path / "file.xml")
+    atomic_write(path, b"one")
+    seen = []
+
+    def check() -> None:
+        seen.append(open(path, "rb").read())          # still the old file at this point
+        temps = [n for n in os.listdir(tmp_path) if n != "file.xml"]
+        seen.append(open(tmp_path / temps[0], "rb").read())
+
+    atomic_write(path, b"two", before_replace=check)
+    assert seen == [b"one", b"two"] and open(path, "rb").read() == b"two"
+
+    def refuse() -> None:
+        raise RuntimeError("changed by someone else")
+
+    with pytest.raises(RuntimeError):
+        atomic_write(path, b"three", before_replace=refuse)
+    assert open(path, "rb").read() == b"two" and os.listdir(tmp_path) == ["file.xml"]

@@ -16,8 +16,8 @@ FLOORS: list[tuple[str, ...]] = [
     ("iofogd", "iofogd.record", "iofogd.errors", "iofogd.durable", "iofogd.notify"),   # 0 foundations
     ("iofogd.paths", "iofogd.admintoken", "iofogd.system.host"),                        # 1 host and files
     ("iofogd.config", "iofogd.state"),                                                  # 2 what the agent knows
-    ("iofogd.system", "iofogd.controller", "iofogd.ws", "iofogd.bus", "iofogd.logfiles"),  # 3 the parts
-    ("iofogd.reports", "iofogd.agent"),                                                 # 4 parts joined
+    ("iofogd.system", "iofogd.controller", "iofogd.ws", "iofogd.logfiles"),              # 3 the parts
+    ("iofogd.reports", "iofogd.agent", "iofogd.bus"),                                   # 4 parts joined
     ("iofogd.app",),                                                                    # 5 the App
     ("iofogd.commands",),                                                               # 6 what it is asked
     ("iofogd.http",),                                                                   # 7 the Local API

@@ -132,3 +132,89 @@ RECEIPT_TS = 1700000000123
 RECEIPT = b"\x0e\x20\x08" + RECEIPT_ID.encode() + bytes.fromhex("0000018bcfe5687b")
 MSG_PAYLOAD = b"\x00\x04" + b"\x00" * 31  # a version-4 ioMessage with every field empty
 MSG = b"\x0d\x00\x00\x00\x21" + MSG_PAYLOAD
+
+
+# -- ioMessages (spec 3.2, 3.3; sdk-wire.md section 5) -------------------------------------
+#
+# ``binary`` is the binary v4 form as the named source writes it; ``json`` (when
+# given) is the JSON text the source produces. Each vector decodes to ``fields``;
+# where the source is the Java agent's table, our encoder must give the same bytes.
+
+SDK_PY = "iofog 3.0.0b2 (PyPI), IoMessage.to_bytearray / to_json, run 2026-12-02"
+SPEC_33 = "agent-spec 3.3 byte table, written out field by field (the Java agent's encoder)"
+
+
+@dataclasses.dataclass(frozen=True)
+class IoMessageVector:
+    name: str
+    source: str
+    binary: bytes
+    fields: dict  # type: ignore[type-arg]  # IoMessage keyword arguments
+    agent_form: bool  # True: these are the exact bytes our encoder writes
+    json: bytes = b""
+
+
+_FULL_FIELDS = dict(
+    id="0123456789abcdef0123456789abcdef", tag="t", groupid="g", sequencenumber=300,
+    sequencetotal=70000, priority=5, timestamp=1700000000123, publisher="pub", authid="a",
+    authgroup="ag", chainposition=1, hash="h", previoushash="ph", nonce="n", difficultytarget=2,
+    infotype="it", infoformat="if", contextdata=b"ctx", contentdata=b"body",
+)
+
+IOMESSAGES: Tuple[IoMessageVector, ...] = (
+    IoMessageVector(
+        "SDK: publisher, infotype, infoformat, content only", SDK_PY,
+        bytes.fromhex(
+            "00040000000001010101200000000001000000000000010405000000000000000500000000485156585978485257"
+            "375a36446b4a4b483736785870424e6a4e4258626d7a630000746578747574662d3868656c6c6f"
+        ),
+        dict(publisher="HQVXYxHRW7Z6DkJKH76xXpBNjNBXbmzc", infotype="text", infoformat="utf-8",
+             contentdata=b"hello"),
+        agent_form=False,
+    ),
+    IoMessageVector(
+        "SDK: every field, minimal integer widths", SDK_PY,
+        bytes.fromhex(
+            "0004200001010203010603000100020100010002000101020200000003000000043031323334353637383961626364"
+            "6566303132333435363738396162636465667467012c01117005018bcfe5687b707562616167016870686e02697469"
+            "66637478626f6479"
+        ),
+        _FULL_FIELDS,
+        agent_form=False,
+        json=(
+            b'{"version": 4, "id": "0123456789abcdef0123456789abcdef", "tag": "t", "groupid": "g", '
+            b'"timestamp": 1700000000123, "sequencenumber": 300, "sequencetotal": 70000, "priority": 5, '
+            b'"publisher": "pub", "authid": "a", "authgroup": "ag", "chainposition": 1, "hash": "h", '
+            b'"previoushash": "ph", "nonce": "n", "difficultytarget": 2, "infotype": "it", "infoformat": "if", '
+            b'"contextdata": "Y3R4", "contentdata": "Ym9keQ=="}'
+        ),
+    ),
+    IoMessageVector(
+        "agent: every field, fixed widths", SPEC_33,
+        bytes.fromhex(
+            "0004200001010404010803000100020800010002000104020200000003000000043031323334353637383961626364"
+            "6566303132333435363738396162636465667467" "0000012c" "00011170" "05" "0000018bcfe5687b"
+            "707562" "61" "6167" "0000000000000001" "68" "7068" "6e" "00000002" "6974" "6966" "637478" "626f6479"
+        ),
+        _FULL_FIELDS,
+        agent_form=True,
+    ),
+    IoMessageVector(
+        "agent: every field empty", SPEC_33, b"\x00\x04" + b"\x00" * 31, {}, agent_form=True,
+    ),
+    IoMessageVector(
+        # Java: sequence number -1 is written as 4 bytes of two's complement.
+        "agent: negative numbers", SPEC_33,
+        b"\x00\x04" + b"\x00\x00\x00\x00" + b"\x04\x00\x01" + b"\x00" * 24 + b"\xff\xff\xff\xff" + b"\xfe",
+        dict(sequencenumber=-1, priority=-2),
+        agent_form=True,
+    ),
+)
+
+# The JSON form upstream writes (spec 3.2): 20 keys in this order, compact.
+IOMESSAGE_JSON_FULL = (
+    b'{"id":"0123456789abcdef0123456789abcdef","tag":"t","groupid":"g","sequencenumber":300,'
+    b'"sequencetotal":70000,"priority":5,"timestamp":1700000000123,"publisher":"pub","authid":"a",'
+    b'"authgroup":"ag","version":4,"chainposition":1,"hash":"h","previoushash":"ph","nonce":"n",'
+    b'"difficultytarget":2,"infotype":"it","infoformat":"if","contextdata":"Y3R4","contentdata":"Ym9keQ=="}'
+)

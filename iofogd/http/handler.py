@@ -26,7 +26,6 @@ from iofogd.errors import (
     IofogdError,
     LengthRequired,
     MethodNotAllowed,
-    NotImplementedYet,
     PayloadTooLarge,
     RequestError,
     RequestTimeout,
@@ -137,6 +136,9 @@ _TIMEVAL = struct.Struct("@ll")   # struct timeval on Linux: time_t and susecond
 
 # socket.timeout is TimeoutError from Python 3.10 on; on 3.9 it is its own class.
 _TIMEOUTS = (TimeoutError, socket.timeout)
+# What a refused body may still send us after the answer (see _linger_close).
+_LINGER_SECONDS = 2.0
+_LINGER_BYTES = 8 << 20
 
 
 def _status_of(exc: IofogdError) -> int:
@@ -166,6 +168,7 @@ class LocalApiHandler(BaseHTTPRequestHandler):
     headers: Headers   # type: ignore[assignment]
 
     _waiting = True   # between requests, until the next request line is read
+    _linger = False   # a refused body may still be arriving: see _linger_close
 
     @property
     def idle(self) -> bool:
@@ -197,6 +200,35 @@ class LocalApiHandler(BaseHTTPRequestHandler):
             super().finish()
         except OSError:
             pass  # the peer is gone; nothing left to flush
+        if self._linger:
+            self._linger_close()
+
+    def _linger_close(self) -> None:
+        """After an answer that refused a body we did not read (413, 411).
+
+        The client may still be sending that body; closing at once would make
+        our kernel answer its data with a reset, which can discard the answer
+        before the client reads it (RFC 9112 section 9.6): an SDK posting an
+        oversized message would see a broken pipe instead of the 413. So stop
+        sending, then read and drop what still arrives, bounded in bytes and
+        time so that a client cannot hold the slot with it.
+        """
+        sock = self.connection
+        deadline = time.monotonic() + _LINGER_SECONDS
+        left = _LINGER_BYTES
+        try:
+            sock.shutdown(socket.SHUT_WR)
+            while left > 0:
+                wait = deadline - time.monotonic()
+                if wait <= 0:
+                    break
+                sock.settimeout(wait)
+                chunk = sock.recv(min(left, 65536))
+                if not chunk:
+                    break
+                left -= len(chunk)
+        except (OSError,) + _TIMEOUTS:
+            pass
 
     def handle_one_request(self) -> None:
         self._waiting = True
@@ -303,7 +335,7 @@ class LocalApiHandler(BaseHTTPRequestHandler):
             self.close_connection = True
             self._write(error_response(503, "Too many connections, try again"))
             return
-        if path.startswith(CONTROL_SOCKET_PREFIX) and self.command == "GET":
+        if path.startswith((CONTROL_SOCKET_PREFIX, MESSAGE_SOCKET_PREFIX)) and self.command == "GET":
             self._upgrade(path)
             return
         if self.command not in _METHODS:
@@ -352,7 +384,7 @@ class LocalApiHandler(BaseHTTPRequestHandler):
     def _handle(self, path: str, query: str) -> Response:
         if path.startswith(MESSAGE_SOCKET_PREFIX):
             self._discard_body()
-            raise NotImplementedYet("The message socket is not implemented in this build of iofogd yet")
+            raise MethodNotAllowed(self.command, ("GET",))   # a WebSocket upgrade is a GET
         try:
             route, handler = resolve(self.command, path)
         except RequestError:
@@ -377,6 +409,7 @@ class LocalApiHandler(BaseHTTPRequestHandler):
             # Chunked bodies are refused outright: they would need their own
             # bound, and no client of this API sends them.
             self.close_connection = True
+            self._linger = True
             raise LengthRequired("Chunked request bodies are not accepted; send Content-Length")
         values = self.headers.get_all("Content-Length") or []
         if not values:
@@ -396,6 +429,7 @@ class LocalApiHandler(BaseHTTPRequestHandler):
         limit = self.server.limits.max_body_bytes
         if length > limit:
             self.close_connection = True  # the body stays unread
+            self._linger = not self._expects_continue()   # no body comes before a 100
             raise PayloadTooLarge(length, limit)
         return length
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from iofogd.app import App
 from iofogd.errors import MethodNotAllowed, NotFound, NotImplementedYet
-from iofogd.http.api import admin, gps, microservice
+from iofogd.http.api import admin, gps, log, messages, microservice
 from iofogd.http.request import Request, Response
 from iofogd.record import Record
 from iofogd.ws.paths import CONTROL_SOCKET_PREFIX, MESSAGE_SOCKET_PREFIX
@@ -41,8 +41,6 @@ def _not_yet(what: str) -> Handler:
 # WebSocket upgrades are recognised by the HTTP handler itself (it owns the
 # socket) by these path prefixes, defined once in the WebSocket layer.
 
-_bus = _not_yet("The message bus")
-
 ROUTES: dict[str, Route] = {
     "/v2/status": Route({"GET": admin.status}, auth=True),
     "/v2/info": Route({"GET": admin.info}, auth=True),
@@ -55,10 +53,10 @@ ROUTES: dict[str, Route] = {
     "/v2/gps": Route({"GET": gps.get, "POST": gps.post}),
     "/v2/config/get": Route({"POST": microservice.get_config}),
     "/v2/edgeResources": Route({"GET": microservice.edge_resources}),
-    "/v2/messages/next": Route({"POST": _bus}),
-    "/v2/messages/new": Route({"POST": _bus}),
-    "/v2/messages/query": Route({"POST": _bus}),
-    "/v2/log": Route({"POST": _not_yet("Microservice logging")}),
+    "/v2/messages/next": Route({"POST": messages.next_messages}),
+    "/v2/messages/new": Route({"POST": messages.new}),
+    "/v2/messages/query": Route({"POST": messages.query}),
+    "/v2/log": Route({"POST": log.post}),
 }
 
 

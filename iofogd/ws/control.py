@@ -31,12 +31,11 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from urllib.parse import unquote
 
 from iofogd.errors import ConnectionClosed
 from iofogd.ws.envelope import CONTROL_SIGNAL, RESOURCE_SIGNAL, is_control_ack, signal
 from iofogd.ws.frames import CloseCode
-from iofogd.ws.paths import CONTROL_SOCKET_PREFIX
+from iofogd.ws.paths import CONTROL_SOCKET_PREFIX, socket_id
 from iofogd.ws.protocol import Message
 from iofogd.ws.session import WebSocketSession
 
@@ -47,18 +46,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 def control_socket_id(path: str) -> Optional[str]:
-    """The microservice id of a control-socket URL path, or None if it is not one.
-
-    Upstream takes the fifth ``/``-separated token and keeps a query string in
-    the id (spec 2.1); we drop the query and refuse an empty id, and an id with
-    a control or other unprintable character (no microservice has one, and it
-    would reach logs and terminals).
-    """
-    path = path.split("?", 1)[0]
-    if not path.startswith(CONTROL_SOCKET_PREFIX):
-        return None
-    token = unquote(path[len(CONTROL_SOCKET_PREFIX) :].split("/", 1)[0]).strip()
-    return token if token and token.isprintable() else None
+    """The microservice id of a control-socket URL path, or None (see :func:`socket_id`)."""
+    return socket_id(CONTROL_SOCKET_PREFIX, path)
 
 
 class _Pending:

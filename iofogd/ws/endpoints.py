@@ -13,6 +13,13 @@ and 300 sockets opened for one id must not starve everyone else.  ``admit``
 checks the bounds; ``serve`` takes the place for real (two upgrades may pass
 ``admit`` together), and a session that finds the bound reached after all is
 closed at once with 1013 (try again later).
+
+Two kinds of socket share this door, told apart by the path's prefix
+(iofogd/ws/paths.py): the control sockets (:class:`ControlHub`) and the message
+sockets (the message bus's hub, iofogd/bus/sockets.py, given when the bus
+runs).  Both hubs have the same shape (:class:`Hub`): a session is registered
+under its id, its messages go to ``on_message``, it is unregistered at its end.
+The bounds count sessions per kind and id.
 """
 from __future__ import annotations
 
@@ -20,7 +27,7 @@ import logging
 import threading
 
 from iofogd.errors import NotFound, ServiceUnavailable
-from iofogd.ws.control import ControlHub, control_socket_id
+from iofogd.ws.paths import CONTROL_SOCKET_PREFIX, MESSAGE_SOCKET_PREFIX, socket_id
 from iofogd.ws.envelope import SDK_PING, sdk_pong
 from iofogd.ws.frames import CloseCode
 from iofogd.ws.protocol import Message
@@ -29,7 +36,14 @@ from iofogd.ws.session import SessionLimits, SessionRegistry, WebSocketSession, 
 TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
 if TYPE_CHECKING:
     import socket
-    from typing import Dict
+    from typing import Dict, Optional, Protocol, Tuple
+
+    class Hub(Protocol):
+        """What a kind of socket does with its sessions (ControlHub, the bus's MessageSockets)."""
+
+        def register(self, microservice_id: str, session: WebSocketSession) -> None: ...
+        def unregister(self, session: WebSocketSession) -> None: ...
+        def on_message(self, session: WebSocketSession, message: Message) -> None: ...
 
 log = logging.getLogger(__name__)
 
@@ -38,46 +52,49 @@ MAX_SESSIONS_PER_ID = 16   # an SDK that reconnects opens a new socket before th
 
 
 class SocketEndpoints:
-    """The control sockets; the message socket joins when the bus lands."""
+    """The control sockets and, when the message bus runs, the message sockets."""
 
     def __init__(
         self,
-        hub: ControlHub,
+        hub: Hub,
         registry: SessionRegistry,
         limits: SessionLimits,
         max_sessions: int = MAX_SESSIONS,
         max_per_id: int = MAX_SESSIONS_PER_ID,
+        messages: Optional[Hub] = None,
     ) -> None:
         self.hub = hub
+        self.messages = messages   # None: the message bus is not running (404 for its path)
         self.registry = registry
         self.limits = limits
         self.max_sessions = max_sessions
         self.max_per_id = max_per_id
         self._lock = threading.Lock()
         self._total = 0
-        self._per_id: Dict[str, int] = {}
+        self._per_id: Dict[Tuple[str, str], int] = {}
 
     def admit(self, path: str, peer: str) -> str:
         """The microservice id of ``path``; NotFound (404) or ServiceUnavailable
         (503) if it may not have a session now."""
-        microservice_id = self._id_of(path)
+        kind, microservice_id, _ = self._route(path)
         with self._lock:
-            self._check(microservice_id)
+            self._check(kind, microservice_id)
         return microservice_id
 
     def serve(self, sock: socket.socket, buffered: bytes, path: str, peer: str) -> None:
         """Run a session on an upgraded socket until it ends (the caller's thread)."""
-        microservice_id = self._id_of(path)
+        kind, microservice_id, hub = self._route(path)
+        key = (kind, microservice_id)
         session = WebSocketSession(
             sock, self.limits, path=path, peer=peer, ping_payload=SDK_PING, pong_payload=sdk_pong
         )
         try:
             with self._lock:
-                self._check(microservice_id)
+                self._check(kind, microservice_id)
                 self._total += 1
-                self._per_id[microservice_id] = self._per_id.get(microservice_id, 0) + 1
+                self._per_id[key] = self._per_id.get(key, 0) + 1
         except ServiceUnavailable as exc:
-            client_log.info("control socket %r from %s: %s", microservice_id, peer, exc.message)
+            client_log.info("%s socket %r from %s: %s", kind, microservice_id, peer, exc.message)
             session.close(CloseCode.TRY_AGAIN_LATER, "too many sockets")
             self.registry.add(session)   # its watchdog bounds the closing handshake
             try:
@@ -86,36 +103,44 @@ class SocketEndpoints:
                 self.registry.discard(session)
             return
         # Any id is accepted, as upstream does: a microservice may connect before
-        # the Controller has told us about it, and gets its 0x0C when it arrives.
+        # the Controller has told us about it, and gets its 0x0C when it arrives;
+        # messages may wait for a receiver before its first socket.
         self.registry.add(session)
-        self.hub.register(microservice_id, session)
+        hub.register(microservice_id, session)
         try:
-            session.run(self.hub.on_message, buffered)
+            session.run(hub.on_message, buffered)
         finally:
-            self.hub.unregister(session)
+            hub.unregister(session)
             self.registry.discard(session)
             with self._lock:
                 self._total -= 1
-                left = self._per_id[microservice_id] - 1
+                left = self._per_id[key] - 1
                 if left:
-                    self._per_id[microservice_id] = left
+                    self._per_id[key] = left
                 else:
-                    del self._per_id[microservice_id]
+                    del self._per_id[key]
 
-    @staticmethod
-    def _id_of(path: str) -> str:
-        microservice_id = control_socket_id(path)
+    def _route(self, path: str) -> Tuple[str, str, Hub]:
+        """The kind of socket, its microservice id and its hub; NotFound (404) if none."""
+        if path.startswith(MESSAGE_SOCKET_PREFIX):
+            microservice_id = socket_id(MESSAGE_SOCKET_PREFIX, path)
+            if self.messages is None:
+                raise ServiceUnavailable("The message bus is not running: no message socket")
+            if microservice_id is None:
+                raise NotFound("A message socket needs a microservice id: /v2/message/socket/id/<id>")
+            return "message", microservice_id, self.messages
+        microservice_id = socket_id(CONTROL_SOCKET_PREFIX, path)
         if microservice_id is None:
             raise NotFound("A control socket needs a microservice id: /v2/control/socket/id/<id>")
-        return microservice_id
+        return "control", microservice_id, self.hub
 
-    def _check(self, microservice_id: str) -> None:
+    def _check(self, kind: str, microservice_id: str) -> None:
         """Under the lock: the bounds."""
         if self._total >= self.max_sessions:
             raise ServiceUnavailable(f"Too many WebSocket sessions ({self.max_sessions}), try again")
-        if self._per_id.get(microservice_id, 0) >= self.max_per_id:
+        if self._per_id.get((kind, microservice_id), 0) >= self.max_per_id:
             raise ServiceUnavailable(
-                f"Too many control sockets for this microservice ({self.max_per_id}), try again"
+                f"Too many {kind} sockets for this microservice ({self.max_per_id}), try again"
             )
 
 

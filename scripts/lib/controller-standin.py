@@ -1,4 +1,4 @@
-"""The Controller stand-in (tests/controller_standin.py) for the packaging proofs.
+"""The Controller stand-in (tests/controller/standin.py) for the packaging proofs.
 
     python3 controller-standin.py ENVFILE [--port N] [--fog UUID --token TOKEN]
                                   [--microservice UUID IMAGE]
@@ -18,7 +18,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from tests.controller_standin import TOKEN_LIFETIME, ControllerStandIn  # noqa: E402
+from tests.controller.standin import TOKEN_LIFETIME, ControllerStandIn  # noqa: E402
 
 
 def main() -> None:

@@ -216,7 +216,7 @@ nspawn_down() {
 }
 in_ct() { nsenter --target "$LEADER" --all "$@"; }
 
-# The Controller stand-in (tests/controller_standin.py) in a container:
+# The Controller stand-in (tests/controller/standin.py) in a container:
 # standin_copy, before the boot, puts it and what it imports under
 # /root/proof; standin_start [OPTION...], in the booted container, runs
 # scripts/lib/controller-standin.py there as unit proof-controller and sets
@@ -224,8 +224,9 @@ in_ct() { nsenter --target "$LEADER" --all "$@"; }
 standin_copy() {
     top=$(cd "$(dirname "$0")/.." && pwd)
     mkdir -p "$CHROOT/root/proof/tests/controller"
-    cp "$top/tests/__init__.py" "$top/tests/controller_standin.py" "$CHROOT/root/proof/tests/"
-    cp "$top/tests/controller/__init__.py" "$top/tests/controller/captures.py" "$CHROOT/root/proof/tests/controller/"
+    cp "$top/tests/__init__.py" "$CHROOT/root/proof/tests/"
+    cp "$top/tests/controller/__init__.py" "$top/tests/controller/captures.py" "$top/tests/controller/standin.py" \
+        "$CHROOT/root/proof/tests/controller/"
     cp "$top/scripts/lib/controller-standin.py" "$CHROOT/root/proof/"
 }
 standin_start() {

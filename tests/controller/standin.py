@@ -55,6 +55,7 @@ from typing import Any, Callable, Iterator
 from tests.controller.captures import exchange
 
 API = "/api/v3/"
+USER_TOKEN = "standin-user-token"   # the one user token this stand-in accepts (routes API only)
 KEY_LIFETIME = 20 * 60.0  # controller-protocol.md section 3
 TOKEN_LIFETIME = 3600.0  # FogTokenExpirationIntervalSeconds, sliding
 CONTROLLER_VERSION = "3.0.4"
@@ -227,6 +228,8 @@ class Microservice:
     extra_hosts: list[str] = field(default_factory=list)
     cmd: list[str] = field(default_factory=list)
     routes: list[str] = field(default_factory=list)
+    application: str = ""       # the application's name: routes name microservices inside it
+    is_consumer: bool = False   # some route ends here (routes.log R6)
     system: bool = False
     strace: bool = False
     status: dict[str, Any] = field(default_factory=dict)
@@ -239,7 +242,7 @@ class Microservice:
             "portMappings": [dict(p) for p in self.port_mappings],
             "volumeMappings": [dict(v) for v in self.volume_mappings], "imageSnapshot": "", "delete": False,
             "deleteWithCleanup": False, "env": [dict(e) for e in self.env], "extraHosts": list(self.extra_hosts),
-            "cmd": list(self.cmd), "routes": list(self.routes), "isConsumer": False,
+            "cmd": list(self.cmd), "routes": list(self.routes), "isConsumer": self.is_consumer,
         }
 
 
@@ -333,6 +336,7 @@ class ControllerStandIn:
         self.fogs: dict[str, Fog] = {}
         self.microservices: dict[str, Microservice] = {}
         self.registries: list[dict[str, Any]] = [dict(r) for r in DEFAULT_REGISTRIES]
+        self.routes: list[dict[str, Any]] = []   # GET /routes items (routes.log R7)
         self.requests: list[Recorded] = []
         self.started = clock()
         self.port = 0
@@ -525,6 +529,63 @@ class ControllerStandIn:
         with self.lock:
             ms = self.microservices.pop(ms_uuid)
             self._touch(self.fogs[ms.fog_uuid], "routing", "microserviceList", "microserviceConfig")
+
+    # -- routes between microservices (controller-protocol.md "Routes", routes.log) ------------
+
+    def _by_name(self, application: str, name: str) -> Microservice:
+        for ms in self.microservices.values():
+            if ms.name == name and ms.application == application:
+                return ms
+        raise _not_found(f"Invalid microservice name '{name}'")
+
+    def add_route(self, name: str, source: str, dest: str, application: str) -> dict[str, Any]:
+        """POST /routes ``{"name","from","to","application"}`` (R4): sets ``routing`` (R5, R6)."""
+        with self.lock:
+            if any(r["application"] == application and r["name"] == name for r in self.routes):
+                raise _validation(f"Route with name {name} already exists")
+            src, dst = self._by_name(application, source), self._by_name(application, dest)
+            self.routes.append({"application": application, "name": name, "from": source, "to": dest,
+                                "sourceMicroserviceUuid": src.uuid, "destMicroserviceUuid": dst.uuid})
+            self._apply_routes()
+            self._touch(self.fogs[src.fog_uuid], "routing")
+            if dst.fog_uuid != src.fog_uuid:
+                self._touch(self.fogs[dst.fog_uuid], "routing")
+            return {"isNetworkConnection": False, "id": len(self.routes), "name": name,
+                    "sourceMicroserviceUuid": src.uuid, "destMicroserviceUuid": dst.uuid, "applicationId": 1}
+
+    def delete_route(self, application: str, name: str) -> None:
+        """DELETE /routes/<application>/<name> (R8): 204, ``routing`` again (R9), arrays back (R10)."""
+        with self.lock:
+            route = next((r for r in self.routes if r["application"] == application and r["name"] == name), None)
+            if route is None:
+                raise _not_found(f"Invalid route name '{name}'")
+            self.routes.remove(route)
+            self._apply_routes()
+            for key in ("sourceMicroserviceUuid", "destMicroserviceUuid"):
+                ms = self.microservices.get(route[key])
+                if ms is not None:
+                    self._touch(self.fogs[ms.fog_uuid], "routing")
+
+    def _apply_routes(self) -> None:
+        for ms in self.microservices.values():
+            ms.routes = [r["destMicroserviceUuid"] for r in self.routes if r["sourceMicroserviceUuid"] == ms.uuid]
+            ms.is_consumer = any(r["destMicroserviceUuid"] == ms.uuid for r in self.routes)
+
+    def _user_routes(self, method: str, route: str, body: Any) -> tuple[int, Any] | None:
+        """The routes API over HTTP, for a caller with :attr:`USER_TOKEN` (the captures' user calls)."""
+        if route == "routes" and method == "POST":
+            if not isinstance(body, dict) or not all(isinstance(body.get(k), str) for k in
+                                                     ("name", "from", "to", "application")):
+                raise _validation("Required field 'name', 'from', 'to' or 'application' is missing")
+            return 200, self.add_route(body["name"], body["from"], body["to"], body["application"])
+        if route == "routes" and method == "GET":
+            with self.lock:
+                return 200, {"routes": [dict(r) for r in self.routes]}
+        match = re.fullmatch(r"routes/([^/]+)/([^/]+)", route)
+        if match and method == "DELETE":
+            self.delete_route(match.group(1), match.group(2))
+            return 204, None
+        return None
 
     def enable_strace(self, ms_uuid: str) -> None:
         """PATCH /microservices/{uuid}/strace ``{"enable":true}``: ``diagnostics`` (agent11.log G1b)."""
@@ -806,10 +867,15 @@ class ControllerStandIn:
             ("GET", "agent/version"): self._version,
             ("GET", "agent/image-snapshot"): self._image_snapshot,
         }
+        if route.startswith("routes") and headers.get("authorization") == USER_TOKEN:
+            answer = self._user_routes(method, route, body)
+            if answer is not None:
+                return answer
         handler = simple.get((method, route))
         match = re.fullmatch(r"agent/microservices/([^/]+)", route)
         if handler is None and not (match and method == "GET"):
-            if route.startswith(("user/", "iofog", "application", "microservices", "router", "fog-types", "registries")):
+            if route.startswith(("user/", "iofog", "application", "microservices", "router", "fog-types", "registries",
+                                 "routes")):
                 # The user API exists but this stand-in issues no user tokens (drive it from Python).
                 if "authorization" not in headers:
                     raise _Reply(500, json.loads(exchange("E1").response))

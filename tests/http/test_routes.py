@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from iofogd import __version__
-from iofogd.errors import BadRequest, MethodNotAllowed, NotFound, NotImplementedYet
+from iofogd.errors import BadRequest, MethodNotAllowed, NotFound
 from iofogd.http.request import Headers, Request
 from iofogd.http.routes import CONTROL_SOCKET_PREFIX, MESSAGE_SOCKET_PREFIX, ROUTES, resolve
 
@@ -66,8 +66,9 @@ def test_endpoints_called_directly(inproc_daemon: Any) -> None:
     with pytest.raises(BadRequest) as info:
         call(app, "POST", "/v2/config/get", {"id": 5})
     assert "field 'id' must be a non-empty string" in info.value.message
-    with pytest.raises(NotImplementedYet):
+    with pytest.raises(BadRequest) as info:   # the bus's own validation, before the bus is asked
         call(app, "POST", "/v2/messages/next", {})
+    assert info.value.message == "Incorrect content/data Id value not found "
     with pytest.raises(BadRequest) as info:
         call(app, "POST", "/v2/commandline", {"command": 1})
     assert info.value.message == "Field 'command' must be a string"

@@ -429,3 +429,20 @@ def test_the_token_is_read_at_the_door_without_consuming_it(serve: Serve) -> Non
             assert server._shows_token(ours) is expected, raw
             if raw:
                 assert ours.recv(65536, socket.MSG_DONTWAIT) == raw   # still there for the handler
+
+
+# -- a refused body that is still arriving ------------------------------------------------------------
+
+
+def test_an_oversized_body_sent_whole_still_reads_its_413(serve: Serve) -> None:
+    # What an SDK does: the head and the whole body in one go, then read. The
+    # server answers 413 without reading the body; were it to close at once,
+    # the data still arriving would make its kernel reset the connection and
+    # the client would see a broken pipe, not the 413.
+    server = serve(max_body_bytes=1024)
+    body = b"x" * (6 << 20)   # more than both sockets' buffers hold
+    with connect(server) as s:
+        s.sendall(post("/v2/config/get", body))
+        status, _, answer = read_response(s)
+        assert status == 413 and b"failed" in answer
+        assert s.recv(1) == b""   # and then it closes

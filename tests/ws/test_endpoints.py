@@ -19,11 +19,33 @@ def endpoints(**bounds: int) -> SocketEndpoints:
 
 @pytest.mark.parametrize("path", [
     "/v2/control/socket/id/", "/v2/control/socket/id/%20", "/v2/control/socket/id/a%1Bb",
-    "/v2/control/socket/id/a%00", "/v2/control/socket", "/v2/message/socket/id/x",
+    "/v2/control/socket/id/a%00", "/v2/control/socket", "/v2/message/socket/id/",
 ])
 def test_paths_without_a_control_session_are_404(path: str) -> None:
     with pytest.raises(NotFound):
-        endpoints().admit(path, "127.0.0.1:1")
+        SocketEndpoints(ControlHub(), SessionRegistry(), SessionLimits(), messages=ControlHub()).admit(
+            path, "127.0.0.1:1")
+
+
+def test_message_socket_without_a_bus_is_503() -> None:
+    with pytest.raises(ServiceUnavailable, match="message bus is not running"):
+        endpoints().admit("/v2/message/socket/id/x", "127.0.0.1:1")
+
+
+def test_message_sockets_go_to_their_hub_and_are_bounded_apart_from_control_sockets() -> None:
+    # Any hub of the same shape: a second ControlHub records what the message side is given.
+    messages = ControlHub()
+    ep = SocketEndpoints(ControlHub(), SessionRegistry(), SessionLimits(ping_interval=0),
+                         max_per_id=1, messages=messages)
+    assert ep.admit("/v2/message/socket/id/a?x=1", "127.0.0.1:1") == "a"
+    clients = [serve_in_thread(ep, "/v2/message/socket/id/a"), serve_in_thread(ep, "/v2/control/socket/id/a")]
+    assert wait_for(lambda: len(messages.sessions("a")) == 1 and len(ep.hub.sessions("a")) == 1)
+    with pytest.raises(ServiceUnavailable, match="Too many message sockets"):
+        ep.admit("/v2/message/socket/id/a", "127.0.0.1:1")
+    for client, thread in clients:
+        client.close()
+        thread.join(5)
+    assert wait_for(lambda: not messages.sessions() and not ep.hub.sessions())
 
 
 def serve_in_thread(ep: SocketEndpoints, path: str) -> tuple[socket.socket, threading.Thread]:

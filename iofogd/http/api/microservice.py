@@ -8,13 +8,18 @@ from iofogd.errors import BadRequest
 from iofogd.http.request import Request, Response
 
 
+def check_caller(request: Request, app: App, microservice_id: str) -> None:
+    """A container of ours may act only as its own microservice (issue 12): Forbidden (403)
+    otherwise. The admin token, or a caller that is no container of ours, passes."""
+    app.identity.check(request.peer, microservice_id, admin=app.token.matches(request.header("Authorization")))
+
+
 def get_config(request: Request, app: App) -> Response:
     request.require_json_type()
     mid = request.json_object().get("id")
     if not isinstance(mid, str) or not mid.strip():
         raise BadRequest("Incorrect content/data: field 'id' must be a non-empty string")
-    # A container of ours may read only its own configuration (issue 12).
-    app.identity.check(request.peer, mid, admin=app.token.matches(request.header("Authorization")))
+    check_caller(request, app, mid)   # only its own configuration
     config = app.state.snapshot().microservice_configs.get(mid)
     if config is None:
         raise BadRequest(f"No configuration found for the id {mid}")
