@@ -17,6 +17,18 @@ generator, so the figure is the server's, not the client's) with
 - aiohttp, the asyncio peer (a bench-only dependency, pip-installed when
   missing; not a dependency of iofogd).
 
+POST /v2/config/get answers 200 with a microservice's configuration on all
+three: ``{"status":"okay","config":"<the config string>"}``, the same body
+bytes. The daemon serves it through the real path of a provisioned node
+restarted while its Controller is down (agent-spec 6.9): before it starts, the
+bench lays down what provisioning and the last Controller fetch leave on disk
+(uuid and token in config.xml, written by iofogd's ConfigStore; the
+microservice list in the offline cache, written by iofogd's OfflineCache with
+its checksum), with controller_url on a closed loopback port and docker_url on
+a socket that does not exist, so no Controller and no container is involved;
+the daemon loads the cache at its first failed ping. The baselines answer the
+same bytes from a constant.
+
 Each server runs alone while it is measured, all three on this interpreter.
 On a machine shared with other work the figures are noisy: re-run on a quiet one.
 
@@ -111,6 +123,27 @@ def running_after(port: int, token: str, t0: float) -> float:
     return time.perf_counter() - t0
 
 
+def config_get_answer(port: int, timeout: float = 30.0) -> bytes:
+    """The body of a 200 to POST /v2/config/get for the bench's microservice, which
+    must be CONFIG_GET_BODY on every server (waits while the daemon loads its
+    offline cache, which it does after its first failed ping)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+        conn.request("POST", "/v2/config/get", body=json.dumps({"id": MICROSERVICE_ID}),
+                     headers={"Content-Type": "application/json"})
+        response = conn.getresponse()
+        body = response.read()
+        conn.close()
+        if response.status == 200:
+            if body != CONFIG_GET_BODY.encode():
+                raise RuntimeError(f"/v2/config/get answered another body: {body!r}")
+            return body
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"/v2/config/get answered {response.status}: {body!r}")
+        time.sleep(0.05)
+
+
 def start_daemon(root: str, port: int) -> tuple[subprocess.Popen[bytes], float]:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     if PYTHON == sys.executable:
@@ -135,6 +168,47 @@ def start_daemon(root: str, port: int) -> tuple[subprocess.Popen[bytes], float]:
         time.sleep(0.002)
 
 
+# The microservice whose configuration POST /v2/config/get asks for, and what
+# the three servers answer to it: the config is the string the Controller sent
+# (SDKs JSON-parse it themselves), and the answer is the daemon's own encoding
+# of it (Response.json: compact JSON), so the baselines send the same bytes.
+MICROSERVICE_ID = "bench-microservice"
+MICROSERVICE_CONFIG = json.dumps({"sensor": "temperature", "unit": "celsius", "interval_ms": 1000,
+                                  "thresholds": {"low": -10.5, "high": 42.0}, "labels": ["gateway", "bench"]})
+CONFIG_GET_BODY = json.dumps({"status": "okay", "config": MICROSERVICE_CONFIG}, separators=(",", ":"))
+
+
+def provision_offline(root: str) -> None:
+    """Lay down a provisioned node whose Controller is down, as the daemon's own
+    code writes it: uuid and token in config.xml (ConfigStore.set_identity, what
+    provisioning stores), controller_url on a closed loopback port, docker_url on
+    a missing socket, and the microservice list in the offline cache
+    (OfflineCache.save, what the last changes cycle wrote). A daemon started on
+    ``root`` fails its first ping and serves the cached configs (sync.py
+    ``load_offline_cache``; tests/controller covers a real restart that way)."""
+    if REPO not in sys.path:
+        sys.path.insert(0, REPO)
+    from iofogd.config.store import ConfigStore, Origin
+    from iofogd.controller.cache import MICROSERVICES, OfflineCache
+    from iofogd.paths import Paths
+
+    paths = Paths.from_root(root)
+    store = ConfigStore(paths)
+    store.load()   # writes the default config.xml on an empty root, as the daemon's first start
+    closed = free_port()   # bound then released: nothing listens there
+    # What ``iofog-agent config -a <controller url> -c <docker url>`` applies.
+    report = store.apply({"a": f"http://127.0.0.1:{closed}/api/v3/",
+                          "c": f"unix://{os.path.join(root, 'no-docker.sock')}"}, Origin.LOCAL)
+    if report.errors:
+        raise RuntimeError(f"bench config refused: {report.errors}")
+    store.set_identity("benchnode0000000000000000000000000", "bench-controller-token")
+    OfflineCache(paths.etc_dir).save(MICROSERVICES, [{
+        "uuid": MICROSERVICE_ID, "name": "sensor", "config": MICROSERVICE_CONFIG,
+        "imageId": "", "images": [], "registryId": 1, "rebuild": False, "delete": False,
+        "deleteWithCleanup": False, "routes": [], "portMappings": [], "volumeMappings": [],
+    }])
+
+
 # The competent baseline: http.server's ThreadingHTTPServer as one would write
 # it for a JSON API today: TCP_NODELAY on every accepted socket and each
 # response in one write (so no answer waits for a delayed ACK), keep-alive,
@@ -145,6 +219,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 STATUS = json.dumps({"iofog-daemon": "RUNNING", "memory-usage": "about 20.00 MiB"}).encode()
 VERSION = json.dumps({"version": "x"}).encode()
+CONFIGS = {sys.argv[2]: sys.argv[3].encode()}   # microservice id -> the config/get answer
 
 class Server(ThreadingHTTPServer):
     daemon_threads = True
@@ -163,7 +238,7 @@ class H(BaseHTTPRequestHandler):
         self.reply(200, STATUS if self.path == "/v2/status" else VERSION)
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))))
-        self.reply(200, json.dumps({"status": "okay", "config": str(body.get("id"))}).encode())
+        self.reply(200, CONFIGS[body["id"]])
     def log_message(self, *args):
         pass
 
@@ -177,6 +252,7 @@ from aiohttp import web
 
 STATUS = json.dumps({"iofog-daemon": "RUNNING", "memory-usage": "about 20.00 MiB"})
 VERSION = json.dumps({"version": "x"})
+CONFIGS = {sys.argv[2]: sys.argv[3]}   # microservice id -> the config/get answer
 
 async def status(request):
     return web.Response(text=STATUS, content_type="application/json")
@@ -186,8 +262,7 @@ async def version(request):
 
 async def config_get(request):
     body = json.loads(await request.read())
-    return web.Response(text=json.dumps({"status": "okay", "config": str(body.get("id"))}),
-                        content_type="application/json")
+    return web.Response(text=CONFIGS[body["id"]], content_type="application/json")
 
 app = web.Application()
 app.add_routes([web.get("/v2/status", status), web.get("/v2/version", version),
@@ -203,7 +278,7 @@ def start_bare(port: int, python: str = "") -> tuple[subprocess.Popen[bytes], fl
 
 def start_script(python: str, script: str, port: int) -> tuple[subprocess.Popen[bytes], float]:
     t0 = time.perf_counter()
-    proc = subprocess.Popen([python, "-c", script, str(port)],
+    proc = subprocess.Popen([python, "-c", script, str(port), MICROSERVICE_ID, CONFIG_GET_BODY],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     while True:
         try:
@@ -288,10 +363,9 @@ class Endpoint:
 ENDPOINTS = [
     Endpoint("GET /v2/status", "GET", "/v2/status"),
     Endpoint("GET /v2/version", "GET", "/v2/version"),
-    # No Controller in the bench, so the daemon holds no microservice config:
-    # it answers 400 "No configuration found" (a full parse and JSON answer);
-    # the baselines answer 200. Errors are counted apart, not hidden.
-    Endpoint("POST /v2/config/get", "POST", "/v2/config/get", '{"id":"bench-microservice"}', admin=False),
+    # 200 with the microservice's config on all three, the same body bytes (the
+    # daemon's from its offline cache: provision_offline). Errors are counted apart.
+    Endpoint("POST /v2/config/get", "POST", "/v2/config/get", json.dumps({"id": MICROSERVICE_ID}), admin=False),
 ]
 
 
@@ -329,6 +403,7 @@ def throughput(args: argparse.Namespace) -> None:
                 port = free_port()
                 token = ""
                 if server == "iofogd":
+                    provision_offline(root)
                     proc, _ = start_daemon(root, port)
                     with open(os.path.join(root, "etc/iofog-agent/local-api")) as tf:
                         token = tf.read().strip()
@@ -338,6 +413,7 @@ def throughput(args: argparse.Namespace) -> None:
                 else:
                     proc, _ = start_bare(port, sys.executable)
                 try:
+                    config_get_answer(port)   # 200 and the same bytes on every server, or no figures
                     for endpoint in ENDPOINTS:
                         wrk_run(wrk, script, port, endpoint, token, args.clients, 1)   # warm-up
                         results.setdefault(endpoint.name, {})[server] = [
@@ -350,6 +426,8 @@ def throughput(args: argparse.Namespace) -> None:
         os.unlink(script)
     print(f"\nwrk -t2 -c{args.clients} -d{args.seconds:g}s, median of {args.runs} runs per figure, "
           "each server alone (figures on a shared machine are noisy):")
+    print(f"  POST /v2/config/get answers 200 with {len(CONFIG_GET_BODY)} identical body bytes on all three: "
+          f"{CONFIG_GET_BODY} (iofogd: from the offline cache of a provisioned node, Controller down)")
     for endpoint in ENDPOINTS:
         per = results[endpoint.name]
         rps = {name: median([r for r, _, _ in runs]) for name, runs in per.items()}
