@@ -51,6 +51,7 @@ import argparse
 import compileall
 import http.client
 import json
+import logging
 import os
 import socket
 import statistics
@@ -193,7 +194,10 @@ def provision_offline(root: str) -> None:
     from iofogd.paths import Paths
 
     paths = Paths.from_root(root)
-    store = ConfigStore(paths)
+    quiet = logging.getLogger("bench.provision")   # "config.xml missing; writing the shipped defaults"
+    quiet.addHandler(logging.NullHandler())
+    quiet.propagate = False
+    store = ConfigStore(paths, log=quiet)
     store.load()   # writes the default config.xml on an empty root, as the daemon's first start
     closed = free_port()   # bound then released: nothing listens there
     # What ``iofog-agent config -a <controller url> -c <docker url>`` applies.
