@@ -30,8 +30,10 @@ class Nodes:
         self.standin = standin
         self.fog_a = standin.create_fog("node-a", router_mode="none")
         self.fog_b = standin.create_fog("node-b", router_mode="none")
+        self.fog_c = standin.create_fog("node-c", router_mode="none")   # a Java agent's node (Proton)
         self.tx = standin.add_microservice(self.fog_a, "tx", application="rapp", images=IMAGES)
         self.rx = standin.add_microservice(self.fog_b, "rx", application="rapp", images=IMAGES)
+        self.java = standin.add_microservice(self.fog_c, "java", application="rapp", images=IMAGES)
         for fog in (self.fog_a, self.fog_b):
             standin.set_fog_config(fog, routerHost="127.0.0.1", routerPort=broker.port)
         self.a = self._start(os.path.join(tmp, "a"), self.fog_a)
@@ -46,10 +48,10 @@ class Nodes:
         assert status == 200, answer
         return daemon
 
-    def route(self) -> None:
+    def route(self, name: str = "ab", src: str = "tx", dst: str = "rx") -> None:
         import http.client
         conn = http.client.HTTPConnection("127.0.0.1", self.standin.port, timeout=10)
-        conn.request("POST", "/api/v3/routes", json.dumps({"name": "ab", "from": "tx", "to": "rx", "application": "rapp"}),
+        conn.request("POST", "/api/v3/routes", json.dumps({"name": name, "from": src, "to": dst, "application": "rapp"}),
                      {"Content-Type": "application/json", "Authorization": USER_TOKEN})
         resp = conn.getresponse()
         resp.read()
@@ -173,3 +175,55 @@ def test_broker_stopped_mid_burst_loses_no_acknowledged_message(nodes: Nodes, br
                          nodes.status_line(nodes.b), nodes.a.log()[-3000:], nodes.b.log()[-3000:])
     # Duplicates only for what was in flight when the broker went away.
     assert len(received) - len(set(received)) <= 400
+
+
+def test_a_java_agent_on_a_third_node_both_ways(nodes: Nodes, broker: Broker) -> None:
+    """Qpid Proton stands in for a Java agent's qpid-jms on node C: what iofogd on A sends to C's
+    microservice arrives as the Java agent's TextMessage, and the Java agent's TextMessage for
+    B's microservice reaches it through /v2/messages/next."""
+    import proton
+    from proton.reactor import LinkOption
+    from proton.utils import BlockingConnection
+
+    class DurableNode(LinkOption):   # RabbitMQ: every peer of a queue agrees on its durability
+        def apply(self, link: Any) -> None:
+            (link.target if link.is_sender else link.source).durability = proton.Terminus.DELIVERIES
+
+    nodes.route("ac", "tx", "java")
+    nodes.route("ab")
+    wait_joined(nodes)
+    agent = BlockingConnection(f"amqp://127.0.0.1:{broker.port}", user="guest", password="guest",
+                               allowed_mechs="PLAIN")
+    try:
+        consumer = agent.create_receiver(nodes.java, options=DurableNode())
+        nodes.publish("to-java")
+        got = consumer.receive(timeout=30)
+        consumer.accept()
+        assert isinstance(got.body, str) and got.address == nodes.java
+        assert got.annotations["x-opt-jms-msg-type"] == 5 and got.annotations["x-opt-jms-dest"] == 0
+        sent = json.loads(got.body)
+        assert sent["publisher"] == nodes.tx and base64.b64decode(sent["contentdata"]) == b"to-java"
+        assert len(sent) == 20 and len(sent["id"]) == 32
+        producer = agent.create_sender(nodes.rx, options=DurableNode())
+        for i in range(3):
+            body = dict(sent, id=f"{i:032x}", publisher=nodes.java, timestamp=1764650000000 + i,
+                        contentdata=base64.b64encode(f"from-java-{i}".encode()).decode())
+            msg = proton.Message(body=json.dumps(body), address=nodes.rx, id=f"ID:java:{i}",
+                                 durable=False, creation_time=time.time())
+            msg.annotations = {proton.symbol("x-opt-jms-msg-type"): proton.byte(5),
+                               proton.symbol("x-opt-jms-dest"): proton.byte(0)}
+            producer.send(msg)   # settled once the broker took it
+    finally:
+        agent.close()
+    # (rx also gets "to-java" from tx: route ab, which makes rx a receiver that B listens for.)
+    from_java: list[dict[str, Any]] = []
+
+    def take() -> bool:
+        status, _, answer = nodes.b.request("POST", "/v2/messages/next", {"id": nodes.rx}, token=None)
+        assert status == 200
+        from_java.extend(msg for msg in answer["messages"] if msg["publisher"] == nodes.java)
+        return len(from_java) >= 3
+
+    assert wait_for(take, timeout=30), from_java
+    assert [(msg["id"], msg["timestamp"], base64.b64decode(msg["contentdata"]).decode()) for msg in from_java] \
+        == [(f"{i:032x}", 1764650000000 + i, f"from-java-{i}") for i in range(3)]   # the sender's id and time
