@@ -227,3 +227,58 @@ def test_a_java_agent_on_a_third_node_both_ways(nodes: Nodes, broker: Broker) ->
     assert wait_for(take, timeout=30), from_java
     assert [(msg["id"], msg["timestamp"], base64.b64decode(msg["contentdata"]).decode()) for msg in from_java] \
         == [(f"{i:032x}", 1764650000000 + i, f"from-java-{i}") for i in range(3)]   # the sender's id and time
+
+
+def test_router_changed_moves_the_link(nodes: Nodes, broker: Broker) -> None:
+    """routerHost/routerPort re-read on routerChanged (the stand-in's PATCH /iofog sets it)."""
+    nodes.route()
+    wait_joined(nodes)
+    nodes.standin.set_fog_config(nodes.fog_a, routerPort=1)
+    assert wait_for(lambda: "127.0.0.1:1 unavailable" in nodes.status_line(nodes.a), timeout=30), \
+        nodes.status_line(nodes.a)
+    nodes.publish("while-away")   # acknowledged: waits on A's disk for the router
+    nodes.standin.set_fog_config(nodes.fog_a, routerPort=broker.port)
+    assert wait_for(lambda: connected(nodes.a), timeout=40), nodes.status_line(nodes.a)
+    got: list[str] = []
+    assert wait_for(lambda: got.extend(nodes.next_texts()) or "while-away" in got, timeout=30), got
+
+
+def test_kill_9_of_the_sending_node_mid_burst_loses_no_acknowledged_message(nodes: Nodes, tmp_path: Any) -> None:
+    import signal
+    import threading
+
+    nodes.route()
+    wait_joined(nodes)
+    acknowledged: list[str] = []
+    stop = threading.Event()
+
+    def publish() -> None:
+        i = 0
+        while not stop.is_set():
+            text = f"k-{i}"
+            try:
+                status, _, _ = nodes.a.request("POST", "/v2/messages/new", {
+                    "publisher": nodes.tx, "version": 4, "infotype": "t", "infoformat": "f",
+                    "contentdata": base64.b64encode(text.encode()).decode()}, token=None)
+            except OSError:
+                return
+            if status == 200:
+                acknowledged.append(text)
+            i += 1
+
+    publisher = threading.Thread(target=publish)
+    publisher.start()
+    assert wait_for(lambda: len(acknowledged) >= 300, timeout=60)
+    nodes.a.stop(sig=signal.SIGKILL)
+    stop.set()
+    publisher.join(10)
+    # The same root and port: the messages not yet accepted by the router are on A's disk.
+    nodes.a = RunningDaemon(nodes.a.root, port=nodes.a.port).start()
+    received: list[str] = []
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline and not set(acknowledged) <= set(received):
+        received.extend(nodes.next_texts())
+        time.sleep(0.2)
+    missing = [t for t in acknowledged if t not in set(received)]
+    assert not missing, (len(missing), missing[:5], len(acknowledged), nodes.status_line(nodes.a))
+    assert len(received) - len(set(received)) <= 300   # duplicates only for what was in flight
