@@ -60,13 +60,19 @@ if TYPE_CHECKING:
         def set_microservices(self, items: list[dict[str, Any]]) -> None: ...   # routes, isConsumer
         def message_counts(self) -> tuple[list[dict[str, Any]], float]: ...
 
+    class RouterPort(Protocol):
+        """The router link (bus/router.py): its address follows the config (daemon.py)."""
+
+        def reconnect(self) -> None: ...
+
 
 class ControllerPort:
     """The AgentPort of the sync loops (see iofogd.controller.sync)."""
 
     def __init__(self, store: ConfigStore, state: AgentState, sampler: ResourceSampler,
                  network: NetworkWatcher, microservices: MicroserviceLayer, control: ControlHub,
-                 clock: Callable[[], float] = time.time, bus: Optional[BusPort] = None) -> None:
+                 clock: Callable[[], float] = time.time, bus: Optional[BusPort] = None,
+                 router: Optional[RouterPort] = None) -> None:
         self.store = store
         self.state = state
         self.sampler = sampler
@@ -77,6 +83,7 @@ class ControllerPort:
         # The message bus reads routes and isConsumer from the Controller's microservice
         # list and reports per-publisher counts; None when it is not running.
         self.bus = bus
+        self.router = router   # the router link; None when the bus is not running
         self._lock = threading.Lock()
         # None until the Controller (or the offline cache) gave a list: the registries
         # come first in a changes cycle, and an empty list would tell the reconciler to
@@ -129,6 +136,12 @@ class ControllerPort:
         report = apply_agent_config(self.store, body)   # origin: the Controller, not PATCHed back
         for flag, message in report.errors:
             log.warning("controller config -%s refused: %s", flag, message)
+
+    def router_changed(self, body: dict[str, Any], reconnect: bool) -> None:
+        # Only the router's two keys: on the first cycle the rest of the config is ours.
+        apply_agent_config(self.store, {key: body.get(key) for key in ("routerHost", "routerPort")})
+        if reconnect and self.router is not None:
+            self.router.reconnect()   # the address itself reached the link through the store
 
     def apply_microservices(self, microservices: list[dict[str, Any]]) -> None:
         configs = {str(m["uuid"]): str(m.get("config") or "") for m in microservices if m.get("uuid")}

@@ -132,4 +132,12 @@ class App:
     def status(self) -> Report:
         """The status report (CLI ``status``, GET /v2/status)."""
         engine = self.engine_info()   # first: during start-up it waits, and the state then says RUNNING
-        return status_report(self.state.snapshot(), self.sampler.snapshot(), engine, datetime.now())
+        return status_report(self.state.snapshot(), self.sampler.snapshot(), engine, datetime.now(),
+                             self.router_status())
+
+    def router_status(self) -> str:
+        """The status report's Router line: the link to the router network (issue 14)."""
+        parts = self.phase2("the message bus")
+        if parts.bus is None:
+            return f"not running (the message bus is not running: {parts.bus_failure})"
+        return parts.bus.status()

@@ -58,6 +58,7 @@ if TYPE_CHECKING:  # the modules of start-up phase 2 are imported there
     from typing import Callable, Final, NoReturn, Optional, Sequence
 
     from iofogd.agent import ControllerPort
+    from iofogd.bus.router import RouterLink
     from iofogd.bus.service import MessageBus
     from iofogd.bus.sockets import MessageSockets
     from iofogd.bus.store import Store
@@ -114,6 +115,7 @@ class Daemon:
         port = args.port if args.port is not None else cfg.api_port
         self.server = LocalApiServer((host, port), LocalApiHandler, self.app, HttpLimits())
         self.message_store: Optional[Store] = None   # the message bus's files, once phase 2 opened them
+        self.router_link: Optional[RouterLink] = None  # the link to the router network, with the bus
 
     def _build_phase2(self) -> None:
         """Start-up phase 2: the Docker, Controller and WebSocket layers.
@@ -150,7 +152,7 @@ class Daemon:
         self.control: ControlHub = ControlHub()
         bus, message_sockets, bus_failure = self._build_bus(cfg.disk_directory)
         port = ControllerPort(self.store, self.state, self.sampler, self.network, microservices, self.control,
-                              bus=bus)
+                              bus=bus, router=self.router_link)
         self.controller_port: ControllerPort = port
         self.sync: ControllerSync = ControllerSync(port, cache=OfflineCache(self.paths.etc_dir))
         self.store.add_listener(self._config_changed)
@@ -176,6 +178,8 @@ class Daemon:
         (ControllerPort). A bus that cannot open its files leaves the rest of the daemon
         running: its endpoints answer 503 with the reason returned here."""
         from iofogd.bus.logs import MicroserviceLogs
+        from iofogd.bus.remote import RouterDelivery
+        from iofogd.bus.router import RouterLink
         from iofogd.bus.service import MessageBus
         from iofogd.bus.sockets import MessageSockets
         from iofogd.bus.store import Store
@@ -189,13 +193,33 @@ class Daemon:
             return None, None, failure
         self.message_store = store
         sockets = MessageSockets(store.existing_queue)
-        bus = MessageBus(store, sockets, count=self.state.count_message)
+        # Receivers on other nodes: through the ioFog router network (issue 14), from
+        # their waiting queues, at least once; the router's address follows the config.
+        delivery = RouterDelivery(store)
+        # A durable terminus: on a storing broker what it accepted survives its restart
+        # (the ioFog router ignores it); see bus/router.py DURABLE_TERMINUS.
+        link = RouterLink(delivery, node_id=self.store.current.iofog_uuid, durable_terminus=True)
+        delivery.link = link
+        self.router_link = link
+        bus = MessageBus(store, sockets, remote=delivery, count=self.state.count_message)
         bus.logs = MicroserviceLogs(lambda: self.store.current.log_directory,
                                     lambda: self.store.current.iofog_uuid)
+        link.start()
+        self._set_router(self.store.current)
         log.info("message bus: archive in %s; receivers on other nodes: %s",
                  store.archive.directory, bus.status())
         self._spawn("bus-delivery", lambda: sockets.run(self.stop))
+        self._spawn("router-forward", lambda: delivery.run(self.stop))
         return bus, sockets, ""
+
+    def _set_router(self, cfg: Config) -> None:
+        """The router to join: the Controller's routerHost/routerPort; none (local delivery
+        only) while unprovisioned."""
+        from iofogd.bus.router import router_address
+
+        if self.router_link is not None:
+            self.router_link.set_router(*router_address(
+                bool(cfg.iofog_uuid and cfg.access_token), cfg.router_host, cfg.router_port))
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -237,6 +261,9 @@ class Daemon:
         # came from the Controller is not sent back to it.
         if origin == Origin.LOCAL:
             self.sync.config_changed()
+        router = (new.router_host, new.router_port, bool(new.iofog_uuid and new.access_token))
+        if router != (old.router_host, old.router_port, bool(old.iofog_uuid and old.access_token)):
+            self._set_router(new)
 
     def _network_changed(self, info: NetworkInfo) -> None:
         # The "iofog" host alias of new containers points at the agent (spec 7.2).
@@ -258,6 +285,8 @@ class Daemon:
         self.state.update(daemon_status=STOPPED)
         self.sync.stop()
         self._stop_serving()
+        if self.router_link is not None:
+            self.router_link.stop()    # what the router has not accepted stays in the queues
         if self.message_store is not None:
             self.message_store.stop()   # what was submitted is committed first
         try:

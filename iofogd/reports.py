@@ -49,7 +49,8 @@ class EngineInfo(Record):
         self.error = error
 
 
-def status_report(state: StateSnapshot, res: ResourceSnapshot, engine: EngineInfo, now: datetime) -> Report:
+def status_report(state: StateSnapshot, res: ResourceSnapshot, engine: EngineInfo, now: datetime,
+                  router: str | None = None) -> Report:
     archive = res.archive_bytes
     disk_usage = (
         f"about {archive / MIB:.2f} MiB" if archive < GIB else f"about {archive / GIB:.2f} GiB"
@@ -70,7 +71,7 @@ def status_report(state: StateSnapshot, res: ResourceSnapshot, engine: EngineInf
         ("System Total CPU", f"{res.system_cpu_percent:.2f} %"),
         # Ours, last so that scripts reading upstream's lines by position still work.
         ("Docker Engine", "ok" if engine.error is None else f"not usable: {engine.error}"),
-    ]
+    ] + ([] if router is None else [("Router", router)])   # ours too (issue 14): the router link's state
 
 
 def info_report(cfg: Config, net: NetworkInfo, fog_type: str) -> Report:

@@ -24,7 +24,7 @@ def test_status_first_line_is_what_iofogctl_cuts(daemon: RunningDaemon) -> None:
     assert labels == [f"{name:<28}" for name in (
         "ioFog daemon", "Memory Usage", "Disk Usage", "CPU Usage", "Running Microservices",
         "Connection to Controller", "Messages Processed", "System Time", "System Available Disk",
-        "System Available Memory", "System Total CPU", "Docker Engine")]
+        "System Available Memory", "System Total CPU", "Docker Engine", "Router")]
     assert all(l[28:30] == ": " for l in lines)
     assert "Connection to Controller    : not provisioned" in lines
 

@@ -20,7 +20,9 @@ receiver uuid) and ``creation-time``, and the ioMessage's JSON form as an
 amqp-value string.  Received messages are taken in that form and also as data
 sections (UTF-8 JSON), which other AMQP clients send.  One difference on
 purpose: our messages carry a header with ``durable`` true (upstream sends
-non-persistent), so a storing router or broker keeps what it accepted.
+non-persistent), and the daemon's links ask for a durable terminus, so a
+storing broker keeps what it accepted across its own restart too (see
+``DURABLE_TERMINUS`` for the price on RabbitMQ).
 
 At least once, where upstream loses messages:
 
@@ -48,7 +50,8 @@ bus never waits for the router); we retry with exponential back-off (1 s to
 report.  A changed router address (``routerChanged``) closes the connection
 and connects to the new one; messages not yet accepted go there.
 
-Wiring (the composition root and the bus; not done here yet):
+Wiring (iofogd/daemon.py ``_build_bus`` and ``_set_router``, iofogd/agent.py
+``ControllerPort.router_changed``, iofogd/bus/remote.py ``RouterDelivery``):
 
 - :meth:`RouterLink.set_router` after every ``GET agent/config`` (``routerHost``,
   ``routerPort``; ``None`` while unprovisioned), with ``reconnect=True`` when
@@ -94,6 +97,13 @@ JMS_DEST = Symbol("x-opt-jms-dest")
 JMS_TEXT_MESSAGE = Byte(5)
 JMS_QUEUE = Byte(0)
 
+# With ``durable_terminus``, links ask for a durable node (terminus durability
+# "unsettled-state"): a broker such as RabbitMQ then declares the receiver's queue
+# durable, so what it accepted survives its restart; Qpid Dispatch routers store nothing
+# and ignore it.  Off by default: a Java agent's qpid-jms attaches with none, and
+# RabbitMQ refuses peers that disagree on a queue's durability.
+DURABLE_TERMINUS = 2
+
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 60.0
 
@@ -109,6 +119,14 @@ class RouterSink(abc.ABC):
 
     def router_ready(self) -> None:
         """:meth:`RouterLink.offer` said no earlier and has room again (optional)."""
+
+
+def router_address(provisioned: bool, host: str, port: int) -> Tuple[Optional[str], Optional[int]]:
+    """The router to join, from the config the Controller gave (``routerHost``/``routerPort``):
+    none (local delivery only) while unprovisioned or when either is missing."""
+    if not provisioned or not host.strip() or not 0 < port < 65536:
+        return None, None
+    return host.strip(), port
 
 
 def encode_text_message(receiver: str, text: str, message_id: str, now_ms: int, durable: bool = True) -> bytes:
@@ -168,6 +186,7 @@ class RouterLink:
         max_pending_bytes: int = 32 << 20,
         idle_timeout: float = 30.0,
         durable: bool = True,
+        durable_terminus: bool = False,
         backoff_first: float = BACKOFF_FIRST,
         backoff_max: float = BACKOFF_MAX,
         tls: bool = False,
@@ -181,6 +200,9 @@ class RouterLink:
         self._pending_bytes = 0
         self.idle_timeout = idle_timeout
         self.durable = durable
+        # Ask a storing broker for durable queues (DURABLE_TERMINUS). Every peer of a queue
+        # must agree: RabbitMQ refuses an attach whose durability differs from the queue's.
+        self.durable_terminus = durable_terminus
         self.backoff_first = backoff_first
         self.backoff_max = backoff_max
         self.tls = tls
@@ -238,6 +260,12 @@ class RouterLink:
             client = self._client
         if client is not None:
             client.close(timeout=2.0)  # the run loop reconnects to the new address
+
+    def reconnect(self) -> None:
+        """``routerChanged``: connect again to the current address (as the Java agent does)."""
+        with self._lock:
+            host, port = self._host, self._port
+        self.set_router(host, port, reconnect=True)
 
     def set_local_receivers(self, receivers: Iterable[str]) -> None:
         """The receivers on this node: one receiver link each (routes change at run time)."""
@@ -322,7 +350,14 @@ class RouterLink:
                     continue  # a new address: no back-off
                 self._status = f"router at {where} unavailable ({reason}); retrying in {backoff:g} s"
                 log.warning("router link: %s", self._status)
-                self._wake.wait(backoff)
+                # The whole back-off: offers and receiver changes notify this condition
+                # too, and must not turn the back-off into a reconnect per offer.
+                retry_at = time.monotonic() + backoff
+                while not self._stopping and not self._router_changed:
+                    left = retry_at - time.monotonic()
+                    if left <= 0:
+                        break
+                    self._wake.wait(left)
             backoff = min(self.backoff_max, backoff * 2)
 
     def _url(self, host: str, port: int) -> str:
@@ -406,7 +441,8 @@ class RouterLink:
             self._attaches += 1
             try:
                 link = client.receiver(receiver, self._on_message, credit=self.prefetch,
-                                       name=f"iofogd-{self.node_id}-{receiver}-{self._attaches}")
+                                       name=f"iofogd-{self.node_id}-{receiver}-{self._attaches}",
+                                       durable=DURABLE_TERMINUS if self.durable_terminus else 0)
             except AmqpRemoteError as exc:
                 self._block("in", receiver, exc)
                 if client.error is not None:
@@ -415,6 +451,7 @@ class RouterLink:
             self._block_delay.pop(("in", receiver), None)
             with self._wake:
                 self._receivers[receiver] = link
+            log.info("router link: listening for %s", receiver)
 
     def _send_batch(self, client: Client, batch: List[_Outgoing]) -> None:
         now = time.monotonic()
@@ -429,7 +466,8 @@ class RouterLink:
                 sender = self._senders.get(receiver)
                 if sender is None:
                     self._senders[receiver] = sender = client.sender(
-                        receiver, name=f"iofogd-{self.node_id}-to-{receiver}-{self.connects}")
+                        receiver, name=f"iofogd-{self.node_id}-to-{receiver}-{self.connects}",
+                        durable=DURABLE_TERMINUS if self.durable_terminus else 0)
                     self._block_delay.pop(("out", receiver), None)
                 entry.attempt += 1
                 client.send(sender, entry.payload, self._on_outcome, context=(entry.seq, entry.attempt))

@@ -6,7 +6,9 @@ Here a message for a receiver on this node never leaves the daemon: it is
 stamped (id, timestamp), stored (archive + the receiver's waiting queue, on
 disk before the publisher hears "okay"), and then pushed to the receiver's
 message socket or left for ``/v2/messages/next``.  Receivers on other nodes
-go to the :class:`~iofogd.bus.remote.RemoteDelivery` hook.
+go to the :class:`~iofogd.bus.remote.RemoteDelivery` hook; the daemon's
+(:class:`~iofogd.bus.remote.RouterDelivery`) carries them from their own
+waiting queues through the router link, at least once.
 
 As upstream: a publisher without a route gets its "okay" and the message is
 dropped (not archived); every publish counts as processed.
@@ -84,6 +86,7 @@ class MessageBus:
         routing = routing_from_microservices(items)
         with self._lock:
             old, self._routing = self._routing, routing
+        self.remote.set_routing(routing)   # the router link follows every routing change
         if old.routes != routing.routes:
             log.info("bus: routes now %s", {p: list(r) for p, r in routing.routes.items()} or "none")
 
@@ -107,7 +110,7 @@ class MessageBus:
         if here is None:
             encode(published)   # refused all the same if the binary form cannot hold it
             return published    # no route: dropped, as upstream
-        self.store.store(published, here)
+        self.store.store(published, self._targets(here, away))
         if away:
             self.remote.deliver(published, away)
         return published
@@ -127,7 +130,12 @@ class MessageBus:
                 self.remote.deliver(published, away)
             done(published, error)
 
-        self.store.submit(published, here, stored)
+        self.store.submit(published, self._targets(here, away), stored)
+
+    def _targets(self, here: List[str], away: List[str]) -> List[str]:
+        """The waiting queues a message goes to: a remote delivery that carries messages
+        takes them from the remote receivers' queues (on disk until the router accepts)."""
+        return here + away if away and self.remote.carries else here
 
     # -- receiving --------------------------------------------------------------------------------
 

@@ -14,8 +14,9 @@ Theory of operation. Three threads, each stopped by one ``threading.Event``:
   pushes our config instead of taking the Controller's (agent-spec 6.5).
   ``reboot``, ``version``, ``tunnel``, ``diagnostics`` and ``isImageSnapshot``
   are logged as not supported by iofogd and acknowledged. ``routerChanged``
-  needs nothing more: it comes with ``config``, whose answer carries
-  ``routerHost`` and ``routerPort``.
+  and the first cycle read ``routerHost`` and ``routerPort`` of ``GET
+  agent/config`` (``router_changed``); on the flag the router link then
+  connects again, even to the same address, as the Java agent does.
 * liveness: every ``ping_freq`` s, ``GET status``. The first ping decides
   whether the offline cache (agent-spec 6.9) is loaded at start.
 
@@ -133,6 +134,10 @@ if TYPE_CHECKING:
         def apply_agent_config(self, body: dict[str, Any]) -> None:
             """Apply ``GET agent/config`` (the agent's own config) through the schema's validation
             (agent-spec 6.7), as a change from the Controller: it is not PATCHed back."""
+
+        def router_changed(self, body: dict[str, Any], reconnect: bool) -> None:
+            """``routerChanged`` (and the first cycle): take ``routerHost``/``routerPort`` from
+            ``GET agent/config`` and, with ``reconnect``, connect to the router again (agent-spec 6.5)."""
 
         def apply_microservices(self, microservices: list[dict[str, Any]]) -> None:
             """The Controller's full microservice list (agent-spec 6.8): reconcile, update configs (0x0C)."""
@@ -524,6 +529,10 @@ class ControllerSync:
         steps: list[tuple[str, Callable[[], None]]] = []
         if changes.get("config") and not initial:  # on the first cycle our config was pushed instead
             steps.append(("config", lambda: self.port.apply_agent_config(client.get_config())))
+        if changes.get("routerChanged") or initial:
+            # The router's address, also on the first cycle (whose config is ours, pushed):
+            # a node joins its router network from provisioning on.
+            steps.append(("routerChanged", lambda: self.port.router_changed(client.get_config(), not initial)))
         if changes.get("registries") or initial:
             steps.append(("registries", lambda: self._fetch(
                 client.get_registries, self.port.apply_registries, cachefiles.REGISTRIES)))

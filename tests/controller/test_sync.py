@@ -38,6 +38,7 @@ class FakePort:
         self.registries: list[list[dict[str, Any]]] = []
         self.edge_resources: list[list[dict[str, Any]]] = []
         self.prunes = 0
+        self.router_changes = 0
         self.deprovisioned: list[str] = []
         self.states: list[str] = []
         self.fail_next: set[str] = set()
@@ -71,6 +72,10 @@ class FakePort:
     def apply_agent_config(self, cfg: dict[str, Any]) -> None:
         self._maybe_fail("config")
         self.configs.append(cfg)
+
+    def router_changed(self, body: dict[str, Any], reconnect: bool) -> None:
+        with self.lock:
+            self.router_changes += 1
 
     def apply_microservices(self, microservices: list[dict[str, Any]]) -> None:
         self._maybe_fail("microservices")
@@ -159,7 +164,9 @@ def test_first_cycle_pushes_config_fetches_everything_and_echoes_last_updated(st
     calls = [(r.method, r.route) for r in standin.recorded()][1:]  # after provisioning
     assert calls[0] == ("GET", "status")  # not yet connected: ping first
     assert calls[1:] == [
-        ("PATCH", "agent/config"), ("GET", "agent/config/changes"), ("GET", "agent/registries"),
+        # GET agent/config: only the router's address (routerHost/routerPort) is taken from it
+        ("PATCH", "agent/config"), ("GET", "agent/config/changes"), ("GET", "agent/config"),
+        ("GET", "agent/registries"),
         ("GET", "agent/microservices"), ("GET", "agent/edgeResources"), ("PATCH", "agent/config/changes"),
     ]
     assert standin.recorded("PATCH", "agent/config")[0].body == LOCAL_CONFIG
@@ -167,6 +174,7 @@ def test_first_cycle_pushes_config_fetches_everything_and_echoes_last_updated(st
     assert not any(v for k, v in standin.changes(fog).items() if k != "lastUpdated")
     assert [m["uuid"] for m in port.microservices[0]] == [MS_ID]
     assert len(port.registries[0]) == 2 and port.edge_resources == [[]]
+    assert port.router_changes == 1
     assert port.configs == []  # the first cycle sends ours instead of taking the Controller's
     assert standin.fog_view(fog)["gpsMode"] == "auto"
 

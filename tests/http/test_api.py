@@ -14,7 +14,7 @@ from tests.daemon_process import RunningDaemon, free_port
 STATUS_KEYS = [
     "iofog-daemon", "memory-usage", "disk-usage", "cpu-usage", "running-microservices",
     "connection-to-controller", "messages-processed", "system-time", "system-available-disk",
-    "system-available-memory", "system-total-cpu", "docker-engine",
+    "system-available-memory", "system-total-cpu", "docker-engine", "router",
 ]
 INFO_KEYS = [
     "iofog-uuid", "ip-address", "network-interface", "secure-mode", "iofog-controller",
@@ -45,6 +45,7 @@ def test_status_has_every_key_as_strings(daemon: RunningDaemon) -> None:
     assert body["iofog-daemon"] == "RUNNING"
     assert body["connection-to-controller"] == "not provisioned"
     assert body["running-microservices"] == "0"
+    assert body["router"].startswith("no router: local delivery only")   # unprovisioned (issue 14)
     assert re.fullmatch(r"about \d+\.\d\d MiB", body["memory-usage"])
     rss = float(body["memory-usage"].split()[1])
     assert 5 < rss < 500  # the daemon's own RSS in MiB, not the machine's

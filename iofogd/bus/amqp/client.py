@@ -227,19 +227,20 @@ class Client:
         if error is not None:
             raise error
 
-    def sender(self, address: str, *, name: Optional[str] = None, timeout: float = 10.0) -> Sender:
+    def sender(self, address: str, *, name: Optional[str] = None, timeout: float = 10.0,
+               durable: int = 0) -> Sender:
         """Attach a sender to ``address`` and wait for the peer's attach."""
         with self._lock:
             self._check_open()
             assert self._session is not None
             link = self.protocol.attach_sender(self._session, name or f"{address}-sender-{uuid.uuid4().hex[:8]}",
-                                               address)
+                                               address, durable)
         self._wake()
         self._wait_attached(link, timeout)
         return Sender(self, link)
 
     def receiver(self, address: str, on_message: OnMessage, *, credit: int = 100, prefetch: bool = True,
-                 name: Optional[str] = None, timeout: float = 10.0) -> Receiver:
+                 name: Optional[str] = None, timeout: float = 10.0, durable: int = 0) -> Receiver:
         """Attach a receiver to ``address`` granting ``credit``; ``on_message`` gets every delivery,
         which stays unsettled until :meth:`settle`.  ``prefetch``: keep ``credit`` topped up
         as deliveries are settled (see :class:`Receiver`)."""
@@ -247,7 +248,7 @@ class Client:
             self._check_open()
             assert self._session is not None
             link = self.protocol.attach_receiver(
-                self._session, name or f"{address}-receiver-{uuid.uuid4().hex[:8]}", address, credit)
+                self._session, name or f"{address}-receiver-{uuid.uuid4().hex[:8]}", address, credit, durable)
             receiver = Receiver(self, link, on_message, credit if prefetch else 0)
             self._receivers[link.handle] = receiver
         self._wake()

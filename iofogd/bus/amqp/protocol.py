@@ -716,7 +716,8 @@ class Connection:
         self._write(channel, f.Begin(None, session.next_outgoing_id, session.incoming_window, 0x7FFFFFFF))
         return session
 
-    def _attach(self, session: Session, name: str, role: bool, address: str, **extra: Any) -> Link:
+    def _attach(self, session: Session, name: str, role: bool, address: str, durable: int = 0,
+                **extra: Any) -> Link:
         self._check_usable()
         if session.ended:
             raise AmqpConnectionLost("the session has ended")
@@ -725,19 +726,23 @@ class Connection:
         link = Link(session, name, handle, role, address)
         session.links[handle] = link
         link.attached = True
+        # The node's terminus (the peer's end) asks for ``durable`` (0 none, 1 configuration,
+        # 2 unsettled-state, AMQP 1.0 section 3.5.5): RabbitMQ then declares the queue
+        # durable, so what it accepted survives its restart.
         if role is SENDER:
-            source, target = f.Source(name), f.Target(address)
+            source, target = f.Source(name), f.Target(address, durable or None)
         else:
-            source, target = f.Source(address), f.Target(name)
+            source, target = f.Source(address, durable or None), f.Target(name)
         self._write(session.channel, f.Attach(name, handle, role, SETTLE_MIXED, RCV_SETTLE_FIRST, source, target,
                                               **extra))
         return link
 
-    def attach_sender(self, session: Session, name: str, address: str) -> Link:
-        return self._attach(session, name, SENDER, address, initial_delivery_count=0)
+    def attach_sender(self, session: Session, name: str, address: str, durable: int = 0) -> Link:
+        return self._attach(session, name, SENDER, address, durable, initial_delivery_count=0)
 
-    def attach_receiver(self, session: Session, name: str, address: str, credit: int = 0) -> Link:
-        link = self._attach(session, name, RECEIVER, address)
+    def attach_receiver(self, session: Session, name: str, address: str, credit: int = 0,
+                        durable: int = 0) -> Link:
+        link = self._attach(session, name, RECEIVER, address, durable)
         if credit:
             self.flow(link, credit)
         return link

@@ -32,11 +32,12 @@ class StatusBody:
     def get(self, app: App) -> bytes:
         engine = app.engine_info()   # first: during start-up it waits, and the state then says RUNNING
         now = time.time()
-        key = (app.state.snapshot(), app.sampler.snapshot(), engine.running, engine.error, int(now) // 60)
+        key = (app.state.snapshot(), app.sampler.snapshot(), engine.running, engine.error, int(now) // 60,
+               app.router_status())
         cached = self._cached   # one read: another thread may replace it
         if cached[0] == key:
             return cached[1]
-        report = status_report(key[0], key[1], engine, datetime.fromtimestamp(now))
+        report = status_report(key[0], key[1], engine, datetime.fromtimestamp(now), key[5])
         body = Response.json(report_json(report)).body
         self._cached = (key, body)
         return body
