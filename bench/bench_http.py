@@ -20,7 +20,7 @@ generator, so the figure is the server's, not the client's) with
 POST /v2/config/get answers 200 with a microservice's configuration on all
 three: ``{"status":"okay","config":"<the config string>"}``, the same body
 bytes. The daemon serves it through the real path of a provisioned node
-restarted while its Controller is down (agent-spec 6.9): before it starts, the
+restarted while its Controller is down (docs/controller-api.md#offline-cache): before it starts, the
 bench lays down what provisioning and the last Controller fetch leave on disk
 (uuid and token in config.xml, written by iofogd's ConfigStore; the
 microservice list in the offline cache, written by iofogd's OfflineCache with

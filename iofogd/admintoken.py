@@ -1,4 +1,4 @@
-"""The Local API admin token: created once, read, and checked per request (spec 1.5, 0.5)."""
+"""The Local API admin token: created once, read, and checked per request (docs/local-api.md#checks, docs/host.md#files)."""
 from __future__ import annotations
 
 import hmac
@@ -24,7 +24,7 @@ def ensure_token(path: str) -> str:
     """Create the Local API admin token if missing (32 × [A-Za-z0-9], mode 0640, no newline).
 
     Never regenerated when present (upstream regenerates it on every package
-    upgrade, breaking clients that cached it: spec 0.5, 12). Created atomically:
+    upgrade, breaking clients that cached it: docs/host.md#files, docs/compatibility.md#fixed). Created atomically:
     written aside, then hard-linked into place, so a crash never leaves a
     half-written token and a concurrent creator's token wins.
     """
@@ -69,7 +69,7 @@ class TokenFile:
 
     Re-read only when the file changes (stat per check), so an admin who
     replaces it is obeyed at once without a read per request. Compared exactly
-    and in constant time (upstream compared case-insensitively, spec 1.5).
+    and in constant time (upstream compared case-insensitively, docs/local-api.md#checks).
     """
 
     def __init__(self, path: str) -> None:

@@ -10,7 +10,7 @@ Two kinds of configuration pass through here, named apart: the agent's own
 config (config.xml options: :meth:`ControllerPort.agent_config_body`,
 :meth:`ControllerPort.apply_agent_config`) and each microservice's
 configuration string (``apply_microservices``), which reaches that
-microservice's control socket as 0x0C (spec 2.5) straight from here.
+microservice's control socket as 0x0C (docs/websocket.md#control) straight from here.
 """
 from __future__ import annotations
 
@@ -87,7 +87,7 @@ class ControllerPort:
         self._lock = threading.Lock()
         # None until the Controller (or the offline cache) gave a list: the registries
         # come first in a changes cycle, and an empty list would tell the reconciler to
-        # remove every container a restarted daemon is about to adopt (spec 7.3).
+        # remove every container a restarted daemon is about to adopt (docs/docker.md#reconcile).
         self._microservices: Optional[list[dict[str, Any]]] = None
         self._registries: list[dict[str, Any]] = []
 
@@ -162,7 +162,7 @@ class ControllerPort:
 
     def set_microservice_configs(self, configs: dict[str, str]) -> list[str]:
         """Store each microservice's configuration; a new or changed one reaches that
-        microservice's control sockets as 0x0C (spec 2.5). Returns the changed ids."""
+        microservice's control sockets as 0x0C (docs/websocket.md#control). Returns the changed ids."""
         changed = self.state.set_microservice_configs(configs)
         for microservice_id in changed:
             self.control.signal_config(microservice_id)
@@ -172,7 +172,7 @@ class ControllerPort:
         self.set_edge_resources(resources)
 
     def set_edge_resources(self, resources: list[Any]) -> bool:
-        """Store the edge resources; when they changed, 0x0F to every control socket (spec 2.5)."""
+        """Store the edge resources; when they changed, 0x0F to every control socket (docs/websocket.md#control)."""
         changed = self.state.set_edge_resources(resources)
         if changed:
             self.control.signal_edge_resources()
@@ -194,7 +194,7 @@ class ControllerPort:
             self.bus.set_microservices([])
         self.state.update(controller_status=CONTROLLER_NOT_PROVISIONED)
         # Before the identity is cleared: the containers to stop carry the old
-        # uuid as their label (spec 6.3). Waiting for them here fixes upstream's
+        # uuid as their label (docs/controller-api.md#deprovisioning). Waiting for them here fixes upstream's
         # queued STOP tasks that never ran when the daemon was stopped right
         # after deprovisioning (PR #295 review).
         self.microservices.set_desired([], [])
@@ -213,7 +213,7 @@ class ControllerPort:
 
 
 class Provisioning:
-    """The App's provisioner: ``provision <key>`` and ``deprovision`` (spec 6.2, 6.3)."""
+    """The App's provisioner: ``provision <key>`` and ``deprovision`` (docs/controller-api.md#provisioning, #deprovisioning)."""
 
     def __init__(self, store: ConfigStore, port: ControllerPort, sync: ControllerSync) -> None:
         self.store = store
@@ -232,7 +232,7 @@ class Provisioning:
             raise ProvisionError("Provisioning in progress")
         try:
             if self.port.controller_settings().provisioned:
-                self._deprovision()  # upstream deprovisions first (spec 6.2)
+                self._deprovision()  # upstream deprovisions first (docs/controller-api.md#provisioning)
             result = ask_provision(self._client(None), key, self.store.current.fog_type)
             if not result.ok:
                 raise ProvisionError(result.error)
@@ -240,7 +240,7 @@ class Provisioning:
                 self.store.set_identity(result.uuid, result.token)
             except ConfigError as exc:
                 raise ProvisionError(f"Provisioned as {result.uuid} but could not store it: {exc}") from exc
-            # The Controller has just answered (spec 6.2 step 3: status OK). The sync's
+            # The Controller has just answered (docs/controller-api.md#provisioning step 3: status OK). The sync's
             # own view is "not provisioned" (see _deprovision), so its next cycle
             # pings and reports whatever differs from this.
             self.port.set_controller_state(CONTROLLER_OK)

@@ -44,7 +44,7 @@ class Phase2:
                  sockets: SocketEndpoints, bus: Optional[MessageBus] = None,
                  bus_failure: str = "it was not built") -> None:
         self.microservices = microservices   # the Docker engine client and reconciler
-        self.provisioning = provisioning     # provision <key>, deprovision (spec 6.2, 6.3)
+        self.provisioning = provisioning     # provision <key>, deprovision (docs/controller-api.md#provisioning, #deprovisioning)
         self.sockets = sockets               # the WebSocket endpoints (control and message sockets)
         # The message bus (issue 13); None when it could not open its files: the rest
         # of the daemon runs and the bus's endpoints answer 503 with bus_failure.

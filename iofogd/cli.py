@@ -1,9 +1,9 @@
-"""`iofog-agent`: the admin CLI that talks to the running daemon (spec 5.1).
+"""`iofog-agent`: the admin CLI that talks to the running daemon (docs/cli.md#client).
 
 Every command but a few offline ones is sent to the daemon as
 ``POST /v2/commandline {"command": "<args joined by spaces>"}`` with the admin
 token; the answer's ``response`` is printed with its literal ``\\n`` turned
-into newlines. iofogctl and install scripts parse this output (spec 5.3), so
+into newlines. iofogctl and install scripts parse this output (docs/cli.md#scripts), so
 the texts and exit codes (0 success, 1 failure) are kept.
 """
 from __future__ import annotations

@@ -1,9 +1,9 @@
-"""The daemon side of the `iofog-agent` CLI (spec 5.2), behind /v2/commandline.
+"""The daemon side of the `iofog-agent` CLI (docs/cli.md#commands), behind /v2/commandline.
 
 The client sends its arguments joined by single spaces; the daemon splits them
 again, runs the command and answers a text whose line separator is the literal
-two-character ``\\n`` that the client turns into newlines (spec 1.6.9, 5.1).
-Texts that scripts parse (spec 5.3) are kept byte-compatible.
+two-character ``\\n`` that the client turns into newlines (docs/local-api.md#commandline, docs/cli.md#client).
+Texts that scripts parse (docs/cli.md#scripts) are kept byte-compatible.
 """
 from __future__ import annotations
 
@@ -94,7 +94,7 @@ def _info(app: App) -> CommandResult:
 
 
 def _config(app: App, args: list[str]) -> CommandResult:
-    """Spec 4.3: ``config <flag> <value> ...`` or ``config defaults``."""
+    """docs/config-xml.md#cli: ``config <flag> <value> ...`` or ``config defaults``."""
     if args == ["defaults"]:
         try:
             return CommandResult(app.config.reset_defaults())
@@ -168,14 +168,14 @@ def _prune(app: App) -> CommandResult:
     except IofogdError as exc:
         log.error("prune failed: %s", exc)
         return CommandResult("\nFailure - not pruned.", ok=False, status=503)
-    # Upstream said "dangling" while removing every unused image (spec 7.5); we say what we do.
+    # Upstream said "dangling" while removing every unused image (docs/docker.md#prune); we say what we do.
     return CommandResult(
         f"\nSuccess - pruned unused docker images, total reclaimed space: {reclaimed}"
     )
 
 
 def run_command(app: App, command: str) -> CommandResult:
-    """Run one CLI command line as the daemon does (spec 5.2)."""
+    """Run one CLI command line as the daemon does (docs/cli.md#commands)."""
     args = command.split(" ")
     name, rest = (args[0], args[1:]) if args else ("", [])
     if name in ("help", "--help", "-h", "-?"):
@@ -199,7 +199,7 @@ def run_command(app: App, command: str) -> CommandResult:
     if name == "start":
         return CommandResult("")
     if name == "stop":
-        # Upstream slept 30 s and deleted every microservice container (spec 5.2);
+        # Upstream slept 30 s and deleted every microservice container (docs/cli.md#commands);
         # the service manager stops us, and containers outlive the daemon.
         return CommandResult('Enter "service iofog-agent stop"')
     return CommandResult(help_text())

@@ -1,7 +1,7 @@
 """The one composition root: build the App, start threads, handle signals, stop.
 
 Start order (upstream waited for the Controller before binding the Local API,
-spec 0.3; we bind first so the API is up at once whatever the Controller
+docs/host.md#start-up; we bind first so the API is up at once whatever the Controller
 does). Start-up has two phases:
 
 1. config -> token -> logging -> state, sampler, network watcher -> App ->
@@ -70,7 +70,7 @@ if TYPE_CHECKING:  # the modules of start-up phase 2 are imported there
 log = logging.getLogger("iofogd")
 
 LOOPBACK = "127.0.0.1"
-CONTAINER_MONITOR_FREQ = 10.0   # seconds, upstream's intel_amd value (spec 4.2)
+CONTAINER_MONITOR_FREQ = 10.0   # seconds, upstream's intel_amd value (docs/config-xml.md#keys)
 
 
 class Daemon:
@@ -250,14 +250,14 @@ class Daemon:
 
     def _config_changed(self, old: Config, new: Config, origin: str) -> None:
         """The store's listener in phase 2: the running parts follow the config."""
-        # Containers created from now on carry the new identity and zone (spec 4.5).
+        # Containers created from now on carry the new identity and zone (docs/config-xml.md#effect).
         self.microservices.node_uuid = new.iofog_uuid
         self.microservices.time_zone = new.time_zone
         if old.docker_url != new.docker_url:
             self.microservices.poke()   # the status speaks of the new engine at once
         if (old.network_interface, old.controller_url) != (new.network_interface, new.controller_url):
             self.network.poke()
-        # A local change is PATCHed to the Controller (spec 4.5, 6.7); one that
+        # A local change is PATCHed to the Controller (docs/config-xml.md#effect, docs/controller-api.md#config-sync); one that
         # came from the Controller is not sent back to it.
         if origin == Origin.LOCAL:
             self.sync.config_changed()
@@ -266,7 +266,7 @@ class Daemon:
             self._set_router(new)
 
     def _network_changed(self, info: NetworkInfo) -> None:
-        # The "iofog" host alias of new containers points at the agent (spec 7.2).
+        # The "iofog" host alias of new containers points at the agent (docs/docker.md#containers).
         self.microservices.agent_address = info.address or LOOPBACK
 
     def _reload(self) -> None:

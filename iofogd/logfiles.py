@@ -1,6 +1,6 @@
 """The daemon's logging: stderr plus rotating files in the log directory.
 
-Files are named as upstream names them (spec 8.2): ``iofog-agent.0.log`` is
+Files are named as upstream names them (docs/host.md#logs): ``iofog-agent.0.log`` is
 the newest, then ``.1.log``, ``.2.log`` ...; the disk limit is shared out over
 ``log_file_count`` files. The rotating handler is written here rather than
 taken from ``logging.handlers``: that module imports pickle, queue and socket
@@ -136,7 +136,7 @@ class LogSetup:
         root.setLevel(python_log_level(java_level(cfg.log_level) or 800))
         self.close()
         count = max(1, cfg.log_file_count)
-        # Upstream's per-file size: the disk limit shared out over the files (spec 8.2).
+        # Upstream's per-file size: the disk limit shared out over the files (docs/host.md#logs).
         per_file = max(MIN_FILE_BYTES, int(cfg.log_limit_gb * 1024 ** 3 / count))
         try:
             os.makedirs(cfg.log_directory, exist_ok=True)

@@ -1,4 +1,4 @@
-"""Every file of the agent under one root (spec 0.5)."""
+"""Every file of the agent under one root (docs/host.md#files)."""
 from __future__ import annotations
 
 import os
@@ -11,7 +11,7 @@ if TYPE_CHECKING:
 
 
 class Paths(Record):
-    """Every file of the agent, under a root (default ``/``), as upstream's $SNAP_COMMON (spec 0.5)."""
+    """Every file of the agent, under a root (default ``/``), as upstream's $SNAP_COMMON (docs/host.md#files)."""
 
     __slots__ = ("root",)
     root: Final[str]
@@ -85,7 +85,7 @@ class Paths(Record):
         return self.rooted("/var/run/iofog-agent")
 
     def config_for(self, state: str) -> str:
-        """The config file of a switcher state (spec 4.6)."""
+        """The config file of a switcher state (docs/config-xml.md#switch)."""
         return {"development": self.config_development,
                 "production": self.config_production}.get(state, self.config_xml)
 

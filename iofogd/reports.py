@@ -1,11 +1,11 @@
-"""The `status` and `info` reports (spec 5.4, 5.5, 1.6.13), pure.
+"""The `status` and `info` reports (docs/local-api.md#status-report, #info-report, #status-info), pure.
 
 Each report is a list of (label, value) pairs. The CLI text and the JSON of
 ``/v2/status`` and ``/v2/info`` are both rendered from that one list, so they
 cannot drift apart (upstream builds the JSON by re-parsing its own text, and
 answers 400 when a value is empty; we answer the empty string).
 
-Scripts parse the text (spec 5.3): iofogctl cuts the first line of `status` on
+Scripts parse the text (docs/cli.md#scripts): iofogctl cuts the first line of `status` on
 ":" and expects ``RUNNING``; upgrade.sh takes awk field 4 of the "ioFog" line;
 upstream CI takes awk field 5 of "Available Disk Threshold" in `info`. Labels,
 padding and value formats therefore stay byte-compatible.
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from typing import Final
 
 # Upstream separates report lines with a literal backslash-n (two characters);
-# the CLI turns them into newlines when it prints (spec 5.1).
+# the CLI turns them into newlines when it prints (docs/cli.md#client).
 LINE_SEP = "\\n"
 
 Report = list[tuple[str, str]]
@@ -114,16 +114,16 @@ def info_report(cfg: Config, net: NetworkInfo, fog_type: str) -> Report:
 
 
 def status_text(report: Report) -> str:
-    """Spec 5.4: label left-justified in 28 columns, then ``: ``."""
+    """docs/local-api.md#status-report: label left-justified in 28 columns, then ``: ``."""
     return LINE_SEP.join(f"{label:<28}: {value}" for label, value in report)
 
 
 def info_text(report: Report) -> str:
-    """Spec 5.5: label padded to 40, `` : ``, value, and a separator after every line."""
+    """docs/local-api.md#info-report: label padded to 40, `` : ``, value, and a separator after every line."""
     return "".join(f"{label:<40} : {value}{LINE_SEP}" for label, value in report)
 
 
-# /v2/info renames two keys that upstream's text-to-JSON step would mangle (spec 1.6.13).
+# /v2/info renames two keys that upstream's text-to-JSON step would mangle (docs/local-api.md#status-info).
 _JSON_KEY_RENAMES = {
     "gps-coordinates(lat,lon)": "gps-coordinates",
     "developer's-mode": "developer-mode",
@@ -131,7 +131,7 @@ _JSON_KEY_RENAMES = {
 
 
 def report_json(report: Report) -> dict[str, str]:
-    """Spec 1.6.13: key = label lower-cased with spaces as ``-``; values are strings."""
+    """docs/local-api.md#status-info: key = label lower-cased with spaces as ``-``; values are strings."""
     out: dict[str, str] = {}
     for label, value in report:
         key = label.strip().lower().replace(" ", "-")

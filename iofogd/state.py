@@ -15,7 +15,7 @@ TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.
 if TYPE_CHECKING:
     from typing import Any, Callable, Final
 
-# Upstream's ModulesStatus and ControllerStatus (spec 0.4), as the CLI shows them.
+# Upstream's ModulesStatus and ControllerStatus (docs/host.md#states), as the CLI shows them.
 STARTING = "STARTING"
 RUNNING = "RUNNING"
 STOPPED = "STOPPED"
@@ -34,7 +34,7 @@ class StateSnapshot(Record):
     daemon_status: Final[str]
     started_at: Final[float]
     controller_status: Final[str]
-    # Microservice uuid -> its config string exactly as the Controller sent it (spec 1.6.1).
+    # Microservice uuid -> its config string exactly as the Controller sent it (docs/local-api.md#config-get).
     microservice_configs: Final[dict[str, str]]
     edge_resources: Final[tuple[Any, ...]]
     messages_processed: Final[int]

@@ -2,7 +2,7 @@
 # Proof of the move off the Java agent, in a bookworm container booted with
 # systemd-nspawn (private network and /dev; the private Docker engine's socket
 # bind-mounted as /run/docker.sock). A stand-in for the Java agent's package,
-# named iofog-agent and built here, lays out what agent-spec 0.1/0.5 describe:
+# named iofog-agent and built here, lays out what docs/host.md#packaging, #files describe:
 # the SysV script /etc/init.d/iofog-agent (that moves /dev/random aside), the
 # client wrapper and jar placeholders, a provisioned config.xml made from
 # tests/fixtures/java-config.xml, the local-api token; its post-install adds
@@ -98,7 +98,7 @@ migrate_case() {  # migrate_case CASE
     standin_copy
     cp "$DEB1" "$CHROOT/root/"
 
-    # The stand-in for the Java agent's package (what agent-spec 0.1 and 0.5 say
+    # The stand-in for the Java agent's package (what docs/host.md#packaging, #files say
     # upstream's package installs and does; no Java: the jars are placeholders).
     PKG="$CHROOT/root/java/iofog-agent"
     mkdir -p "$PKG/DEBIAN" "$PKG/etc/init.d" "$PKG/etc/iofog-agent" "$PKG/usr/bin"
@@ -119,7 +119,7 @@ EOF
 # Default-Stop:      0 1 6
 # Short-Description: stand-in for the Java agent's service script
 ### END INIT INFO
-# As agent-spec 0.1 describes the Java agent's script.
+# As docs/host.md#packaging describes the Java agent's script.
 [ "$(id -u)" = 0 ] || { echo "iofog-agentd must be run as root"; exit 1; }
 case "$1" in
     start)
@@ -140,7 +140,7 @@ EOF
         "$FIXTURE" >"$PKG/etc/iofog-agent/config_new.xml"
     cat >"$PKG/DEBIAN/postinst" <<'EOF'
 #!/bin/sh
-# As agent-spec 0.5 describes the Java package's post-install.
+# As docs/host.md#files describes the Java package's post-install.
 useradd -r -U -s /usr/bin/nologin iofog-agent 2>/dev/null
 usermod -aG sudo iofog-agent
 [ -f /etc/iofog-agent/config.xml ] || mv /etc/iofog-agent/config_new.xml /etc/iofog-agent/config.xml
@@ -209,7 +209,7 @@ EOF
     expect "Java user in sudo" "$(in_ct id -nG iofog-agent | tr ' ' '\n' | grep -x sudo)" sudo
     standin_start --port "$CONTROLLER_PORT" --fog "$NODE" --token "$NODE_TOKEN" --microservice "$MS" "$IMAGE"
     engine DELETE "/containers/$CONTAINER?force=1" >/dev/null 2>&1 || true
-    # As the Java agent makes them (agent-spec 7.2, 14): name iofog_<uuid>, the
+    # As the Java agent makes them (docs/docker.md#containers, docs/compatibility.md#clients): name iofog_<uuid>, the
     # node's uuid as label iofog-uuid, SELFNAME; no network here (no bridge).
     engine POST "/containers/create?name=$CONTAINER" "{\"Image\": \"$IMAGE\", \"Cmd\": [\"sleep\", \"86400\"],
         \"Env\": [\"SELFNAME=$MS\"], \"Labels\": {\"iofog-uuid\": \"$NODE\"},

@@ -126,7 +126,7 @@ log "ok: service iofog-agent status|stop|start|prune through the OpenRC service 
 stop_service
 
 # start_pre refuses a config that does not load, with one clear line (the
-# daemon falls back to config-bck.xml, so both are broken; agent-spec 4.1).
+# daemon falls back to config-bck.xml, so both are broken; docs/config-xml.md#files).
 cp "$CHROOT/etc/iofog-agent/config.xml" "$CHROOT/tmp/config.xml.good"
 for f in config.xml config-bck.xml; do
     echo '<config><broken' >"$CHROOT/etc/iofog-agent/$f"

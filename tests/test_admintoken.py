@@ -1,4 +1,4 @@
-"""iofogd.admintoken: the Local API token file, created once and checked per request (spec 1.5)."""
+"""iofogd.admintoken: the Local API token file, created once and checked per request (docs/local-api.md#checks)."""
 from __future__ import annotations
 
 import stat

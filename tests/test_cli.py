@@ -1,4 +1,4 @@
-"""The `iofog-agent` CLI's exact text, as iofogctl and install scripts parse it (spec 5.3)."""
+"""The `iofog-agent` CLI's exact text, as iofogctl and install scripts parse it (docs/cli.md#scripts)."""
 from __future__ import annotations
 
 import subprocess

@@ -1,6 +1,6 @@
 """iofogd.config: the option table, config.xml, the switcher and the store.
 
-Expected texts come from the agent spec (sections 1.6.10, 4.2-4.6, 6.7); the Java
+Expected texts come from the protocol notes (docs/local-api.md#config, docs/config-xml.md, docs/controller-api.md#config-sync); the Java
 fixture was written by the JDK's own XML transformer (tests/fixtures/MakeJavaConfig.java).
 """
 from __future__ import annotations
@@ -51,7 +51,7 @@ def reload(root: Path) -> Config:
 
 # -- the table --------------------------------------------------------------------------
 
-# Spec 4.2: tag -> (flag, controller key, code default, shipped)
+# docs/config-xml.md#keys: tag -> (flag, controller key, code default, shipped)
 SPEC_TABLE: Dict[str, Tuple[Optional[str], Optional[str], str, str]] = {
     "access_token": (None, None, "", ""),
     "iofog_uuid": (None, None, "", ""),
@@ -90,7 +90,7 @@ SPEC_TABLE: Dict[str, Tuple[Optional[str], Optional[str], str, str]] = {
     "strict_microservice_identity": ("smi", None, "off", "off"),
 }
 
-# Spec 1.6.10
+# docs/local-api.md#config
 LONG_NAMES = {
     "disk-limit": "d", "disk-directory": "dl", "memory-limit": "m", "cpu-limit": "p",
     "controller-url": "a", "cert-directory": "ac", "docker-url": "c", "network-adapter": "n",
@@ -220,7 +220,7 @@ def test_fresh_install_writes_shipped_values(tmp_path: Path) -> None:
     cfg = store.current
     assert (cfg.controller_url, cfg.status_update_freq, cfg.get_changes_freq, cfg.gps_coordinates) == (
         "http://localhost:54421/api/v3/", 30, 60, "0,0")
-    assert cfg.time_zone == "Europe/Paris"             # the host's zone, written back (spec 4.2)
+    assert cfg.time_zone == "Europe/Paris"             # the host's zone, written back (docs/config-xml.md#keys)
     assert cfg.api_port == 54321 and cfg.api_address == "0.0.0.0"
     for name in ("config.xml", "config-bck.xml", "config-switcher.xml"):
         assert (etc(tmp_path) / name).exists()
@@ -440,7 +440,7 @@ def test_log_levels_map_onto_logging() -> None:
     assert python_log_level(-(2**31)) == 1
 
 
-# -- /v2/config (spec 1.6.10) -----------------------------------------------------------------
+# -- /v2/config (docs/local-api.md#config) ----------------------------------------------------
 
 
 def test_long_names(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""The daemon's rotating log files (spec 8.2 names), written on a real directory."""
+"""The daemon's rotating log files (docs/host.md#logs names), written on a real directory."""
 from __future__ import annotations
 
 import logging

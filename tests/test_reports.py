@@ -1,4 +1,4 @@
-"""iofogd.reports: the status and info texts byte for byte (scripts parse them, spec 5.3-5.5)."""
+"""iofogd.reports: the status and info texts byte for byte (scripts parse them, docs/cli.md#scripts, docs/local-api.md#status-report, #info-report)."""
 from __future__ import annotations
 
 from datetime import datetime
@@ -42,7 +42,7 @@ def test_status_text_is_byte_exact() -> None:
         "System Total CPU            : 12.25 %",
         "Docker Engine               : ok",
     ]
-    # What the scripts cut (spec 5.3): iofogctl the first line on ":", upgrade.sh awk field 4.
+    # What the scripts cut (docs/cli.md#scripts): iofogctl the first line on ":", upgrade.sh awk field 4.
     assert text.split("\\n")[0].split(":")[1].strip() == "RUNNING"
 
 
@@ -92,7 +92,7 @@ def test_info_text_is_byte_exact() -> None:
         # ours (issue 12), after upstream's 28 lines
         "Strict Microservice Identity             : off",
     ])
-    # Upstream CI takes awk field 5 of this line (spec 5.3).
+    # Upstream CI takes awk field 5 of this line (docs/cli.md#scripts).
     threshold = next(line for line in text.split("\\n") if line.startswith("Available Disk Threshold"))
     assert threshold.split()[4] == "20"
 

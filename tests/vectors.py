@@ -2,7 +2,7 @@
 
 WebSocket frames: RFC 6455 section 5.7 ("Examples") verbatim, plus our own for
 the length forms and masking directions the RFC does not show, and the ioFog
-envelopes of spec 2.2/2.6 (compatibility.md "the same SDKs, WebSockets").
+envelopes of docs/websocket.md#opcodes, #message-socket (docs/compatibility.md#clients).
 """
 from __future__ import annotations
 
@@ -100,33 +100,33 @@ FRAMES: Tuple[FrameVector, ...] = (
     ),
     FrameVector(
         "ioFog control signal 0x0C in a binary frame",
-        "spec 2.2; sdk-wire.md section 3",
+        "docs/websocket.md#opcodes",
         bytes.fromhex("82010c"),
         False,
         Frame(Opcode.BINARY, b"\x0c"),
     ),
     FrameVector(
         "ioFog ACK 0x0B from a client",
-        "spec 2.2; sdk-wire.md section 3",
+        "docs/websocket.md#opcodes",
         bytes.fromhex("828137fa213d3c"),
         True,
         Frame(Opcode.BINARY, b"\x0b"),
     ),
     FrameVector(
         "SDK ping 0x09",
-        "spec 2.3",
+        "docs/websocket.md#ping",
         bytes.fromhex("898137fa213d3e"),
         True,
         Frame(Opcode.PING, b"\x09"),
     ),
-    FrameVector("SDK pong 0x0A", "spec 2.3", bytes.fromhex("8a010a"), False, Frame(Opcode.PONG, b"\x0a")),
+    FrameVector("SDK pong 0x0A", "docs/websocket.md#ping", bytes.fromhex("8a010a"), False, Frame(Opcode.PONG, b"\x0a")),
 )
 
 # RFC 6455 section 1.3: the handshake example.
 HANDSHAKE_KEY = "dGhlIHNhbXBsZSBub25jZQ=="
 HANDSHAKE_ACCEPT = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
 
-# ioFog envelopes (spec 2.6; compatibility.md).
+# ioFog envelopes (docs/websocket.md#message-socket, docs/compatibility.md).
 RECEIPT_ID = "ABCDEFGHIJKLMNOPQRSTUVWXYZ012345"  # 32 characters, as the Agent's ids
 RECEIPT_TS = 1700000000123
 RECEIPT = b"\x0e\x20\x08" + RECEIPT_ID.encode() + bytes.fromhex("0000018bcfe5687b")
@@ -134,14 +134,14 @@ MSG_PAYLOAD = b"\x00\x04" + b"\x00" * 31  # a version-4 ioMessage with every fie
 MSG = b"\x0d\x00\x00\x00\x21" + MSG_PAYLOAD
 
 
-# -- ioMessages (spec 3.2, 3.3; sdk-wire.md section 5) -------------------------------------
+# -- ioMessages (docs/iomessage.md#json, #binary, #sdk-differences) ------------------------
 #
 # ``binary`` is the binary v4 form as the named source writes it; ``json`` (when
 # given) is the JSON text the source produces. Each vector decodes to ``fields``;
 # where the source is the Java agent's table, our encoder must give the same bytes.
 
 SDK_PY = "iofog 3.0.0b2 (PyPI), IoMessage.to_bytearray / to_json, run 2026-12-02"
-SPEC_33 = "agent-spec 3.3 byte table, written out field by field (the Java agent's encoder)"
+SPEC_33 = "docs/iomessage.md#binary byte table, written out field by field (the Java agent's encoder)"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,7 +211,7 @@ IOMESSAGES: Tuple[IoMessageVector, ...] = (
     ),
 )
 
-# The JSON form upstream writes (spec 3.2): 20 keys in this order, compact.
+# The JSON form upstream writes (docs/iomessage.md#json): 20 keys in this order, compact.
 IOMESSAGE_JSON_FULL = (
     b'{"id":"0123456789abcdef0123456789abcdef","tag":"t","groupid":"g","sequencenumber":300,'
     b'"sequencetotal":70000,"priority":5,"timestamp":1700000000123,"publisher":"pub","authid":"a",'

@@ -1,4 +1,4 @@
-"""The message archive on disk, in the Java agent's layout (spec 3.6).
+"""The message archive on disk, in the Java agent's layout (docs/iomessage.md#archive).
 
 ``<disk_directory>messages/archive/<publisher>_<ts>.idx`` and ``.iomsg``: one
 pair per publisher at a time, ``<ts>`` the timestamp of its first message.  An
@@ -18,8 +18,8 @@ What we add, and why:
   nobody was told about.
 - A full disk (ENOSPC, EDQUOT, EFBIG) cuts every file of the failed write back
   to its length before it, and raises :class:`ArchiveFull`: never a torn record.
-- The message storage limit (``disk_consumption_limit``, GB = 1e9 bytes, spec
-  8.1): when the archive grows past it, whole pairs go, oldest first (by the
+- The message storage limit (``disk_consumption_limit``, GB = 1e9 bytes,
+  docs/host.md#figures): when the archive grows past it, whole pairs go, oldest first (by the
   timestamp in their names), until usage is back under 75% of the limit, with
   one log line per run.  A publisher's open pair is never removed.
 
@@ -41,10 +41,10 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-RECORD_SIZE = HEADER_SIZE + 8          # header + data offset (spec 3.6)
-ROLL_OVER_BYTES = 1_000_000           # a data file never reaches this (spec 3.6)
-REUSE_INDEX_BELOW = 41_000            # at start-up, reuse the newest pair under this (spec 3.6)
-CLEAN_DOWN_TO = 0.75                  # of the limit, after a clean-up (spec 8.1)
+RECORD_SIZE = HEADER_SIZE + 8          # header + data offset (docs/iomessage.md#archive)
+ROLL_OVER_BYTES = 1_000_000           # a data file never reaches this (docs/iomessage.md#archive)
+REUSE_INDEX_BELOW = 41_000            # at start-up, reuse the newest pair under this (docs/iomessage.md#archive)
+CLEAN_DOWN_TO = 0.75                  # of the limit, after a clean-up (docs/host.md#figures)
 FULL_ERRNOS = frozenset((errno.ENOSPC, errno.EDQUOT, errno.EFBIG))
 _OFFSET = struct.Struct(">Q")
 
@@ -288,7 +288,7 @@ class MessageArchive:
         except OSError as exc:
             raise_for_write(exc, "message archive sync")
 
-    # -- the storage limit (spec 8.1) --------------------------------------------------------
+    # -- the storage limit (docs/host.md#figures) --------------------------------------------
 
     @property
     def usage(self) -> int:
@@ -326,7 +326,7 @@ class MessageArchive:
         )
         return freed
 
-    # -- reading (spec 3.6) --------------------------------------------------------------------
+    # -- reading (docs/iomessage.md#archive) ---------------------------------------------------
 
     def query(self, publisher: str, start: int, end: int, max_bytes: int = 16 << 20) -> List[IoMessage]:
         """The publisher's messages with ``start <= timestamp <= end``, oldest first.

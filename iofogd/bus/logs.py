@@ -1,4 +1,4 @@
-"""Microservice logs written through ``POST /v2/log`` (spec 1.6.5, 8.3).
+"""Microservice logs written through ``POST /v2/log`` (docs/local-api.md#log, docs/host.md#microservice-logs).
 
 Each microservice known from the Controller has its own files
 ``<log_directory>/<uuid>.0.log`` (newest), ``.1.log`` ...: ``round(logSize)``
@@ -23,7 +23,7 @@ MB = 1024 * 1024
 
 
 def _timestamp(now: float) -> str:
-    # yyyy-MM-dd'T'HH:mm:ss.SSSZ, as upstream's LogFormatter (spec 8.2)
+    # yyyy-MM-dd'T'HH:mm:ss.SSSZ, as upstream's LogFormatter (docs/host.md#logs)
     local = time.localtime(now)
     return time.strftime("%Y-%m-%dT%H:%M:%S", local) + f".{int(now * 1000) % 1000:03d}" + time.strftime("%z", local)
 

@@ -1,24 +1,24 @@
 """The ioMessage: its 20 fields, its JSON form and its binary v4 form. Pure, no I/O.
 
-JSON form (spec 3.2): all 20 keys, always, in upstream's order; strings and
+JSON form (docs/iomessage.md#json): all 20 keys, always, in upstream's order; strings and
 bytes never null (``""``); numbers as JSON integers; ``contextdata`` and
 ``contentdata`` as standard base64 with padding.
 
-Binary v4 form (spec 3.3): a 33-byte header of big-endian field lengths, then
+Binary v4 form (docs/iomessage.md#binary): a 33-byte header of big-endian field lengths, then
 the fields' bytes in the same order.  We encode exactly as the Java agent
 (fixed widths 4/4/1/8/8/4 for the numbers, a number equal to 0 omitted), and
-fix two of its bugs on purpose (compatibility.md "ioMessage"):
+fix two of its bugs on purpose (docs/compatibility.md#iomessage):
 
 - lengths count UTF-8 bytes (Java counted UTF-16 units and wrote UTF-8, so a
   non-ASCII field corrupted the header), and are read unsigned (Java read the
   1-byte lengths signed, so a 128+ byte field misaligned the rest);
 - decoding accepts every integer width 0-8 the SDKs write (Python, Go and C
-  write minimal widths and a zero as one 0x00 byte, sdk-wire.md section 5).
+  write minimal widths and a zero as one 0x00 byte, docs/iomessage.md#sdk-differences).
   A number in its native width is two's complement, as Java wrote it; a
   shorter one is unsigned, as the SDKs write it.
 
 The agent assigns ``id`` (32 lowercase hex) and ``timestamp`` (ms) at publish
-time (spec 3.4): :func:`stamped` takes both as arguments, the caller owns the
+time (docs/iomessage.md#ids): :func:`stamped` takes both as arguments, the caller owns the
 clock and the randomness.
 """
 from __future__ import annotations
@@ -38,7 +38,7 @@ VERSION = 4
 HEADER_SIZE = 33
 
 # (attribute == JSON key, kind, width of its length in the header, native
-# width of a number) in the order of the binary form (spec 3.3).
+# width of a number) in the order of the binary form (docs/iomessage.md#binary).
 _STR, _INT, _BYTES = "s", "i", "b"
 BINARY_LAYOUT: tuple[tuple[str, str, int, int], ...] = (
     ("id", _STR, 1, 0),
@@ -62,7 +62,7 @@ BINARY_LAYOUT: tuple[tuple[str, str, int, int], ...] = (
     ("contentdata", _BYTES, 4, 0),
 )
 
-# The JSON form's keys, in upstream's order (spec 3.1, 3.2): version sits
+# The JSON form's keys, in upstream's order (docs/iomessage.md#fields, #json): version sits
 # between authgroup and chainposition.
 JSON_KEYS: tuple[str, ...] = (
     "id", "tag", "groupid", "sequencenumber", "sequencetotal", "priority", "timestamp", "publisher",
@@ -142,7 +142,7 @@ class IoMessage(Record):
 
 
 def stamped(message: IoMessage, message_id: str, timestamp_ms: int) -> IoMessage:
-    """The message as published: the agent's id and timestamp replace the sender's (spec 3.4)."""
+    """The message as published: the agent's id and timestamp replace the sender's (docs/iomessage.md#ids)."""
     return message.replace(id=message_id, timestamp=timestamp_ms, version=VERSION)
 
 
@@ -164,8 +164,8 @@ def from_json(obj: dict[str, Any]) -> IoMessage:
     """A message from its JSON form; every key optional, as upstream's JSON constructor.
 
     Wrong types and bad base64 raise :class:`MessageError`. ``version`` is read
-    if present (upstream ignored it and reported 0, spec 1.6.2); ``null`` data
-    fields are taken as empty (Go's SDK sends them, sdk-wire.md section 4.3).
+    if present (upstream ignored it and reported 0, docs/local-api.md#messages-next); ``null`` data
+    fields are taken as empty (Go's SDK sends them, docs/websocket.md#sdk-go).
     """
     values: dict[str, Any] = {}
     for name, kind, _, width in BINARY_LAYOUT:
@@ -276,7 +276,7 @@ def decode_parts(header: bytes, data: bytes, offset: int = 0) -> IoMessage:
 
 def decode(data: bytes) -> IoMessage:
     """A message from its binary v4 form; bytes after its end are ignored (the
-    Agent tolerated them, sdk-wire.md section 5)."""
+    Agent tolerated them, docs/iomessage.md#sdk-differences)."""
     if len(data) < HEADER_SIZE:
         raise MessageError(f"ioMessage truncated: {len(data)} bytes, the header alone is {HEADER_SIZE}")
     return decode_parts(data[:HEADER_SIZE], data, HEADER_SIZE)

@@ -5,7 +5,7 @@ Theory of operation
 The Controller tells each node where its router is (``routerHost``,
 ``routerPort`` in ``GET agent/config``; the edge router microservice or the
 default router).  :class:`RouterLink` keeps one AMQP connection there
-(:mod:`iofogd.bus.amqp.client`), as the Java agent does (spec 3.5):
+(:mod:`iofogd.bus.amqp.client`), as the Java agent does (docs/iomessage.md#routing):
 
 - a receiver link on address ``<receiver uuid>`` for every receiver on this
   node (routes' receivers and ``isConsumer`` microservices);

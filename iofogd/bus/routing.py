@@ -1,8 +1,8 @@
 """Routes between microservices, from the Controller's microservice list. Pure.
 
-Each item of ``GET agent/microservices`` (spec 6.8) carries ``routes``, the
+Each item of ``GET agent/microservices`` (docs/controller-api.md#microservices) carries ``routes``, the
 uuids of the microservices that receive what it publishes, and ``isConsumer``
-(spec 3.5; the Controller 3.0.4 sets both from ``POST /api/v3/routes``).  The
+(docs/iomessage.md#routing; the Controller 3.0.4 sets both from ``POST /api/v3/routes``).  The
 list names the microservices of THIS node, so a receiver missing from it runs
 elsewhere: its messages are the router's business (:mod:`iofogd.bus.remote`).
 """
@@ -43,7 +43,7 @@ class Routing(Record):
         return here, away
 
     def may_read(self, receiver: str, publisher: str) -> bool:
-        """Upstream's query rule (spec 1.6.4): a route from the publisher to the receiver."""
+        """Upstream's query rule (docs/local-api.md#messages-query): a route from the publisher to the receiver."""
         return receiver in self.routes.get(publisher, ())
 
 

@@ -1,4 +1,4 @@
-"""The message bus of one node: publish, route, store, deliver (spec 3.4, 3.5).
+"""The message bus of one node: publish, route, store, deliver (docs/iomessage.md#ids, #routing).
 
 Upstream handed every message to an AMQP router, even between two
 microservices on the same node, and kept what waited in the router's memory.
@@ -41,7 +41,7 @@ NEXT_MAX_BYTES = 4 << 20
 
 
 def new_message_id() -> str:
-    """A random UUID4 as 32 lowercase hex digits, as upstream (spec 3.4)."""
+    """A random UUID4 as 32 lowercase hex digits, as upstream (docs/iomessage.md#ids)."""
     return uuid.uuid4().hex
 
 
@@ -82,7 +82,7 @@ class MessageBus:
             return self._routing
 
     def set_microservices(self, items: Iterable[Mapping[str, Any]]) -> None:
-        """The Controller's microservice list (spec 6.8): new routes apply to the next publish."""
+        """The Controller's microservice list (docs/controller-api.md#microservices): new routes apply to the next publish."""
         routing = routing_from_microservices(items)
         with self._lock:
             old, self._routing = self._routing, routing
@@ -140,7 +140,7 @@ class MessageBus:
     # -- receiving --------------------------------------------------------------------------------
 
     def next_messages(self, receiver: str) -> List[IoMessage]:
-        """Take what waits for the receiver (spec 1.6.2); nothing while its socket is open."""
+        """Take what waits for the receiver (docs/local-api.md#messages-next); nothing while its socket is open."""
         if self.sockets.is_open(receiver):
             return []
         queue = self.store.existing_queue(receiver)
@@ -158,7 +158,7 @@ class MessageBus:
     def query(
         self, receiver: str, publishers: Sequence[str], start: int, end: int
     ) -> Tuple[List[IoMessage], int]:
-        """Archived messages of the publishers in [start, end] that ``receiver`` may read (spec 1.6.4).
+        """Archived messages of the publishers in [start, end] that ``receiver`` may read (docs/local-api.md#messages-query).
 
         Returns the messages and the ``timeframeend`` upstream reports: the
         timestamp of the last message of the last publisher with messages,
@@ -180,7 +180,7 @@ class MessageBus:
         return self.remote.status()
 
     def message_counts(self) -> Tuple[List[Dict[str, Any]], float]:
-        """For the Controller's status (spec 6.6): ``[{"id","messagecount"}]`` per publisher, and
+        """For the Controller's status (docs/controller-api.md#status): ``[{"id","messagecount"}]`` per publisher, and
         messages/s since the previous call."""
         now = time.monotonic()
         with self._lock:

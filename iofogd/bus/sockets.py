@@ -1,4 +1,4 @@
-"""The message socket: push to receivers, publish with receipts (spec 2.6).
+"""The message socket: push to receivers, publish with receipts (docs/websocket.md#message-socket).
 
 Theory of operation
 -------------------
@@ -19,7 +19,7 @@ keeps the order in which it sent both kinds, per id, and each ACK settles the
 oldest frame sent.  When the oldest messages are settled the receiver's
 consumed position moves on (on disk) and more is sent.
 
-Resends follow upstream's schedule (spec 2.5, 2.6): ``first_retry_after`` s
+Resends follow upstream's schedule (docs/websocket.md#control, #message-socket): ``first_retry_after`` s
 after the first send, then every ``retry_every`` s, up to ``max_sends`` sends
 in all; a message still unacknowledged ``retry_every`` s after its last send
 closes the socket (1008).  What was not acknowledged stays waiting: the next

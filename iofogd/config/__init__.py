@@ -3,7 +3,7 @@
 By concern:
 
 - :mod:`iofogd.config.schema`: the option table (one keyword row per option)
-  and the Java text rules the validators follow (spec 4.4).
+  and the Java text rules the validators follow (docs/config-xml.md#validation).
 - :mod:`iofogd.config.value`: :class:`Config`, an immutable snapshot, raw XML
   text through :meth:`Config.get`, typed values as attributes.
 - :mod:`iofogd.config.xmlfile`: config.xml and config-switcher.xml, parsed and
@@ -17,13 +17,13 @@ The Controller's view of these options is :mod:`iofogd.controller.agentconfig`;
 the files' locations :mod:`iofogd.paths`; the admin token
 :mod:`iofogd.admintoken`.
 
-Deliberate differences from the Java agent (see compatibility.md):
+Deliberate differences from the Java agent (see docs/compatibility.md):
 
 - ``-gps auto`` never asks ip-api.com (no calls to outside services); it keeps the
   stored coordinates, as upstream does when that call fails.
 - ``-n`` accepts ``dynamic`` or the name of an interface that exists on this host
   (``socket.if_nameindex()`` and ``/sys/class/net``, case-insensitive). Upstream's
-  loop accepts any name on Linux (spec 4.4).
+  loop accepts any name on Linux (docs/config-xml.md#validation).
 - Coordinates must be ``<lat>,<lon>`` with the comma (upstream's regex makes it
   optional and then crashes on the split); ``NaN``/``Infinity`` are not numbers.
 - A blank value is an error only, not also "Change accepted" (upstream reports both).

@@ -1,4 +1,4 @@
-"""Positions from microservices (POST /v2/gps, spec 1.6.6) into config.xml, bounded (issue 12).
+"""Positions from microservices (POST /v2/gps, docs/local-api.md#gps) into config.xml, bounded (issue 12).
 
 A POST needs no token, so any container may send one, as often as it likes.
 Upstream set GPS mode ``dynamic`` and rewrote config.xml and its backup (each

@@ -2,7 +2,7 @@
 
 ``OPTIONS`` is the single table: each :class:`Option` names its XML tag, CLI flag,
 ``/v2/config`` long name, Controller JSON key, code default, shipped value, the
-validator that gives upstream's exact messages (spec 4.4), the check a stored
+validator that gives upstream's exact messages (docs/config-xml.md#validation), the check a stored
 value must pass when the file is read, and its help text. The CLI, ``/v2/config``,
 the Controller sync (iofogd/controller/agentconfig.py) and ``config defaults``
 all go through this table; nothing else in iofogd knows a tag name.
@@ -76,7 +76,7 @@ _COORDINATES = r"[+-]?[0-9]+(?:\.[0-9]+)?,[+-]?[0-9]+(?:\.[0-9]+)?"
 
 
 def parse_coordinates(text: str) -> Optional[Tuple[float, float]]:
-    """``(lat, lon)`` for ``"<lat>,<lon>"`` in range, else None (spec 4.4, GPS details)."""
+    """``(lat, lon)`` for ``"<lat>,<lon>"`` in range, else None (docs/config-xml.md#validation, GPS details)."""
     if not re.fullmatch(_COORDINATES, text):
         return None
     lat_s, lon_s = text.split(",")
@@ -98,7 +98,7 @@ UNWRITABLE = "[\x00-\x1f\x7f\ud800-\udfff\ufffe\uffff]"
 # -- validators ------------------------------------------------------------------------
 # A validator gets the value as typed (after "+" stripping), the current tag->text
 # map and the host; it returns the tags to change, or raises ConfigValueError with
-# upstream's message (spec 4.4).
+# upstream's message (docs/config-xml.md#validation).
 
 if TYPE_CHECKING:
     Validator = Callable[["Option", str, Mapping[str, str], Host], Dict[str, str]]
@@ -157,7 +157,7 @@ def _gps(opt: Option, value: str, values: Mapping[str, str], host: Host) -> Dict
     stored = values["gps_coordinates"]
     if value == "auto":
         # Upstream asks ip-api.com here and keeps the stored coordinates when that
-        # fails; we never call outside services (compatibility.md), so we keep them.
+        # fails; we never call outside services (docs/compatibility.md), so we keep them.
         mode, coordinates = "auto", stored
     elif value == "off":
         mode, coordinates = "off", ""
@@ -235,7 +235,7 @@ def _controller_url(opt: Option, value: str, values: Mapping[str, str], host: Ho
 
 def _docker_url(opt: Option, value: str, values: Mapping[str, str], host: Host) -> Dict[str, str]:
     if len(value) <= MAX_URL_LENGTH and not (value.startswith("tcp://") or value.startswith("unix://")):
-        # The trailing newline is upstream's (spec 4.4).
+        # The trailing newline is upstream's (docs/config-xml.md#validation).
         raise ConfigValueError(opt.key, "Unsupported protocol scheme. Only 'tcp://' or 'unix://' supported.\n")
     if len(value) > MAX_URL_LENGTH or not re.fullmatch(_DOCKER_URL, value):
         raise _refuse(opt, value, "unix://<socket path> or tcp://<host>:<port> is required",
@@ -282,8 +282,8 @@ class Option(Record):
     )
     tag: Final[str]  # XML tag
     flag: Final[Optional[str]]  # CLI flag without the dash; None: not settable by CLI
-    long_name: Final[Optional[str]]  # /v2/config key (spec 1.6.10)
-    controller_key: Final[Optional[str]]  # agent/config JSON key (spec 6.7)
+    long_name: Final[Optional[str]]  # /v2/config key (docs/local-api.md#config)
+    controller_key: Final[Optional[str]]  # agent/config JSON key (docs/controller-api.md#config-sync)
     default: Final[str]  # code default, as XML text
     shipped: Final[str]  # value in the packaged config_new.xml
     check: Final[Optional[Validator]]
@@ -333,8 +333,8 @@ OPTIONS: Tuple[Option, ...] = (
     Option(tag="router_host", controller_key="routerHost"),
     Option(tag="router_port", controller_key="routerPort", default="0", shipped="",
         load_ok=lambda t: t == "" or _is_int(t), json_type="int"),
-    # Upstream's code default is a retired public Controller on the v2 API (spec
-    # 4.3): `config defaults` would point a gateway at the internet. Ours is the
+    # Upstream's code default is a retired public Controller on the v2 API
+    # (docs/config-xml.md#cli): `config defaults` would point a gateway at the internet. Ours is the
     # shipped value, a local Controller on v3.
     Option(tag="controller_url", flag="a", long_name="controller-url",
         default="http://localhost:54421/api/v3/", shipped="http://localhost:54421/api/v3/",
@@ -474,7 +474,7 @@ def code_defaults() -> Dict[str, str]:
     return {o.tag: o.default for o in OPTIONS}
 
 
-# The packaged development and production files differ from config_new.xml (spec 4.2).
+# The packaged development and production files differ from config_new.xml (docs/config-xml.md#keys).
 _SHIPPED_VARIANTS: Dict[str, Dict[str, str]] = {
     "default": {},
     "development": {"controller_url": "http://localhost:51121/api/v3/", "dev_mode": "on"},

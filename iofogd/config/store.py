@@ -15,7 +15,7 @@ names the file.
 
 Each change carries its origin (:class:`Origin`) to the listeners: the
 daemon PATCHes the agent's config to the Controller after a local change only
-(spec 6.7), never after the Controller's own.
+(docs/controller-api.md#config-sync), never after the Controller's own.
 """
 from __future__ import annotations
 
@@ -97,7 +97,7 @@ class Origin:
     """Who made a change: the listeners of :class:`ConfigStore` are told."""
 
     LOCAL = "local"             # the admin: CLI, Local API, config.xml edited and reloaded
-    CONTROLLER = "controller"   # the Controller's GET agent/config (spec 6.7)
+    CONTROLLER = "controller"   # the Controller's GET agent/config (docs/controller-api.md#config-sync)
 
 
 class ChangeReport(Record):
@@ -110,7 +110,7 @@ class ChangeReport(Record):
         self.accepted = accepted
 
     def cli_text(self) -> str:
-        """Spec 4.3: literal backslash-n, real tab."""
+        """docs/config-xml.md#cli: literal backslash-n, real tab."""
         out = [f"\\n\tError : {message}" for _, message in self.errors]
         out += [f"\\n\tChange accepted for Parameter : - {flag}, Old value was :{old}, New Value is : {new}"
                 for flag, old, new in self.accepted]
@@ -237,7 +237,7 @@ class ConfigStore:
             self._log.warning("%s: %s", path, warning)
         values = dict(parsed.values)
         if not values["time_zone"]:
-            # Upstream writes the JVM's default zone back into the file (spec 4.2).
+            # Upstream writes the JVM's default zone back into the file (docs/config-xml.md#keys).
             values["time_zone"] = self._host.time_zone()
         config = Config(values, paths=self.paths, machine=self._host.machine,
                         order=parsed.order, extras=parsed.extras)
@@ -409,7 +409,7 @@ class ConfigStore:
 
     def apply(self, changes: Mapping[str, str], origin: str,
               direct: Optional[Mapping[str, str]] = None) -> ChangeReport:
-        """Apply CLI flags (``{"d": "20", "lc": "5"}``) with upstream's validation (spec 4.3, 4.4).
+        """Apply CLI flags (``{"d": "20", "lc": "5"}``) with upstream's validation (docs/config-xml.md#cli, #validation).
 
         ``origin`` (an :class:`Origin`) is handed to the listeners. ``direct``
         sets tags that have no flag (the Controller's router host and port)
@@ -469,7 +469,7 @@ class ConfigStore:
         return ChangeReport(errors, accepted), values
 
     def apply_long_names(self, body: Mapping[str, object]) -> Dict[str, str]:
-        """POST /v2/config (spec 1.6.10): ``{long name: message}`` for refused keys, ``{}`` if none.
+        """POST /v2/config (docs/local-api.md#config): ``{long name: message}`` for refused keys, ``{}`` if none.
 
         A body with no known key, or a value that is not a string, raises
         ConfigValueError (the Local API answers it with 400).
@@ -487,7 +487,7 @@ class ConfigStore:
         return {names[key]: re.sub(r" -[a-z] ", " ", message) for key, message in report.errors}
 
     def reset_defaults(self) -> str:
-        """``config defaults`` (spec 4.3): every CLI option back to its code default.
+        """``config defaults`` (docs/config-xml.md#cli): every CLI option back to its code default.
 
         As upstream: the network interface is not validated, identity and
         coordinates stay, and an empty default (``-tz``) is not applied. A
@@ -511,7 +511,7 @@ class ConfigStore:
                          Origin.LOCAL)
 
     def set_gps(self, lat: str, lon: str, *, keep_modes: Collection[str] = ()) -> bool:
-        """POST /v2/gps (spec 1.6.6): mode ``dynamic``, coordinates validated like ``-gps``.
+        """POST /v2/gps (docs/local-api.md#gps): mode ``dynamic``, coordinates validated like ``-gps``.
 
         Returns whether anything changed. The same position (as numbers) in mode
         ``dynamic`` writes nothing and tells no listener (so nothing is PATCHed to
@@ -534,7 +534,7 @@ class ConfigStore:
             return self._change(make, Origin.LOCAL) is not None
 
     def switch(self, name: str) -> str:
-        """``switch <dev|prod|def>`` (spec 4.6)."""
+        """``switch <dev|prod|def>`` (docs/config-xml.md#switch)."""
         target = SWITCH_NAMES.get(name.strip().lower())
         if target is None:
             return "Invalid switcher state"

@@ -27,7 +27,7 @@ class Config:
 
     iofog_uuid: str
     access_token: str
-    controller_url: str          # with a trailing "/" (in memory only, spec 4.2)
+    controller_url: str          # with a trailing "/" (in memory only, docs/config-xml.md#keys)
     controller_cert: str         # rooted
     docker_url: str
     network_interface: str

@@ -21,7 +21,7 @@ TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.
 if TYPE_CHECKING:
     from typing import Dict, Final, List, Mapping, Optional, Sequence, Tuple
 
-# The declaration the JDK transformer writes (spec 4.1).
+# The declaration the JDK transformer writes (docs/config-xml.md#files).
 XML_DECLARATION = '<?xml version="1.0" encoding="UTF-8" standalone="no"?>'
 
 
@@ -49,7 +49,7 @@ def parse_config_xml(data: bytes) -> ParsedConfig:
     """Parse a config.xml; ValueError when it is not a ``<config>`` document.
 
     A missing or duplicated element, or a value its option cannot read, gives the
-    code default and a warning (spec 4.1).
+    code default and a warning (docs/config-xml.md#files).
     """
     try:
         root = ET.fromstring(data)
@@ -72,7 +72,7 @@ def parse_config_xml(data: bytes) -> ParsedConfig:
         if not texts and opt.tag in OUR_TAGS:
             values[opt.tag] = opt.default       # a Java agent's file never has them
         elif len(texts) != 1:
-            # Upstream's words (spec 4.1), so existing log greps keep working.
+            # Upstream's words (docs/config-xml.md#files), so existing log greps keep working.
             warnings.append(f"[Configuration] <{opt.tag}>  item not found or defined more than once. "
                             f"Default value - {opt.default} will be used")
             values[opt.tag] = opt.default

@@ -1,4 +1,4 @@
-"""The agent's own configuration as the Controller sees it (spec 6.7).
+"""The agent's own configuration as the Controller sees it (docs/controller-api.md#config-sync).
 
 Not to be confused with a microservice's configuration (the ``config`` string
 of each microservice, which reaches its control socket): this module is about
@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 
 
 def apply_agent_config(store: ConfigStore, body: Mapping[str, object]) -> ChangeReport:
-    """Apply the Controller's ``GET agent/config`` (spec 6.7) through the same validation.
+    """Apply the Controller's ``GET agent/config`` (docs/controller-api.md#config-sync) through the same validation.
 
     Only values that differ from ours are applied. The network interface only
     when ours is not ``dynamic``; pruning, threshold and upgrade frequency only
@@ -79,7 +79,7 @@ def apply_agent_config(store: ConfigStore, body: Mapping[str, object]) -> Change
 
 
 def agent_config_body(config: Config, network_interface: Optional[str] = None) -> Dict[str, object]:
-    """The ``PATCH agent/config`` body (spec 6.7) with the Java agent's JSON types.
+    """The ``PATCH agent/config`` body (docs/controller-api.md#config-sync) with the Java agent's JSON types.
 
     ``network_interface`` is the interface actually in use; without it, the
     configured name, or ``UNKNOWN`` when that is ``dynamic``.
@@ -98,7 +98,7 @@ def agent_config_body(config: Config, network_interface: Optional[str] = None) -
 
 
 # The PATCH agent/config keys besides networkInterface and the coordinates, in
-# upstream's order (spec 6.7).
+# upstream's order (docs/controller-api.md#config-sync).
 _PATCH_KEYS = ("dockerUrl", "diskLimit", "diskDirectory", "memoryLimit", "cpuLimit", "logLimit",
                "logDirectory", "logFileCount", "statusFrequency", "changeFrequency",
                "deviceScanFrequency", "watchdogEnabled", "gpsMode", "availableDiskThreshold",

@@ -1,4 +1,4 @@
-"""Offline cache of what the Controller last sent (agent-spec 6.9).
+"""Offline cache of what the Controller last sent (docs/controller-api.md#offline-cache).
 
 Theory of operation: every time the agent fetches the microservice list, the
 registries or the edge resources from the Controller, it writes them to a file
@@ -45,7 +45,7 @@ def data_text(data: list[Any]) -> str:
 
 
 def checksum(data: list[Any]) -> str:
-    """sha1 hex of base64 of the data's JSON text (agent-spec 6.9)."""
+    """sha1 hex of base64 of the data's JSON text (docs/controller-api.md#offline-cache)."""
     encoded = base64.b64encode(data_text(data).encode("utf-8"))
     return hashlib.sha1(encoded).hexdigest()
 

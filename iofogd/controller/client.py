@@ -1,4 +1,4 @@
-"""HTTP client for the ioFog Controller 3.0.x agent API (agent-spec 6.1, 6.10).
+"""HTTP client for the ioFog Controller 3.0.x agent API (docs/controller-api.md#client, #endpoints).
 
 Theory of operation: one fresh ``http.client`` connection per call (the calls
 are seconds apart; keep-alive would only add stale-socket failures). Every call
@@ -6,7 +6,7 @@ has a connect timeout and a read timeout: upstream has no read timeout, so a
 Controller that accepts and never answers hangs the Java agent's loops; here it
 costs at most ``read_timeout`` per socket read.
 
-Headers as the Java agent sends them (controller-protocol.md section 2):
+Headers as the Java agent sends them (docs/controller-api.md#conventions):
 ``Authorization: <token>`` (the raw token, no ``Bearer``: the Controller answers
 401 to a Bearer prefix), ``Request-Id: <uuid4>`` and
 ``Content-Type: application/json``. Writes with no payload send ``{}``.
@@ -48,7 +48,7 @@ MAX_RESPONSE = 32 * 1024 * 1024
 
 
 def normalize_url(url: str) -> str:
-    """``controller_url`` with exactly one trailing slash (agent-spec 6.1: routes are ``<base>agent/...``)."""
+    """``controller_url`` with exactly one trailing slash (docs/controller-api.md#client: routes are ``<base>agent/...``)."""
     return url.rstrip("/") + "/"
 
 
@@ -89,7 +89,7 @@ class _TLSConnection(http.client.HTTPSConnection):
 
 
 def tls_context(cert_path: str | None) -> ssl.SSLContext:
-    """System CAs plus the configured controller certificate, PEM or DER (agent-spec 6.1).
+    """System CAs plus the configured controller certificate, PEM or DER (docs/controller-api.md#client).
 
     Hostname verification stays on. An unreadable certificate file is logged
     and skipped, as upstream does; the system CAs may still validate the chain.
@@ -167,7 +167,7 @@ class ControllerClient:
             headers["Authorization"] = self.token
         payload: bytes | None = None
         if method in ("POST", "PUT", "PATCH"):
-            # agent-spec 6.1: an empty JSON object is sent when there is no payload.
+            # docs/controller-api.md#client: an empty JSON object is sent when there is no payload.
             payload = json.dumps({} if body is None else body, separators=(",", ":")).encode("utf-8")
         url = self._path + route
         conn = self._connection()
@@ -216,10 +216,10 @@ class ControllerClient:
             message = f"HTTP {resp.status} {resp.reason}"
         raise ControllerError(message, resp.status)
 
-    # -- the agent API (controller-protocol.md section 6) ---------------------------
+    # -- the agent API (docs/controller-api.md#endpoints) ---------------------------
 
     def ping(self) -> dict[str, Any]:
-        """GET status (no auth). OK when ``status`` is not null (agent-spec 6.1)."""
+        """GET status (no auth). OK when ``status`` is not null (docs/controller-api.md#client)."""
         answer = self.request("GET", "status", auth=False)
         if not isinstance(answer, dict) or answer.get("status") is None:
             raise ControllerError("controller status answer has no 'status'", 200)
@@ -284,7 +284,7 @@ class ControllerClient:
         return items
 
 
-# The Controller's own texts (controller-protocol.md section 7) and what they mean.
+# The Controller's own texts (docs/controller-api.md#auth-errors) and what they mean.
 _EXPLANATIONS = {
     "Invalid Provisioning Key": "the key is unknown, already used, or replaced by a newer key for this node",
     "Expired provision key": "the key is older than 20 minutes; ask the Controller for a new one",

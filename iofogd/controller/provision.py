@@ -1,4 +1,4 @@
-"""Provisioning and deprovisioning against the Controller (agent-spec 5.2, 6.2, 6.3).
+"""Provisioning and deprovisioning against the Controller (docs/cli.md#commands, docs/controller-api.md#provisioning, #deprovisioning).
 
 This module does the Controller half and formats the CLI texts; the daemon
 does the local half (deprovision first when already provisioned, store uuid
@@ -7,7 +7,7 @@ only it owns the configuration and the microservice layer.
 
 The CLI texts are upstream's ``cmd_messages.properties``: ``\\n`` in
 ``PROVISION_*`` is a LITERAL backslash-n (the CLI client turns it into a
-newline), whereas the deprovision texts carry a real newline (agent-spec 5.2).
+newline), whereas the deprovision texts carry a real newline (docs/cli.md#commands).
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-# agent-spec 6.2: the ``type`` sent at provisioning; the Controller's fog types are
+# docs/controller-api.md#provisioning: the ``type`` sent at provisioning; the Controller's fog types are
 # 0 unspecified, 1 "Standard Linux (x86)", 2 "ARM Linux" (seed.log step 4).
 FOG_TYPES = {"intel_amd": 1, "arm": 2}
 
@@ -96,7 +96,7 @@ def provision(client: ControllerClient, key: str, fog_type: str) -> ProvisionRes
 def deprovision(client: ControllerClient, microservice_uuids: list[str]) -> bool:
     """Tell the Controller the node leaves (POST agent/deprovision); True when it acknowledged.
 
-    Upstream ignores the Controller's errors here (agent-spec 6.3): the local
+    Upstream ignores the Controller's errors here (docs/controller-api.md#deprovisioning): the local
     deprovision goes ahead anyway, so this only logs them.
     """
     try:
@@ -108,7 +108,7 @@ def deprovision(client: ControllerClient, microservice_uuids: list[str]) -> bool
 
 
 def provision_text(key: str, result: ProvisionResult | None) -> str:
-    """The CLI answer to ``provision <key>`` (agent-spec 5.2); None means no result at all."""
+    """The CLI answer to ``provision <key>`` (docs/cli.md#commands); None means no result at all."""
     if result is None:
         outcome = PROVISION_COMMON_ERROR
     elif result.ok:
@@ -119,7 +119,7 @@ def provision_text(key: str, result: ProvisionResult | None) -> str:
 
 
 def deprovision_text(*, provisioned: bool, in_progress: bool = False) -> str:
-    """The CLI answer to ``deprovision`` (agent-spec 5.2); success unless not provisioned or busy."""
+    """The CLI answer to ``deprovision`` (docs/cli.md#commands); success unless not provisioned or busy."""
     if in_progress:
         return DEPROVISION_MSG.format(result=DEPROVISION_IN_PROGRESS)
     return DEPROVISION_MSG.format(result=DEPROVISION_SUCCESS if provisioned else DEPROVISION_NOT_PROVISIONED)

@@ -1,24 +1,24 @@
-"""The agent's loops against the Controller: status, changes, liveness (agent-spec 6.4-6.9).
+"""The agent's loops against the Controller: status, changes, liveness (docs/controller-api.md).
 
 Theory of operation. Three threads, each stopped by one ``threading.Event``:
 
 * status: every ``status_update_freq`` s, ``PUT agent/status`` with every field
-  of agent-spec 6.6 in the JSON types the Controller 3.0.4 validates
-  (controller-protocol.md 6.3; several fields are strings holding JSON). A 403
+  of docs/controller-api.md#status in the JSON types the Controller 3.0.4 validates
+  (docs/controller-api.md#status; several fields are strings holding JSON). A 403
   means the node was removed: deprovision locally (upstream does the same).
 * changes: every ``get_changes_freq`` s (sleep first, as upstream),
-  ``GET agent/config/changes``, handle the flags (agent-spec 6.5), then
+  ``GET agent/config/changes``, handle the flags (docs/controller-api.md#changes), then
   ``PATCH agent/config/changes`` echoing ``lastUpdated``. When a step fails, no
   PATCH is sent: the Controller keeps the flags and the next poll retries them
   all. The first cycle after start or provisioning fetches everything and
-  pushes our config instead of taking the Controller's (agent-spec 6.5).
+  pushes our config instead of taking the Controller's (docs/controller-api.md#changes).
   ``reboot``, ``version``, ``tunnel``, ``diagnostics`` and ``isImageSnapshot``
   are logged as not supported by iofogd and acknowledged. ``routerChanged``
   and the first cycle read ``routerHost`` and ``routerPort`` of ``GET
   agent/config`` (``router_changed``); on the flag the router link then
   connects again, even to the same address, as the Java agent does.
 * liveness: every ``ping_freq`` s, ``GET status``. The first ping decides
-  whether the offline cache (agent-spec 6.9) is loaded at start.
+  whether the offline cache (docs/controller-api.md#offline-cache) is loaded at start.
 
 Every Controller call's outcome feeds the connection state shown by
 ``iofog-agent status``: ok / not provisioned / broken certificate / not
@@ -60,7 +60,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-PING_FREQ = 60.0  # agent-spec 6.4
+PING_FREQ = 60.0  # docs/controller-api.md#loops
 UNSUPPORTED_FLAGS = ("reboot", "version", "tunnel", "diagnostics", "isImageSnapshot")
 MICROSERVICE_FLAGS = ("microserviceList", "microserviceConfig", "routing")
 
@@ -129,18 +129,18 @@ if TYPE_CHECKING:
             """
 
         def agent_config_body(self) -> dict[str, Any]:
-            """The ``PATCH agent/config`` body (agent-spec 6.7): the agent's own config in the Controller's keys."""
+            """The ``PATCH agent/config`` body (docs/controller-api.md#config-sync): the agent's own config in the Controller's keys."""
 
         def apply_agent_config(self, body: dict[str, Any]) -> None:
             """Apply ``GET agent/config`` (the agent's own config) through the schema's validation
-            (agent-spec 6.7), as a change from the Controller: it is not PATCHed back."""
+            (docs/controller-api.md#config-sync), as a change from the Controller: it is not PATCHed back."""
 
         def router_changed(self, body: dict[str, Any], reconnect: bool) -> None:
             """``routerChanged`` (and the first cycle): take ``routerHost``/``routerPort`` from
-            ``GET agent/config`` and, with ``reconnect``, connect to the router again (agent-spec 6.5)."""
+            ``GET agent/config`` and, with ``reconnect``, connect to the router again (docs/controller-api.md#changes)."""
 
         def apply_microservices(self, microservices: list[dict[str, Any]]) -> None:
-            """The Controller's full microservice list (agent-spec 6.8): reconcile, update configs (0x0C)."""
+            """The Controller's full microservice list (docs/controller-api.md#microservices): reconcile, update configs (0x0C)."""
 
         def apply_registries(self, registries: list[dict[str, Any]]) -> None:
             """The registries the microservices' images come from."""
@@ -158,7 +158,7 @@ if TYPE_CHECKING:
             """One of ``ok``, ``not provisioned``, ``broken certificate``, ``not connected``."""
 
 
-# -- the status payload (agent-spec 6.6, controller-protocol.md 6.3) -------------------------------
+# -- the status payload (docs/controller-api.md#status) --------------------------------------------
 
 # Field -> JSON type the Controller validates: "int" (>= 0 unless noted), "num", "bool",
 # "str", or "json" (a string holding a JSON array). Order as the Java agent sends them.
@@ -172,7 +172,7 @@ STATUS_TYPES: dict[str, str] = {
     "microserviceMessageCounts": "json", "messageSpeed": "num", "lastCommandTime": "int",
     "tunnelStatus": "str", "version": "str", "isReadyToUpgrade": "bool", "isReadyToRollback": "bool",
 }
-# Tunnels are not supported; upstream's placeholder object, as a string (agent-spec 6.6).
+# Tunnels are not supported; upstream's placeholder object, as a string (docs/controller-api.md#status).
 TUNNEL_STATUS = json.dumps(
     {"username": "-", "host": "-", "rport": "-", "lport": "-", "status": "CLOSED", "errormessage": "-"},
     separators=(",", ":"),
@@ -218,7 +218,7 @@ def build_status(facts: dict[str, Any], now_ms: int, version: str = __version__)
     """The ``PUT agent/status`` body: ``facts`` typed, the rest filled; pure.
 
     ``microserviceStatus`` is always present: without it the Controller 3.0.4
-    answers 500 (controller-protocol.md 6.3).
+    answers 500 (docs/controller-api.md#status).
     """
     defaults: dict[str, Any] = {
         "daemonStatus": "RUNNING", "daemonOperatingDuration": 0, "daemonLastStart": 0, "memoryUsage": 0.0,
@@ -279,7 +279,7 @@ class ControllerSync:
         self._lock = threading.Lock()
         self._changes_lock = threading.Lock()
         self._state: str | None = None
-        self._initial = True  # the first changes cycle fetches everything (agent-spec 6.5)
+        self._initial = True  # the first changes cycle fetches everything (docs/controller-api.md#changes)
         self._config_dirty = False
         self._client_key: tuple[str, str | None, bool, str] | None = None
         self._client: ControllerClient | None = None
@@ -323,7 +323,7 @@ class ControllerSync:
         self._wake["status"].set()
 
     def config_changed(self) -> None:
-        """After a local config change: PATCH agent/config soon (agent-spec 6.7); never blocks."""
+        """After a local config change: PATCH agent/config soon (docs/controller-api.md#config-sync); never blocks."""
         with self._lock:
             self._config_dirty = True
         self._wake["changes"].set()
@@ -412,7 +412,7 @@ class ControllerSync:
         self._succeeded()
         return True
 
-    # -- liveness (agent-spec 6.4 "Ping") -----------------------------------------------------
+    # -- liveness (docs/controller-api.md#loops "Ping") ---------------------------------------
 
     def ping_once(self) -> bool:
         """GET status; True when the Controller is up. Sets the connection state."""
@@ -429,7 +429,7 @@ class ControllerSync:
             self.load_offline_cache()
 
     def load_offline_cache(self) -> bool:
-        """Hand the cached registries, microservices and edge resources to the daemon (agent-spec 6.9)."""
+        """Hand the cached registries, microservices and edge resources to the daemon (docs/controller-api.md#offline-cache)."""
         if self.cache is None:
             return False
         loaded = False
@@ -445,7 +445,7 @@ class ControllerSync:
                 loaded = True
         return loaded
 
-    # -- status (agent-spec 6.6) -------------------------------------------------------------
+    # -- status (docs/controller-api.md#status) ----------------------------------------------
 
     def status_once(self) -> bool:
         """PUT agent/status once; True when the Controller took it."""
@@ -458,7 +458,7 @@ class ControllerSync:
             client.put_status(payload)
         except ControllerError as exc:
             if exc.status == 403:
-                # agent-spec 6.1: the node was removed from the Controller.
+                # docs/controller-api.md#client: the node was removed from the Controller.
                 log.warning("controller answered 403 to the status: node removed, deprovisioning locally")
                 self.port.deprovision_locally("the Controller answered 403 Forbidden to the status report")
                 self._set_state(CONTROLLER_NOT_PROVISIONED)
@@ -468,7 +468,7 @@ class ControllerSync:
         self._succeeded()
         return True
 
-    # -- changes (agent-spec 6.5, 6.7) ---------------------------------------------------------
+    # -- changes (docs/controller-api.md#changes, #config-sync) --------------------------------
 
     def changes_once(self) -> bool:
         """One changes cycle; True when everything was handled and acknowledged."""
@@ -572,6 +572,6 @@ class ControllerSync:
         apply(items)
         if self.cache is not None:
             # rebuild is a one-shot request the Controller clears with this GET
-            # (controller-protocol.md 6.4): a cached copy must not replay it at start.
+            # (docs/controller-api.md#microservices): a cached copy must not replay it at start.
             self.cache.save(cache_name, [dict(i, rebuild=False) if isinstance(i, dict) and i.get("rebuild") else i
                                          for i in items])

@@ -204,14 +204,14 @@ class Request(Record):
         return "" if value is None else str(value)
 
     def require_json_type(self) -> None:
-        """Spec 1.5: the first ``;`` part of Content-Type must be application/json."""
+        """docs/local-api.md#checks: the first ``;`` part of Content-Type must be application/json."""
         value = self.header("Content-Type")
         if value.split(";", 1)[0].strip().lower() != JSON_TYPE:
             raise BadRequest(f"Incorrect content type {value}".rstrip())
 
     def json_object(self) -> dict[str, Any]:
         """The body as a JSON object; anything else is a 400 with a clear message
-        (upstream dropped the connection without an answer, spec 1.4)."""
+        (upstream dropped the connection without an answer, docs/local-api.md#errors)."""
         if not self.body.strip():
             raise BadRequest("Request body is empty; a JSON object is required")
         try:
@@ -256,6 +256,6 @@ class Response(Record):
 
 
 def error_response(status: int, message: str, headers: tuple[tuple[str, str], ...] = ()) -> Response:
-    """The one error shape (compatibility.md): ``{"status":"failed","error":...}``."""
+    """The one error shape (docs/compatibility.md): ``{"status":"failed","error":...}``."""
     body = json.dumps({"status": "failed", "error": message}, separators=(",", ":")).encode()
     return Response(status, body, JSON_TYPE, headers)

@@ -1,6 +1,6 @@
 """The Local API's route table, pure: (method, path) -> handler and its checks.
 
-Upstream matched prefixes of the raw URI including the query (spec 1.2), so
+Upstream matched prefixes of the raw URI including the query (docs/local-api.md#routing), so
 ``/v2/logout`` reached the log handler. We match the path exactly, after the
 query string is cut off; the two WebSocket routes carry an id segment.
 """
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 class Route(Record):
     __slots__ = ("methods", "auth")
     methods: Final[dict[str, Handler]]
-    auth: Final[bool]  # the admin token is required (spec 1.5)
+    auth: Final[bool]  # the admin token is required (docs/local-api.md#checks)
 
     def __init__(self, methods: dict[str, Handler], auth: bool = False) -> None:
         self.methods = methods

@@ -251,7 +251,7 @@ def _json(data: bytes) -> Any:
 
 class EngineClients:
     """One DockerClient per docker_url (it keeps the negotiated API version);
-    a changed URL gets a new one (spec 4.5: the client is re-created)."""
+    a changed URL gets a new one (docs/config-xml.md#effect: the client is re-created)."""
 
     def __init__(self, docker_url: Callable[[], str]) -> None:
         self._docker_url = docker_url

@@ -6,18 +6,18 @@ socket; this module decides what those bytes are and what the answers mean:
 * ``parse_docker_url`` splits ``unix:///path`` / ``tcp://host:port``;
 * ``negotiate_version`` picks the API version from ``GET /version`` (never a
   pinned one: Docker 29 refuses anything below 1.44, Debian's 20.10 anything
-  above 1.41; spec 7.1, compatibility.md "Docker and microservices");
+  above 1.41; docs/docker.md#engine-api, docs/compatibility.md#docker);
 * ``api_path`` builds a versioned request target with every path segment
   quoted, so an id or an image name can never smuggle in ``/`` or ``?``;
-* ``container_config`` turns a Controller microservice (spec 6.8) into a
-  ``POST /containers/create`` body with upstream's conventions (spec 7.2) and
+* ``container_config`` turns a Controller microservice (docs/controller-api.md#microservices) into a
+  ``POST /containers/create`` body with upstream's conventions (docs/docker.md#containers) and
   its fixes (unprivileged, not pinned to CPU 0, read-only honoured);
 * ``parse_image_ref`` splits ``registry:port/repo:tag@digest`` (upstream split
   at the first ``:``, which broke registry ports);
 * ``parse_stream_line`` / ``stream_error`` / ``PullProgress`` read the JSON
   lines of streamed endpoints, where an error can arrive inside a 200;
 * ``container_state`` / ``cpu_percent`` / ``memory_bytes`` / ``status_item``
-  build the ``microserviceStatus`` entries of PUT agent/status (spec 6.6).
+  build the ``microserviceStatus`` entries of PUT agent/status (docs/controller-api.md#status).
 
 Nothing here touches a socket, a clock or a file: time is passed in.
 """
@@ -37,17 +37,17 @@ if TYPE_CHECKING:
     from typing import Any, Final, Iterable, Mapping, Optional
 
 # The oldest API we speak: HostConfig.Init needs 1.25, label filters and the
-# create body we send work from 1.24 (upstream's pinned version, spec 7.1).
+# create body we send work from 1.24 (upstream's pinned version, docs/docker.md#engine-api).
 MIN_API_VERSION = "1.24"
 # The newest API we know: requests are sent with min(engine, this), so a newer
 # engine never answers in a dialect we have not read (Docker 27 = 1.47).
 MAX_API_VERSION = "1.47"
 
-LABEL_NODE = "iofog-uuid"     # label carrying the node uuid (compatibility.md)
+LABEL_NODE = "iofog-uuid"     # label carrying the node uuid (docs/compatibility.md)
 NAME_PREFIX = "iofog_"        # container name = iofog_<microservice uuid>
 DEFAULT_TAG = "latest"
 
-# Docker State.Status -> microservice status (spec 6.6, 7.3)
+# Docker State.Status -> microservice status (docs/controller-api.md#status, docs/docker.md#reconcile)
 _STATE_MAP = {
     "created": "CREATED",
     "running": "RUNNING",
@@ -77,7 +77,7 @@ class DockerUrl(Record):
 
 
 def parse_docker_url(url: str) -> DockerUrl:
-    """``unix:///var/run/docker.sock`` or ``tcp://host:2375`` (spec 7.1)."""
+    """``unix:///var/run/docker.sock`` or ``tcp://host:2375`` (docs/docker.md#engine-api)."""
     parsed = urllib.parse.urlsplit(url.strip())
     if parsed.scheme == "unix":
         path = parsed.netloc + parsed.path if parsed.netloc else parsed.path
@@ -268,7 +268,7 @@ def stream_error(obj: Mapping[str, Any]) -> Optional[str]:
 
 
 class PullProgress:
-    """Per-layer pull progress averaged into one percentage (spec 7.2).
+    """Per-layer pull progress averaged into one percentage (docs/docker.md#containers).
 
     Each layer (``id``) counts from 0 to 100: ``Downloading`` lines carry
     ``progressDetail.current/total``; ``Download complete``, ``Extracting``,
@@ -316,7 +316,7 @@ def _port_key(mapping: Mapping[str, Any]) -> str:
 
 
 def port_bindings(microservice: Mapping[str, Any]) -> dict[str, list[dict[str, str]]]:
-    """``HostConfig.PortBindings``: each mapping on all host interfaces (spec 7.2)."""
+    """``HostConfig.PortBindings``: each mapping on all host interfaces (docs/docker.md#containers)."""
     bindings: dict[str, list[dict[str, str]]] = {}
     for mapping in microservice.get("portMappings") or []:
         bindings.setdefault(_port_key(mapping), []).append({"HostIp": "", "HostPort": str(int(mapping["portExternal"]))})
@@ -341,7 +341,7 @@ def binds(microservice: Mapping[str, Any]) -> list[str]:
 
 
 def environment(microservice: Mapping[str, Any], time_zone: str) -> list[str]:
-    """``SELFNAME``, ``TZ`` unless the microservice sets it, then its own env (spec 7.2)."""
+    """``SELFNAME``, ``TZ`` unless the microservice sets it, then its own env (docs/docker.md#containers)."""
     env = [f"SELFNAME={microservice['uuid']}"]
     own = [(str(e.get("key")), str(e.get("value", ""))) for e in microservice.get("env") or [] if e.get("key")]
     if time_zone and not any(key == "TZ" for key, _ in own):
@@ -359,7 +359,7 @@ def extra_hosts(microservice: Mapping[str, Any], agent_address: str) -> list[str
 
 
 def log_config(log_size_mb: Any) -> dict[str, Any]:
-    """json-file rotation: 2 MB files, ``logSize/2`` of them (spec 7.2)."""
+    """json-file rotation: 2 MB files, ``logSize/2`` of them (docs/docker.md#containers)."""
     try:
         size = int(log_size_mb or 0)
     except (TypeError, ValueError):
@@ -375,7 +375,7 @@ def network_mode(microservice: Mapping[str, Any]) -> str:
 def container_config(
     microservice: Mapping[str, Any], *, node_uuid: str, agent_address: str, time_zone: str
 ) -> dict[str, Any]:
-    """The ``POST /containers/create`` body for a microservice (spec 7.2 with its fixes)."""
+    """The ``POST /containers/create`` body for a microservice (docs/docker.md#containers with its fixes)."""
     root = bool(microservice.get("rootHostAccess"))
     bindings = port_bindings(microservice)
     host_config: dict[str, Any] = {
@@ -403,7 +403,7 @@ def container_config(
 
 
 def needs_recreate(microservice: Mapping[str, Any], inspect: Mapping[str, Any]) -> Optional[str]:
-    """Why a container no longer matches its microservice, or None (spec 7.3).
+    """Why a container no longer matches its microservice, or None (docs/docker.md#reconcile).
 
     Ports, network mode and image; env, volumes and cmd alone change only with
     ``rebuild``, as upstream.
@@ -419,7 +419,7 @@ def needs_recreate(microservice: Mapping[str, Any], inspect: Mapping[str, Any]) 
     return None
 
 
-# -- status (spec 6.6) -------------------------------------------------------------
+# -- status (docs/controller-api.md#status) ----------------------------------------
 
 
 def container_state(inspect_or_list_item: Mapping[str, Any]) -> str:
@@ -496,7 +496,7 @@ def status_item(
     memory: int = 0,
     error: Optional[str] = None,
 ) -> dict[str, Any]:
-    """One ``microserviceStatus`` element with the Controller's exact JSON types (spec 6.6).
+    """One ``microserviceStatus`` element with the Controller's exact JSON types (docs/controller-api.md#status).
 
     ``cpuUsage`` and ``memoryUsage`` are strings, as the Java agent sends them.
     """

@@ -53,7 +53,7 @@ def interface_names() -> frozenset[str]:
 def system_time_zone() -> str:
     """The zone id the JVM would pick (TZ, /etc/timezone, the /etc/localtime link), else UTC.
 
-    Upstream writes the JVM default zone into an empty ``time_zone`` at start (spec 4.2).
+    Upstream writes the JVM default zone into an empty ``time_zone`` at start (docs/config-xml.md#keys).
     """
     tz = os.environ.get("TZ", "").lstrip(":")
     if tz and not tz.startswith("/"):
@@ -76,7 +76,7 @@ def real_host() -> Host:
     return Host(os.uname().machine, interface_names, system_time_zone)  # = platform.machine()
 
 
-# Spec 4.4: the JVM's os.arch patterns, matched against platform.machine() here.
+# docs/config-xml.md#validation: the JVM's os.arch patterns, matched against platform.machine() here.
 # Patterns are compiled by their first use (re caches them), not at import:
 # six compiles are ~3 ms of a start that may need none of them.
 _INTEL = r"x86_?64|amd64|ia32e|em64t|x64|x86_?32|x86|i[3-6]86|ia32|x32"

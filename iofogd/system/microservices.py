@@ -1,12 +1,12 @@
-"""The reconciler: the Controller's microservice list in, containers out (spec 7.2-7.4).
+"""The reconciler: the Controller's microservice list in, containers out (docs/docker.md#containers, #reconcile, #stop).
 
 Each pass reads the engine's containers afresh and compares them with the list
 last given to :meth:`Microservices.set_desired`, so the engine is the only
 record of what runs: a daemon that restarts finds its containers and adopts
 them (``iofog_<uuid>`` with label ``iofog-uuid=<node uuid>``); stopping the
-daemon leaves them running (compatibility.md). In memory are only what the
+daemon leaves them running (docs/compatibility.md). In memory are only what the
 engine cannot tell: statuses and pull progress, pending ``rebuild`` requests
-(the Controller clears the flag after one GET, controller-protocol.md 6.4),
+(the Controller clears the flag after one GET, docs/controller-api.md#microservices),
 restart back-off and the stuck verdict.
 
 Per microservice, one pass does at most one of: pull + create + start a
@@ -40,7 +40,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-FROM_CACHE = "from_cache"   # the registry url meaning "never pull" (controller-protocol.md 6)
+FROM_CACHE = "from_cache"   # the registry url meaning "never pull" (docs/controller-api.md#endpoints)
 
 
 class _Entry:
@@ -143,7 +143,7 @@ class Microservices:
     # -- inputs ----------------------------------------------------------------
 
     def set_desired(self, microservices: list[dict[str, Any]], registries: list[dict[str, Any]]) -> None:
-        """The Controller's ``agent/microservices`` and ``agent/registries`` items (spec 6.8)."""
+        """The Controller's ``agent/microservices`` and ``agent/registries`` items (docs/controller-api.md#microservices)."""
         desired = {}
         for ms in microservices:
             if not ms.get("uuid") or not ms.get("imageId"):
@@ -158,8 +158,8 @@ class Microservices:
                     # a changed item is a reloaded list: forget the stuck verdict (7.3)
                     entry.spec, entry.stuck, entry.failures, entry.next_try = spec, False, 0, 0.0
                     entry.restarts.clear()
-                    # the Controller sends rebuild=true once, then false (controller-protocol
-                    # 6.4); the same list given again is no second request
+                    # the Controller sends rebuild=true once, then false
+                    # (docs/controller-api.md#microservices); the same list given again is no second request
                     entry.rebuild = entry.rebuild or bool(ms.get("rebuild"))
             for uuid in set(self._entries) - set(desired):
                 del self._entries[uuid]
@@ -170,7 +170,7 @@ class Microservices:
     # -- outputs ---------------------------------------------------------------
 
     def statuses(self) -> list[dict[str, Any]]:
-        """The ``microserviceStatus`` items of PUT agent/status (spec 6.6); no engine call."""
+        """The ``microserviceStatus`` items of PUT agent/status (docs/controller-api.md#status); no engine call."""
         now_ms = int(self._clock() * 1000)
         with self._lock:
             return [
@@ -309,7 +309,7 @@ class Microservices:
         self._start(client, entry, str(inspect["Id"]))
 
     def _deploy(self, client: DockerClient, ms: dict[str, Any], entry: _Entry) -> None:
-        """Pull (falling back to a local image), create and start (spec 7.2)."""
+        """Pull (falling back to a local image), create and start (docs/docker.md#containers)."""
         uuid, image = str(ms["uuid"]), str(ms["imageId"])
         name = proto.container_name(uuid)
         self._update(entry, status="PULLING", percentage=0.0, error=None, container_id=None, start_ms=None)
@@ -340,7 +340,7 @@ class Microservices:
             container_id = client.create_container(name, config)
         # A container made from this list item satisfies a pending rebuild request:
         # without this, a new microservice (the Controller sends rebuild=true with its
-        # first list, controller-protocol 6.4) was created, then recreated a pass later.
+        # first list, docs/controller-api.md#microservices) was created, then recreated a pass later.
         self._update(entry, status="STARTING", container_id=container_id, rebuild=False)
         self._start(client, entry, container_id)
         self._update(entry, failures=0)
@@ -392,7 +392,7 @@ class Microservices:
 
     def _remove_leftovers(self, client: DockerClient, containers: list[dict[str, Any]],
                           desired: dict[str, dict[str, Any]]) -> None:
-        """This node's containers the list no longer names (spec 7.3, reconcile by absence)."""
+        """This node's containers the list no longer names (docs/docker.md#reconcile, reconcile by absence)."""
         for item in containers:
             name = _name(item)
             if not name.startswith(proto.NAME_PREFIX) or not self._is_ours(item):
@@ -408,7 +408,7 @@ class Microservices:
                 log.warning("removal of %s failed: %s", name, exc.message)
 
     def _refresh_usage(self, client: DockerClient, containers: list[dict[str, Any]]) -> None:
-        """Running count every pass; CPU/memory every ``stats_interval`` (spec 6.6).
+        """Running count every pass; CPU/memory every ``stats_interval`` (docs/controller-api.md#status).
 
         A one-shot stats call waits for the engine's next 1 s collection tick, so
         the samples are taken concurrently: one tick serves them all.

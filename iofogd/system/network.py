@@ -1,4 +1,4 @@
-"""Which network interface and address the agent uses (spec 9.5, 12 item 14).
+"""Which network interface and address the agent uses (docs/host.md#network-interface, docs/compatibility.md#fixed).
 
 With ``network_interface`` = ``dynamic`` the interface is the one the kernel
 routes Controller traffic through: a UDP socket "connected" to the Controller
@@ -54,7 +54,7 @@ def route_source_address(controller_url: str) -> Optional[str]:
     host = parts.hostname
     if not host:
         return None
-    # Upstream failed without an explicit port (spec 12 item 14); use the scheme's.
+    # Upstream failed without an explicit port (docs/compatibility.md#fixed); use the scheme's.
     port = parts.port or (443 if parts.scheme == "https" else 80)
     try:
         # An ASCII name as bytes: a str makes socket encode it with the idna

@@ -1,10 +1,10 @@
-"""Automatic pruning: free disk by removing unused images when it runs low (spec 7.5).
+"""Automatic pruning: free disk by removing unused images when it runs low (docs/docker.md#prune).
 
 Upstream checks every 30 minutes whether the available share of the disk has
 fallen below ``available_disk_threshold`` percent and, if so, removes images no
 microservice uses. Its first check ran before the first disk measurement,
 divided by zero and silently cancelled every later run for the daemon's
-lifetime (spec 7.5, "probable bug"). Here a missing or zero measurement means
+lifetime (docs/docker.md#prune, "probable bug"). Here a missing or zero measurement means
 "not known yet, skip this round", and no error ever ends the loop.
 
 The policy takes everything as arguments: how to prune (normally
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DEFAULT_INTERVAL = 30 * 60.0   # upstream's period (spec 7.5)
+DEFAULT_INTERVAL = 30 * 60.0   # upstream's period (docs/docker.md#prune)
 
 
 def available_percent(paths: Iterable[str]) -> Optional[int]:

@@ -9,7 +9,7 @@ psutil is used when it is installed (the ``iofogd[psutil]`` extra, Debian's
 python3-psutil); otherwise the same figures come from /proc, because 32-bit
 Raspberry Pi OS has no psutil wheel and an air-gapped pip cannot build one.
 
-Unlike upstream (spec 8.1, 12 item 11) the figures are honest: the daemon's
+Unlike upstream (docs/host.md#figures, docs/compatibility.md#fixed) the figures are honest: the daemon's
 own RSS in MiB, its CPU share of the whole machine since the last sample, the
 real size of the message archive, and the machine's current total CPU use.
 

@@ -1,6 +1,6 @@
 """The control socket hub: tells microservices that their configuration changed.
 
-Theory of operation (spec 2.1, 2.2, 2.5; compatibility.md "WebSockets")
+Theory of operation (docs/websocket.md#handshake, #opcodes, #control, docs/compatibility.md#websockets)
 ---------------------------------------------------------------------
 Microservices open ``ws://HOST:54321/v2/control/socket/id/<id>``; the HTTP
 handler registers the session under ``<id>`` (several sessions per id are
@@ -20,7 +20,7 @@ forgotten, instead of being left open and registered as the Java agent did.  A
 newer signal replaces a pending one and starts the count again.
 
 Node's SDK sends its ACKs on its newest socket, whichever socket the signal came
-on (sdk-wire.md section 4.2), so an ACK on a socket with nothing pending clears
+on (docs/websocket.md#sdk-node), so an ACK on a socket with nothing pending clears
 the oldest pending signal of another socket of the same id.
 
 Time is injected: ``clock`` stamps each send and :meth:`ControlHub.tick` takes

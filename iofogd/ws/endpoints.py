@@ -1,4 +1,4 @@
-"""The Local API's WebSocket endpoints: admission, then a session run to its end (spec 2.1, 2.5).
+"""The Local API's WebSocket endpoints: admission, then a session run to its end (docs/websocket.md#handshake, #control).
 
 The HTTP layer (``LocalApiHandler._upgrade``) validates the handshake, asks
 :meth:`SocketEndpoints.admit` whether the path and peer may have a session

@@ -1,18 +1,18 @@
 """ioFog's application opcodes, carried in the payload of binary frames.
 
-The ioFog sockets (spec 2.2, sdk-wire.md section 3) put an "opcode" in the
+The ioFog sockets (docs/websocket.md#opcodes) put an "opcode" in the
 FIRST BYTE OF A BINARY FRAME'S PAYLOAD.  These values collide with RFC 6455's
 reserved frame opcodes 0xB-0xF, which is why they must never appear in a frame
 header: every strict client drops a connection whose server sends a header
-opcode 0xB or 0xC (recipes/autobahn.md, compatibility.md "WebSockets").
+opcode 0xB or 0xC (docs/compatibility.md#websockets).
 
-Layouts (spec 2.6, compatibility.md):
+Layouts (docs/websocket.md#message-socket, docs/compatibility.md):
 - ACK 0x0B, CONTROL_SIGNAL 0x0C, RESOURCE_SIGNAL 0x0F: one byte;
 - MSG 0x0D: opcode, 4-byte big-endian length L, L bytes of binary ioMessage;
 - RECEIPT 0x0E: opcode, len(id), 8, id (UTF-8), 8-byte big-endian ms timestamp.
 
 The 0x09/0x0A "ping"/"pong" bytes travel as the payloads of real ping and pong
-frames (spec 2.2/2.3): the SDKs ping with 0x09 and want 0x0A back, and answer
+frames (docs/websocket.md#opcodes, #ping): the SDKs ping with 0x09 and want 0x0A back, and answer
 every ping of ours with 0x0A.  :func:`sdk_pong` is that rule, handed to the
 RFC layer (:class:`iofogd.ws.protocol.Connection` ``pong_payload``), which
 otherwise echoes ping payloads as RFC 6455 section 5.5.3 requires.
@@ -66,12 +66,12 @@ def ack() -> bytes:
 
 
 def is_control_ack(data: bytes) -> bool:
-    """On the control socket an ACK is exactly the byte 0x0B (spec 2.2, 2.5)."""
+    """On the control socket an ACK is exactly the byte 0x0B (docs/websocket.md#opcodes, #control)."""
     return data == b"\x0b"
 
 
 def is_message_ack(data: bytes) -> bool:
-    """On the message socket any binary message starting with 0x0B is an ACK (spec 2.6)."""
+    """On the message socket any binary message starting with 0x0B is an ACK (docs/websocket.md#message-socket)."""
     return data[:1] == b"\x0b"
 
 
@@ -81,7 +81,7 @@ def encode_msg(message: bytes) -> bytes:
 
 
 def decode_msg(data: bytes) -> bytes:
-    """The ioMessage bytes of a 0x0D payload, trusting its length (sdk-wire.md section 5).
+    """The ioMessage bytes of a 0x0D payload, trusting its length (docs/iomessage.md#sdk-differences).
 
     Trailing bytes after the announced length are tolerated, as the Agent does.
     """
@@ -95,7 +95,7 @@ def decode_msg(data: bytes) -> bytes:
 
 
 def encode_receipt(message_id: str, timestamp_ms: int) -> bytes:
-    """0x0E, len(id), 8, id bytes, 8-byte big-endian timestamp in ms (spec 2.6)."""
+    """0x0E, len(id), 8, id bytes, 8-byte big-endian timestamp in ms (docs/websocket.md#message-socket)."""
     raw = message_id.encode("utf-8")
     if len(raw) > 255:
         raise EnvelopeError("a receipt id is at most 255 bytes")

@@ -5,7 +5,7 @@ the ``101 Switching Protocols`` response, or raises
 :class:`iofogd.errors.HandshakeError` carrying the status to answer with: 400
 for a malformed request, 426 with ``Sec-WebSocket-Version: 13`` for a version
 we do not speak (section 4.4).  No sub-protocol and no extension is ever
-negotiated: ioFog's Agent offers none (spec 2.1), so ``permessage-deflate``
+negotiated: ioFog's Agent offers none (docs/websocket.md#handshake), so ``permessage-deflate``
 offered by Node's ``ws`` is declined by leaving it out of the response.
 """
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The URL paths of the Local API's WebSocket endpoints (spec 2.1), in one place.
+"""The URL paths of the Local API's WebSocket endpoints (docs/websocket.md#handshake), in one place.
 
 Pure and import-free, so that the HTTP route table can name them without
 loading the WebSocket layer at start-up.
@@ -13,7 +13,7 @@ def socket_id(prefix: str, path: str) -> str | None:
     """The microservice id of a socket URL path under ``prefix``, or None if it is not one.
 
     Upstream takes the fifth ``/``-separated token and keeps a query string in
-    the id (spec 2.1); we drop the query and refuse an empty id, and an id with
+    the id (docs/websocket.md#handshake); we drop the query and refuse an empty id, and an id with
     a control or other unprintable character (no microservice has one, and it
     would reach logs and terminals).
     """

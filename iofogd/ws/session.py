@@ -24,9 +24,9 @@ session by shutting its socket down, which wakes a blocked read or write.
 
 - Keepalive: when nothing has been received for ``ping_interval`` seconds the
   watchdog sends a ping (``ping_payload``: the daemon uses 0x09, which every
-  SDK answers, spec 2.3); if nothing at all, a pong of any payload included,
+  SDK answers, docs/websocket.md#ping); if nothing at all, a pong of any payload included,
   arrives within ``pong_timeout`` the peer is declared dead and the TCP
-  connection dropped.  The Java agent never noticed a pulled cable (spec 2.4);
+  connection dropped.  The Java agent never noticed a pulled cable (docs/websocket.md#close);
   we do.
 - A write that has not completed in ``write_timeout`` (a peer that stopped
   reading) drops the connection, so no thread waits on it for ever.

@@ -39,7 +39,7 @@ def test_layout_and_query(tmp_path: str) -> None:
     data = open(os.path.join(adir, "pub_1000.iomsg"), "rb").read()
     assert len(idx) == 10 * RECORD_SIZE
     header, data0 = m.encode_parts(msg("pub", 1000))
-    assert idx[:RECORD_SIZE] == header + struct.pack(">Q", 0)    # spec 3.6: header + 8-byte offset
+    assert idx[:RECORD_SIZE] == header + struct.pack(">Q", 0)    # docs/iomessage.md#archive: header + 8-byte offset
     assert data.startswith(data0)
     archive = MessageArchive(adir)
     archive.load()
@@ -51,7 +51,7 @@ def test_layout_and_query(tmp_path: str) -> None:
 
 
 def test_java_layout_files_load(tmp_path: str) -> None:
-    """Pairs written as the Java agent writes them (spec 3.3 vectors, spec 3.6 records) are read."""
+    """Pairs written as the Java agent writes them (docs/iomessage.md#binary vectors, docs/iomessage.md#archive records) are read."""
     adir = archive_dir(str(tmp_path) + "/")
     os.makedirs(adir)
     full = next(v for v in IOMESSAGES if v.name.startswith("agent: every field, fixed"))
@@ -74,7 +74,7 @@ def test_java_layout_files_load(tmp_path: str) -> None:
 
 
 def test_java_records_with_non_ascii_text_are_kept(tmp_path: str) -> None:
-    """The Java agent counted UTF-16 units in the header and wrote UTF-8 (spec 3.3): such a
+    """The Java agent counted UTF-16 units in the header and wrote UTF-8 (docs/iomessage.md#binary): such a
     record looks shorter than it is. Reopening its pair must not cut anything."""
     adir = archive_dir(str(tmp_path) + "/")
     os.makedirs(adir)

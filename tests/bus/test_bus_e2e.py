@@ -2,7 +2,7 @@
 
 The SDK (PyPI ``iofog`` 3.0.0b2) is used as published.  Its REST receive calls
 (``get_next_messages``, the query) raise TypeError on Python 3 before sending
-anything (sdk-wire.md section 4.1), so receiving over REST is done here with
+anything (docs/websocket.md#sdk-python), so receiving over REST is done here with
 plain HTTP, exactly as those calls would send it; its string fields decoded
 from the binary form come out as ``"bytearray(b'...')"`` (same section), so the
 tests compare the SDK's numbers and bytes, and unwrap its strings.
@@ -113,7 +113,7 @@ def test_sdk_rest_publish_then_next_and_query(node: Node) -> None:
     status, _, report = node.daemon.request("GET", "/v2/status")
     assert report["messages-processed"] == "about 1"
 
-    def counted() -> bool:   # the Controller hears of it in the status (spec 6.6); its schema checks the types
+    def counted() -> bool:   # the Controller hears of it in the status (docs/controller-api.md#status); its schema checks the types
         for call in node.standin.recorded("PUT", "agent/status"):
             body = call.body or {}
             if json.loads(body.get("microserviceMessageCounts", "[]")) == [{"id": node.tx, "messagecount": 1}]:
@@ -134,7 +134,7 @@ def test_sdk_socket_publish_and_receive(node: Node) -> None:
         got = rx_listener.messages[0]
         assert sdk_str(got.id) == receipt_id and got.timestamp == receipt_ts
         assert bytes(got.contentdata) == b"over the socket" and sdk_str(got.publisher) == node.tx
-        # While its socket is open, REST polling returns nothing for it (spec 1.6.2) ...
+        # While its socket is open, REST polling returns nothing for it (docs/local-api.md#messages-next) ...
         tx.post_message(sdk_message("second"))
         assert wait_until(lambda: len(rx_listener.messages) == 2, 10)
         assert node.next(node.rx) == []
@@ -248,7 +248,7 @@ def test_kill_9_mid_burst_no_acknowledged_message_lost(node: Node, round_: int) 
 def test_sdk_rest_receive_calls_with_their_python3_bugs_patched_in_memory(
     node: Node, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The SDK's own next and query calls, as sdk-wire.md section 4.1 says they must be patched
+    """The SDK's own next and query calls, as docs/websocket.md#sdk-python says they must be patched
     (their request bodies are str where urllib needs bytes; their JSON decoder calls
     ``str.encode`` on bytes): what they send and read is the SDK's own."""
     import iofog.microservices.httpclient as httpclient

@@ -1,4 +1,4 @@
-"""Microservice log files (spec 8.3): round(logSize) files sharing logSize MB, newest .0.log."""
+"""Microservice log files (docs/host.md#microservice-logs): round(logSize) files sharing logSize MB, newest .0.log."""
 from __future__ import annotations
 
 import json

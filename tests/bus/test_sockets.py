@@ -194,7 +194,7 @@ def test_oversized_socket_message_closes_1009(local: Local) -> None:
         ws.close()
 
 
-# -- REST validation (spec 1.6.3, 1.6.4, 1.6.2) -------------------------------------------------------------
+# -- REST validation (docs/local-api.md#messages-new, #messages-query, #messages-next) ----------------------
 
 GOOD = {"publisher": TX, "version": 4, "infotype": "t", "infoformat": "f", "contentdata": ""}
 
@@ -295,7 +295,7 @@ def test_remote_receivers_wait_on_disk_while_there_is_no_router(local: Local) ->
     assert local.bus.processed == 2
 
 
-# -- /v2/log (spec 1.6.5, 8.3) ---------------------------------------------------------------------------
+# -- /v2/log (docs/local-api.md#log, docs/host.md#microservice-logs) -------------------------------------
 
 
 def test_microservice_log(local: Local) -> None:

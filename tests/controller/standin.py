@@ -12,7 +12,7 @@ missing), and that is as strict as the real one about what the agent sends:
   or deleted node's token give 401 ``authorization failed``; an expired token
   gives 401 ``token expired``; no header gives the captured 500;
 * the token lifetime slides: each authorised call adds the interval to the
-  stored expiry (controller-protocol.md section 7);
+  stored expiry (docs/controller-api.md#auth-errors);
 * provisioning keys are single use, one per fog, expire after 20 minutes
   (404 ``Invalid Provisioning Key`` / 401 ``Expired provision key``) and the
   fog type is checked against the fog's microservice images (400);
@@ -56,7 +56,7 @@ from tests.controller.captures import exchange
 
 API = "/api/v3/"
 USER_TOKEN = "standin-user-token"   # the one user token this stand-in accepts (routes API only)
-KEY_LIFETIME = 20 * 60.0  # controller-protocol.md section 3
+KEY_LIFETIME = 20 * 60.0  # docs/controller-api.md#controller-settings
 TOKEN_LIFETIME = 3600.0  # FogTokenExpirationIntervalSeconds, sliding
 CONTROLLER_VERSION = "3.0.4"
 ECN_VIEWER_VERSION = "3.0.2"
@@ -125,7 +125,7 @@ DEPROVISION_SCHEMA: Schema = {
     "properties": {"microserviceUuids": {"type": "array", "items": {"type": "string"}}},
     "required": ["microserviceUuids"],
 }
-# PATCH agent/config (controller-protocol.md 6.1; unknown keys allowed).
+# PATCH agent/config (docs/controller-api.md#config-sync; unknown keys allowed).
 CONFIG_SCHEMA: Schema = {
     "properties": {
         "networkInterface": {"type": "string"}, "dockerUrl": {"type": "string"}, "diskLimit": _int0(),
@@ -139,7 +139,7 @@ CONFIG_SCHEMA: Schema = {
     },
     "required": [],
 }
-# PUT agent/status (controller-protocol.md 6.3; schemas/agent.js updateAgentStatus).
+# PUT agent/status (docs/controller-api.md#status; schemas/agent.js updateAgentStatus).
 STATUS_SCHEMA: Schema = {
     "properties": {
         "daemonStatus": {"type": "string"}, "daemonOperatingDuration": _int0(), "daemonLastStart": _int0(),
@@ -431,7 +431,7 @@ class ControllerStandIn:
                     return _Reply(status, body)
         return None
 
-    # -- the user side, driven from Python (controller-protocol.md sections 4 and 5) -------------
+    # -- the user side, driven from Python (docs/controller-api.md#user-side) --------------------
 
     def _new_id(self, length: int) -> str:
         return _random_id(length, self.rng)
@@ -530,7 +530,7 @@ class ControllerStandIn:
             ms = self.microservices.pop(ms_uuid)
             self._touch(self.fogs[ms.fog_uuid], "routing", "microserviceList", "microserviceConfig")
 
-    # -- routes between microservices (controller-protocol.md "Routes", routes.log) ------------
+    # -- routes between microservices (docs/controller-api.md "Routes", routes.log) ------------
 
     def _by_name(self, application: str, name: str) -> Microservice:
         for ms in self.microservices.values():

@@ -1,4 +1,4 @@
-"""iofogd.controller.agentconfig: the agent's own config as the Controller reads and sets it (spec 6.7)."""
+"""iofogd.controller.agentconfig: the agent's own config as the Controller reads and sets it (docs/controller-api.md#config-sync)."""
 from __future__ import annotations
 
 from pathlib import Path

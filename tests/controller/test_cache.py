@@ -1,4 +1,4 @@
-"""The offline cache (agent-spec 6.9): upstream's format, checksum, atomic writes, corruption."""
+"""The offline cache (docs/controller-api.md#offline-cache): upstream's format, checksum, atomic writes, corruption."""
 from __future__ import annotations
 
 import base64

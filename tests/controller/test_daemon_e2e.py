@@ -1,4 +1,4 @@
-"""Provisioning and Controller sync end to end (issue 4, agent-spec 5.2, 6.1-6.10).
+"""Provisioning and Controller sync end to end (issue 4, docs/cli.md#commands, docs/controller-api.md).
 
 The real iofogd daemon (a subprocess, or in this process where a test must
 shorten the Controller read timeout) against the Controller stand-in built
@@ -67,7 +67,7 @@ def point_at(d: RunningDaemon, st: ControllerStandIn) -> None:
 def provision(d: RunningDaemon, st: ControllerStandIn, fog: str) -> None:
     """Provision through the Local API and wait for the first changes cycle to be acknowledged:
     until then the node's config, microservices and edge resources are not yet fetched (and a
-    user change made meanwhile is overwritten by the agent's config, as upstream, spec 6.5)."""
+    user change made meanwhile is overwritten by the agent's config, as upstream, docs/controller-api.md#changes)."""
     mark = len(st.requests)
     status, _, body = d.request("POST", "/v2/provision", {"provisioning-key": st.provisioning_key(fog)})
     assert (status, body) == (200, {"status": "ok", "uuid": fog})
@@ -92,7 +92,7 @@ def control_socket(port: int, mid: str) -> websocket.WebSocket:
 
 
 def expect_signal(ws: websocket.WebSocket, opcode: bytes) -> None:
-    """The next frame is the ioFog signal ``opcode`` (spec 2.5); ACK it so it is not resent."""
+    """The next frame is the ioFog signal ``opcode`` (docs/websocket.md#control); ACK it so it is not resent."""
     assert ws.recv_data() == (websocket.ABNF.OPCODE_BINARY, opcode)
     ws.send_binary(b"\x0b")
 
@@ -134,7 +134,7 @@ def node(agent: RunningDaemon, standin: ControllerStandIn, fog: str) -> RunningD
 
 def test_provision_through_the_cli(daemon: RunningDaemon, standin: ControllerStandIn, fog: str) -> None:
     agent = daemon
-    # What iofogctl runs (spec 5.3).
+    # What iofogctl runs (docs/cli.md#scripts).
     out = agent.cli("config", "-a", standin.url, "-sf", "1", "-cf", "1")
     assert out.returncode == 0 and "Change accepted for Parameter : - a" in out.stdout, out
     assert connection(agent) == "not provisioned"
@@ -207,7 +207,7 @@ def test_a_used_key_fails(node: RunningDaemon, standin: ControllerStandIn, fog: 
     used = standin.recorded("POST", "agent/provision")[0].body["key"]
     out = node.cli("provision", used)
     assert out.returncode == 1 and 'error message: "Invalid Provisioning Key' in out.stdout, out.stdout
-    # Upstream deprovisions before it provisions again (spec 6.2 step 1): the old identity is gone.
+    # Upstream deprovisions before it provisions again (docs/controller-api.md#provisioning step 1): the old identity is gone.
     assert len(standin.recorded("POST", "agent/deprovision")) == 1
     assert identity(node) == ("", "")
 
@@ -270,7 +270,7 @@ def test_microservice_config_reaches_config_get_and_the_control_socket(
     assert wait_until(lambda: config_get(node, mid)[0] == 400)
 
 
-# -- configuration both ways (spec 6.7) -----------------------------------------------------------
+# -- configuration both ways (docs/controller-api.md#config-sync) ---------------------------------
 
 
 def test_controller_config_reaches_info(node: RunningDaemon, standin: ControllerStandIn, fog: str) -> None:
@@ -283,7 +283,7 @@ def test_controller_config_reaches_info(node: RunningDaemon, standin: Controller
 
 def test_a_controller_config_change_is_not_patched_back(node: RunningDaemon, standin: ControllerStandIn,
                                                        fog: str) -> None:
-    # Spec 6.7: the agent PATCHes agent/config after a local change. A change that
+    # docs/controller-api.md#config-sync: the agent PATCHes agent/config after a local change. A change that
     # came from the Controller is the Controller's already; echoing it back would
     # also overwrite a newer Controller-side value with ours.
     mark = len(standin.requests)
@@ -424,7 +424,7 @@ def test_deleting_the_node_in_the_controller_deprovisions_locally(node: RunningD
 
 
 def test_a_403_to_the_status_deprovisions_locally(node: RunningDaemon, standin: ControllerStandIn) -> None:
-    """Upstream's one automatic deprovision (spec 6.1): the Controller forbids the status report."""
+    """Upstream's one automatic deprovision (docs/controller-api.md#client): the Controller forbids the status report."""
     standin.fail(403, route="agent/status", method="PUT")
     assert wait_until(lambda: identity(node) == ("", ""))
     assert api_connection(node) == "not provisioned"
@@ -434,7 +434,7 @@ def test_a_403_to_the_status_deprovisions_locally(node: RunningDaemon, standin: 
 def test_restart_with_the_controller_up_fetches_at_once(node: RunningDaemon, standin: ControllerStandIn,
                                                         fog: str) -> None:
     """Containers outlive the daemon, so their configs must be back at once after a restart,
-    not one changes period later (upstream fetches everything at start, spec 6.2, 6.9)."""
+    not one changes period later (upstream fetches everything at start, docs/controller-api.md#provisioning, #offline-cache)."""
     mid = standin.add_microservice(fog, "sensor", config=SENSOR_CONFIG)
     assert wait_until(lambda: config_get(node, mid)[0] == 200)
     assert node.request("POST", "/v2/config", {"changes-frequency": "3600"})[0] == 200

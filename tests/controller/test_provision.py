@@ -1,4 +1,4 @@
-"""Provisioning and deprovisioning against the stand-in, and the CLI texts of agent-spec 5.2."""
+"""Provisioning and deprovisioning against the stand-in, and the CLI texts of docs/cli.md#commands."""
 from __future__ import annotations
 
 import pytest

@@ -290,6 +290,6 @@ def test_edge_resources_empty(daemon: RunningDaemon) -> None:
 
 
 def test_messages_next_for_an_unknown_id_is_empty(daemon: RunningDaemon) -> None:
-    # The message bus is tested in tests/bus; an id nothing waits for gets count 0 (spec 1.6.2).
+    # The message bus is tested in tests/bus; an id nothing waits for gets count 0 (docs/local-api.md#messages-next).
     status, hdrs, body = daemon.request("POST", "/v2/messages/next", {"id": "x"}, token=None)
     assert (status, body) == (200, {"status": "okay", "count": 0, "messages": []})

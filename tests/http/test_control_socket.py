@@ -1,4 +1,4 @@
-"""The control socket through the real daemon (spec 2.1, 2.5): independent
+"""The control socket through the real daemon (docs/websocket.md#handshake, #control): independent
 clients, the published Python SDK, and shutdown."""
 from __future__ import annotations
 

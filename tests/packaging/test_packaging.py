@@ -106,7 +106,7 @@ def test_shipped_config_loads(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("script", ["iofogd.preinst", "iofogd.postinst", "iofogd.postrm"])
 def test_maintainer_script_hygiene(script: str) -> None:
-    """agent-spec 0.5 / compatibility.md "Host hygiene": what upstream did wrong."""
+    """docs/host.md#files, docs/compatibility.md#host-hygiene: what upstream did wrong."""
     text = (DEB / script).read_text()
     subprocess.run(["sh", "-n", str(DEB / script)], check=True)
     code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#"))
@@ -144,7 +144,7 @@ def test_replaces_the_java_package() -> None:
 def test_postinst_creates_only_what_is_absent() -> None:
     code = (DEB / "iofogd.postinst").read_text()
     # Token, config and directories each behind an existence test, so an
-    # upgrade keeps the token and the node identity (agent-spec 0.5, 12).
+    # upgrade keeps the token and the node identity (docs/host.md#files, docs/compatibility.md#fixed).
     assert '[ -e "$CONF_DIR/local-api" ] && return 0' in code
     assert 'if [ ! -e "$CONF_DIR/config.xml" ]; then' in code
     assert '[ -d "$1" ] && return 0' in code

@@ -1,4 +1,4 @@
-"""The Docker side through the real iofogd daemon (issue 5, agent-spec 5.2, 6.6, 7.2-7.5).
+"""The Docker side through the real iofogd daemon (issue 5, docs/cli.md#commands, docs/controller-api.md#status, docs/docker.md).
 
 A real ``iofogd`` process (tests/daemon_process.py) on the private engine of
 ``scripts/docker-engine.sh start`` (tests/system/conftest.py), driven the ways
@@ -116,7 +116,7 @@ def standin() -> Iterator[ControllerStandIn]:
         yield st
 
 
-# -- prune (spec 5.2, 7.5) ----------------------------------------------------------------------
+# -- prune (docs/cli.md#commands, docs/docker.md#prune) -----------------------------------------
 
 
 def test_prune_through_the_api_the_cli_and_commandline(private_engine: Engine, node: str,
@@ -196,7 +196,7 @@ def test_engine_stopped_and_started_again(private_engine: Engine, agent: Running
     assert agent.proc is not None and agent.proc.poll() is None
 
 
-# -- microservices from the Controller (spec 6.6, 7.2-7.4) ---------------------------------------
+# -- microservices from the Controller (docs/controller-api.md#status, docs/docker.md#containers, #reconcile, #stop) ---
 
 
 def provision(agent: RunningDaemon, standin: ControllerStandIn) -> str:
@@ -225,7 +225,7 @@ def restart_adopts(engine: Engine, agent: RunningDaemon, standin: ControllerStan
     assert agent.stop() == 0
     assert is_running(engine, mid)
     if controller_away:
-        standin.vanish()   # the list comes from the offline cache (spec 6.9)
+        standin.vanish()   # the list comes from the offline cache (docs/controller-api.md#offline-cache)
     else:
         # The registries arrive a cycle before the list: no list is not an empty list.
         standin.fail(500, route="agent/microservices", method="GET", times=1)
@@ -265,8 +265,8 @@ def test_microservices_from_the_controller_become_containers(private_engine: Eng
         assert standin.microservice_statuses()[mid]["status"] == "RUNNING"
 
         # Another one: the pass that creates it sees the first again, which stays. It was created
-        # once: the rebuild=true the Controller sends with a new microservice (controller-protocol
-        # 6.4) was for the container made from it, not for one more.
+        # once: the rebuild=true the Controller sends with a new microservice
+        # (docs/controller-api.md#microservices) was for the container made from it, not for one more.
         second, _ = deploy(engine, agent, standin, fog)
         assert creations(engine, mid, began) == 1
         # Removed in the Controller: its container goes, the other stays.

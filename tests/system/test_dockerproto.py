@@ -275,7 +275,7 @@ def test_status_items_have_the_controllers_types() -> None:
     assert full == {"id": "u1", "status": "RUNNING", "percentage": 100.0, "containerId": "abc",
                     "startTime": 1000, "operatingDuration": 60000, "cpuUsage": "0.46",
                     "memoryUsage": "712704", "errorMessage": "x"}
-    # spec 6.6: cpuUsage and memoryUsage are strings; times are integers
+    # docs/controller-api.md#status: cpuUsage and memoryUsage are strings; times are integers
     assert [type(full[k]) for k in ("startTime", "operatingDuration", "cpuUsage", "memoryUsage", "percentage")] \
         == [int, int, str, str, float]
     assert proto.status_item("u", "CREATED", 0, container_id="c")["operatingDuration"] == 0

@@ -60,7 +60,7 @@ def test_prune_without_an_engine_raises_engine_unavailable(tmp_path: object) -> 
     assert not m.engine_ok() and "none.sock" in (m.engine_error() or "")
 
 
-# -- the automatic policy (spec 7.5) ---------------------------------------------------
+# -- the automatic policy (docs/docker.md#prune) ---------------------------------------
 
 
 class Pruner:

@@ -99,7 +99,7 @@ def test_other_messages_are_not_acks(open_socket: Opener, hub: ControlHub) -> No
     a1, s1 = open_socket("a")
     hub.signal_config("a")
     a1.recv()
-    a1.send_binary(b"\x0b\x0b")  # a control ACK is exactly one byte (spec 2.5)
+    a1.send_binary(b"\x0b\x0b")  # a control ACK is exactly one byte (docs/websocket.md#control)
     a1.send("\x0b")  # and binary
     a1.ping(b"sync")
     a1.recv_data_frame(control_frame=True)  # the pong: both messages were handled before it
@@ -107,7 +107,7 @@ def test_other_messages_are_not_acks(open_socket: Opener, hub: ControlHub) -> No
 
 
 def test_ack_on_a_newer_socket_of_the_same_id_clears_the_older(open_socket: Opener, hub: ControlHub) -> None:
-    # Node's SDK ACKs on its newest socket (sdk-wire.md 4.2).
+    # Node's SDK ACKs on its newest socket (docs/websocket.md#sdk-node).
     (old, s_old) = open_socket("a")
     hub.signal_config("a")
     old.recv()

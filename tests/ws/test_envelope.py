@@ -1,4 +1,4 @@
-"""iofogd.ws.envelope: ioFog opcodes in the first payload byte (spec 2.2, 2.6)."""
+"""iofogd.ws.envelope: ioFog opcodes in the first payload byte (docs/websocket.md#opcodes, #message-socket)."""
 from __future__ import annotations
 
 import pytest
@@ -25,8 +25,8 @@ def test_signals_are_one_byte() -> None:
 def test_acks() -> None:
     assert envelope.ack() == b"\x0b"
     assert envelope.is_control_ack(b"\x0b")
-    assert not envelope.is_control_ack(b"\x0b\x00")  # control: exactly one byte (spec 2.5)
-    assert envelope.is_message_ack(b"\x0b\x00")  # message: any frame starting with 0x0B (spec 2.6)
+    assert not envelope.is_control_ack(b"\x0b\x00")  # control: exactly one byte (docs/websocket.md#control)
+    assert envelope.is_message_ack(b"\x0b\x00")  # message: any frame starting with 0x0B (docs/websocket.md#message-socket)
     assert not envelope.is_message_ack(b"")
     assert envelope.opcode_of(b"") is None and envelope.opcode_of(b"\x0d..") == 0x0D
 

@@ -1,6 +1,6 @@
 """The published Python SDK (PyPI ``iofog`` 3.0.0b2 on ``ws4py`` 0.5.1) against our control socket.
 
-The SDK is used as published: its Python 3 client bugs (sdk-wire.md section 4.1)
+The SDK is used as published: its Python 3 client bugs (docs/websocket.md#sdk-python)
 are neither patched nor worked around in the agent.  One of them shows at the
 end: when the server goes away the SDK's reconnect thread dies on
 ``e.message`` (an AttributeError in its own thread), which is the only way to

@@ -123,7 +123,7 @@ def test_dead_peer_is_dropped(make_server: ServerFactory) -> None:
 
 
 def test_a_peer_answering_pings_with_any_payload_stays(make_server: ServerFactory) -> None:
-    # The Python SDK answers every ping with the single byte 0x0A, not an echo (sdk-wire.md 4.1).
+    # The Python SDK answers every ping with the single byte 0x0A, not an echo (docs/websocket.md#sdk-python).
     server = make_server(SMALL)
     raw = RawClient(server)
     deadline = time.monotonic() + 1.5  # five ping intervals

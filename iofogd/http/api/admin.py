@@ -1,4 +1,4 @@
-"""Admin endpoints (spec 1.6.9-1.6.13): token-protected, called by the CLI and admins."""
+"""Admin endpoints (docs/local-api.md): token-protected, called by the CLI and admins."""
 from __future__ import annotations
 
 import time
@@ -61,7 +61,7 @@ def version(request: Request, app: App) -> Response:
 
 
 def config(request: Request, app: App) -> Response:
-    """Spec 1.6.10: long names, string values; 200 with per-key errors ({} if none)."""
+    """docs/local-api.md#config: long names, string values; 200 with per-key errors ({} if none)."""
     request.require_json_type()
     return Response.json(app.config.apply_long_names(request.json_object()))
 
@@ -82,7 +82,7 @@ def commandline(request: Request, app: App) -> Response:
 
 
 def provision(request: Request, app: App) -> Response:
-    """Spec 1.6.11, fixed: 200 {"status":"ok","uuid":...}, never the node token."""
+    """docs/local-api.md#provision, fixed: 200 {"status":"ok","uuid":...}, never the node token."""
     request.require_json_type()
     key = request.json_object().get("provisioning-key")
     if not isinstance(key, str) or not key.strip():

@@ -1,4 +1,4 @@
-"""/v2/gps (spec 1.6.6), no token, with the 400 fixes of compatibility.md.
+"""/v2/gps (docs/local-api.md#gps), no token, with the 400 fixes of docs/compatibility.md.
 
 A POST goes through :class:`iofogd.config.gps.GpsUpdates` (``app.gps``): the
 admin's GPS modes ``off`` and ``manual`` are kept (403 without the admin token),
@@ -17,7 +17,7 @@ from iofogd.http.request import Request, Response
 def get(request: Request, app: App) -> Response:
     lat, sep, lon = app.gps.coordinates().partition(",")
     if not sep or not lat.strip() or not lon.strip():
-        # Upstream dropped the connection here (spec 1.6.6).
+        # Upstream dropped the connection here (docs/local-api.md#gps).
         raise BadRequest("GPS coordinates are not set")
     return Response.json(
         {"status": "okay", "timestamp": int(time.time() * 1000), "lat": lat.strip(), "lon": lon.strip()}

@@ -1,4 +1,4 @@
-"""POST /v2/log (spec 1.6.5, 8.3): a microservice writes a line to its own log files."""
+"""POST /v2/log (docs/local-api.md#log, docs/host.md#microservice-logs): a microservice writes a line to its own log files."""
 from __future__ import annotations
 
 from iofogd.app import App

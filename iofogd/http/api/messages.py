@@ -1,8 +1,8 @@
-"""POST /v2/messages/new, /next, /query (spec 1.6.2-1.6.4), no token, as the SDKs expect.
+"""POST /v2/messages/new, /next, /query (docs/local-api.md#messages-next, #messages-new, #messages-query), no token, as the SDKs expect.
 
 The validation messages are upstream's, word for word (double spaces and
 trailing spaces included): microservice code may match on them.  What we fix
-(compatibility.md): every refusal is a JSON 400 with that text, never a
+(docs/compatibility.md): every refusal is a JSON 400 with that text, never a
 dropped connection (malformed JSON, wrong types, an empty query window).
 """
 from __future__ import annotations
@@ -40,7 +40,7 @@ def _validation(text: str) -> BadRequest:
 
 
 def validate_new(obj: dict[str, Any]) -> None:
-    """Upstream's checks of a published message, in its order (spec 1.6.3)."""
+    """Upstream's checks of a published message, in its order (docs/local-api.md#messages-new)."""
     for key in _REQUIRED:
         if key not in obj:
             raise _validation(f"Error: Missing input field {key} ")

@@ -1,4 +1,4 @@
-"""Endpoints microservices call (spec 1.6.1, 1.6.7), no token, as the SDKs expect."""
+"""Endpoints microservices call (docs/local-api.md#config-get, #edge-resources), no token, as the SDKs expect."""
 from __future__ import annotations
 
 import json
