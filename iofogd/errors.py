@@ -19,7 +19,6 @@ WebSocket session, the CLI) can decide how to present it::
     │   ├── LengthRequired              411 (chunked bodies are refused)
     │   ├── UriTooLong                  414
     │   ├── HeaderTooLarge              431
-    │   ├── NotImplementedYet           501 (an endpoint iofogd does not serve yet)
     │   ├── ServiceUnavailable          503
     │   └── VersionNotSupported         505
     ├── WebSocketError
@@ -142,10 +141,6 @@ class UriTooLong(RequestError):
 
 class HeaderTooLarge(RequestError):
     status = 431
-
-
-class NotImplementedYet(RequestError):
-    status = 501
 
 
 class ServiceUnavailable(RequestError):

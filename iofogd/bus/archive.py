@@ -18,7 +18,7 @@ What we add, and why:
   nobody was told about.
 - A full disk (ENOSPC, EDQUOT, EFBIG) cuts every file of the failed write back
   to its length before it, and raises :class:`ArchiveFull`: never a torn record.
-- The message storage limit (``disk_consumption_limit``, GB = 1e9 bytes,
+- The message storage limit (``disk_consumption_limit``, GB, counted by daemon.py as 1024**3 bytes,
   docs/host.md#figures): when the archive grows past it, whole pairs go, oldest first (by the
   timestamp in their names), until usage is back under 75% of the limit, with
   one log line per run.  A publisher's open pair is never removed.

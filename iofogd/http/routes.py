@@ -8,7 +8,7 @@ from __future__ import annotations
 
 
 from iofogd.app import App
-from iofogd.errors import MethodNotAllowed, NotFound, NotImplementedYet
+from iofogd.errors import MethodNotAllowed, NotFound
 from iofogd.http.api import admin, gps, log, messages, microservice
 from iofogd.http.request import Request, Response
 from iofogd.record import Record
@@ -30,12 +30,6 @@ class Route(Record):
     def __init__(self, methods: dict[str, Handler], auth: bool = False) -> None:
         self.methods = methods
         self.auth = auth
-
-
-def _not_yet(what: str) -> Handler:
-    def handler(request: Request, app: App) -> Response:
-        raise NotImplementedYet(f"{what} is not implemented in this build of iofogd yet")
-    return handler
 
 
 # WebSocket upgrades are recognised by the HTTP handler itself (it owns the

@@ -4,8 +4,8 @@ Theory of operation
 -------------------
 The microservice endpoints carry no token (the SDKs send none): a caller names
 its microservice id in the body (``POST /v2/config/get``) or the path
-(``/v2/control/socket/id/<id>``, and the message socket, ``/v2/messages/*`` and
-``/v2/log`` once they exist). Upstream believed any id, so one container could
+(``/v2/control/socket/id/<id>``, the message socket), or both (``/v2/messages/*``,
+``/v2/log``). Upstream believed any id, so one container could
 read another's configuration and take its control signals.
 
 The agent knows its containers' addresses from the engine. The reconciler
