@@ -6,11 +6,8 @@ query string is cut off; the two WebSocket routes carry an id segment.
 """
 from __future__ import annotations
 
-
-from iofogd.app import App
 from iofogd.errors import MethodNotAllowed, NotFound
 from iofogd.http.api import admin, gps, log, messages, microservice
-from iofogd.http.request import Request, Response
 from iofogd.record import Record
 from iofogd.ws.paths import CONTROL_SOCKET_PREFIX, MESSAGE_SOCKET_PREFIX
 
@@ -18,8 +15,10 @@ TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.
 if TYPE_CHECKING:
     from typing import Callable, Final
 
-    Handler = Callable[[Request, App], Response]
+    from iofogd.app import App
+    from iofogd.http.request import Request, Response
 
+    Handler = Callable[[Request, App], Response]
 
 
 class Route(Record):
