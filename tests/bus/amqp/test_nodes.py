@@ -102,6 +102,16 @@ def wait_joined(n: Nodes) -> None:
         (n.a.log()[-3000:], n.b.log()[-3000:])
 
 
+def receive_all(n: Nodes, wanted: list[str], timeout: float) -> list[str]:
+    """Everything rx gets on B through /v2/messages/next until ``wanted`` all arrived (or timeout)."""
+    received: list[str] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and not set(wanted) <= set(received):
+        received.extend(n.next_texts())
+        time.sleep(0.2)
+    return received
+
+
 def receive_on_socket(port: int, rx: str, count: int, timeout: float = 60.0) -> list[str]:
     ws = websocket.create_connection(f"ws://127.0.0.1:{port}/v2/message/socket/id/{rx}", timeout=timeout)
     got: list[str] = []
@@ -161,11 +171,7 @@ def test_broker_stopped_mid_burst_loses_no_acknowledged_message(nodes: Nodes, br
         broker.start()
     for text in texts[400:]:
         nodes.publish(text)
-    received: list[str] = []
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and not set(texts) <= set(received):
-        received.extend(nodes.next_texts())
-        time.sleep(0.2)
+    received = receive_all(nodes, texts, timeout=120)
     missing = [t for t in texts if t not in set(received)]
     if missing and os.environ.get("IOFOGD_TEST_DUMP"):
         for name, daemon in (("a", nodes.a), ("b", nodes.b)):
@@ -274,11 +280,7 @@ def test_kill_9_of_the_sending_node_mid_burst_loses_no_acknowledged_message(node
     publisher.join(10)
     # The same root and port: the messages not yet accepted by the router are on A's disk.
     nodes.a = RunningDaemon(nodes.a.root, port=nodes.a.port).start()
-    received: list[str] = []
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline and not set(acknowledged) <= set(received):
-        received.extend(nodes.next_texts())
-        time.sleep(0.2)
+    received = receive_all(nodes, acknowledged, timeout=90)
     missing = [t for t in acknowledged if t not in set(received)]
     assert not missing, (len(missing), missing[:5], len(acknowledged), nodes.status_line(nodes.a))
     assert len(received) - len(set(received)) <= 300   # duplicates only for what was in flight
@@ -352,11 +354,7 @@ def test_memory_stays_bounded_while_the_broker_is_down(nodes: Nodes, broker: Bro
     finally:
         broker.start()
     assert growth < 4 * 1024, f"RSS grew {growth} KiB for {len(texts) - 200} waiting messages"
-    received: list[str] = []
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline and not set(texts) <= set(received):
-        received.extend(nodes.next_texts())
-        time.sleep(0.2)
+    received = receive_all(nodes, texts, timeout=180)
     missing = [t for t in texts if t not in set(received)]
     assert not missing, (len(missing), missing[:5], len(received), nodes.status_line(nodes.a), nodes.status_line(nodes.b))
     print(f"RSS growth of A for {len(texts) - 200} messages waiting for the router: {growth} KiB")
