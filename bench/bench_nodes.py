@@ -197,6 +197,12 @@ class Daemon:
         status, body = self.request("GET", "/v2/status")
         return status == 200 and str(body.get("router", "")).startswith("connected")
 
+    def cpu_seconds(self) -> float:
+        """user + system CPU time of the daemon so far (/proc/<pid>/stat)."""
+        with open(f"/proc/{self.proc.pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         self.proc.terminate()
         try:
@@ -299,8 +305,11 @@ def main(argv: Optional[List[str]] = None) -> int:
         paced_count = max(200, int(args.rate * 3))
         rates: Dict[str, List[float]] = {"nodes": [], "proton": []}
         p99s: Dict[str, List[float]] = {"nodes": [], "proton": []}
+        cpu: List[Tuple[float, float]] = []
         for _ in range(args.runs):
+            before = (a.cpu_seconds(), b.cpu_seconds())
             throughput, _ = run_nodes(a, b, tx, rx, args.count, 0)
+            cpu.append((a.cpu_seconds() - before[0], b.cpu_seconds() - before[1]))
             rates["nodes"].append(throughput)
             _, latencies = run_nodes(a, b, tx, rx, paced_count, args.rate)
             p99s["nodes"].append(p99(latencies) * 1000)
@@ -313,6 +322,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         print(f"{'path':<8} {'msg/s':>10} {'p99 ms':>8}")
         for name in rates:
             print(f"{name:<8} {statistics.median(rates[name]):>10.0f} {statistics.median(p99s[name]):>8.2f}")
+        print(f"CPU per burst message: A {statistics.median(c[0] for c in cpu) / args.count * 1e6:.0f} us, "
+              f"B {statistics.median(c[1] for c in cpu) / args.count * 1e6:.0f} us (2 cores shared by both)")
         print(f"ratio nodes/proton {statistics.median(rates['nodes']) / statistics.median(rates['proton']):.2f}")
     finally:
         for daemon in daemons:
