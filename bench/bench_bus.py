@@ -3,8 +3,8 @@
     .venv/bin/python -m bench.bench_bus [--seconds 3] [--runs 3]
 
 A real iofogd (a subprocess, its files under a temporary root, the archive
-on) follows the Controller stand-in, which gives it N publisher -> receiver
-routes.  The clients run in a child process: per pair, a receiver on the
+on) follows a minimal Controller double (bench.peers), which gives it N
+publisher -> receiver routes on the one node.  The clients run in a child process: per pair, a receiver on the
 message socket that ACKs every message, and a publisher, either on its own
 message socket (receipts counted, at most 256 unreceipted) or over REST
 (keep-alive POST /v2/messages/new).  Each message carries its send time;
@@ -42,13 +42,13 @@ import sys
 import tempfile
 import threading
 import time
+import uuid
 from typing import Any, Dict, List, Optional, Tuple
 
 import websocket  # websocket-client (a test dependency)
 
+from bench.peers import ControllerDouble, Daemon, microservice, wait
 from iofogd.bus import message as m
-from tests.controller.standin import USER_TOKEN, ControllerStandIn, wait_until
-from tests.daemon_process import RunningDaemon
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 WINDOW = 256   # unreceipted socket publishes per publisher
@@ -317,26 +317,23 @@ def measure(port: int, pairs: List[Tuple[str, str]], kind: str, seconds: float, 
 # -- the node --------------------------------------------------------------------------------------
 
 
-def start_node(root: str, standin: ControllerStandIn, n_pairs: int) -> Tuple[RunningDaemon, List[Tuple[str, str]]]:
-    fog = standin.create_fog("bench", router_mode="none")
-    pairs = []
-    for i in range(n_pairs):
-        tx = standin.add_microservice(fog, f"tx{i}", application="bench")
-        rx = standin.add_microservice(fog, f"rx{i}", application="bench")
-        standin.add_route(f"r{i}", f"tx{i}", f"rx{i}", "bench")
-        pairs.append((tx, rx))
-    lonely_tx = standin.add_microservice(fog, "waiting-tx", application="bench")
-    standin.add_microservice(fog, "waiting-rx", application="bench")
-    standin.add_route("waiting", "waiting-tx", "waiting-rx", "bench")
-    pairs.append((lonely_tx, ""))
-    daemon = RunningDaemon(root).start()
-    status, _, answer = daemon.request("POST", "/v2/config", {
-        "controller-url": standin.url, "status-frequency": "5", "changes-frequency": "1"})
-    assert status == 200, answer
-    status, _, answer = daemon.request("POST", "/v2/provision", {"provisioning-key": standin.provisioning_key(fog)})
-    assert status == 200, answer
-    assert wait_until(lambda: "bus: routes now" in daemon.log(), 30), daemon.log()
-    return daemon, pairs
+def start_node(root: str, controller: ControllerDouble, n_pairs: int) -> Tuple[Daemon, List[Tuple[str, str]]]:
+    """A node with ``n_pairs`` routes tx_i -> rx_i, and last a "waiting" route whose receiver
+    never connects (its pair comes back as ``(tx, "")``).  The fog's routerMode is "none": the
+    Controller's default router address, where no router listens; delivery is local."""
+    pairs = [(uuid.uuid4().hex, uuid.uuid4().hex) for _ in range(n_pairs + 1)]
+    microservices = []
+    for tx, rx in pairs:
+        microservices += [microservice(tx, [rx], False), microservice(rx, [], True)]
+    key = controller.add_fog(microservices)
+    daemon = Daemon(root)
+    try:
+        daemon.provision(controller, key, status_frequency=5)
+        wait(lambda: "bus: routes now" in daemon.log(), 30, "the bus's routes")
+    except BaseException:
+        daemon.stop()
+        raise
+    return daemon, pairs[:-1] + [(pairs[-1][0], "")]
 
 
 def rss_kib(pid: int) -> int:
@@ -347,8 +344,7 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
-def waiting_rss(daemon: RunningDaemon, tx: str, count: int = 10_000) -> Tuple[int, int]:
-    assert daemon.proc is not None
+def waiting_rss(daemon: Daemon, tx: str, count: int = 10_000) -> Tuple[int, int]:
     ws = websocket.create_connection(f"ws://127.0.0.1:{daemon.port}/v2/message/socket/id/{tx}", timeout=30)
     # Warm the path first (imports, buffers), then measure the growth over `count` more.
     for phase in ("warm", "measure"):
@@ -375,8 +371,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = parser.parse_args(argv)
     print(f"bench_bus: {os.cpu_count()} CPUs, python {sys.version.split()[0]}, "
           f"{args.runs} runs of {args.seconds:.1f} s (medians)")
-    with tempfile.TemporaryDirectory() as tmp, ControllerStandIn() as standin:
-        daemon, pairs = start_node(os.path.join(tmp, "root"), standin, 8)
+    with tempfile.TemporaryDirectory() as tmp, ControllerDouble() as controller:
+        daemon, pairs = start_node(os.path.join(tmp, "root"), controller, 8)
         waiting_tx = pairs.pop()[0]
         relay = _Relay(("127.0.0.1", 0), BareRelay)
         BareRelay.routes = dict(pairs)

@@ -4,7 +4,7 @@
     RABBIT_PORT=26800 .venv/bin/python bench/bench_nodes.py
 
 Two real iofogd processes (two roots, two loopback ports) follow a minimal
-Controller double written below (``ControllerDouble``: the few agent endpoints
+Controller double (``bench.peers.ControllerDouble``: the few agent endpoints
 a daemon calls to provision, read its router config and its microservices; it
 serves one route tx (node A) -> rx (node B) and the broker as ``routerHost``/
 ``routerPort``).  The broker is RabbitMQ with its AMQP 1.0 plugin, started
@@ -30,12 +30,8 @@ figures are noisy: compare ratios.
 from __future__ import annotations
 
 import argparse
-import http.client
-import http.server
-import json
 import os
 import shutil
-import socket
 import statistics
 import struct
 import subprocess
@@ -52,173 +48,10 @@ sys.path.insert(0, REPO)
 import websocket  # noqa: E402  websocket-client (a test dependency)
 
 from bench.bench_router import p99, run_proton  # noqa: E402
+from bench.peers import ControllerDouble, Daemon, microservice, wait  # noqa: E402
 from iofogd.bus import message as m  # noqa: E402
 
 WINDOW = 256   # unreceipted messages a socket publisher keeps in flight
-
-
-# -- a minimal Controller: provisioning, the router's address, one route ------------------------
-
-
-class ControllerDouble:
-    """Answers the agent API calls iofogd makes (modelled on the test suite's stand-in, far
-    smaller): GET status, POST agent/provision, GET/PATCH agent/config, GET/PATCH
-    agent/config/changes (never a flag: the first cycle reads everything), PUT agent/status,
-    GET agent/microservices, agent/registries, agent/edgeResources.  Anything else: 404."""
-
-    def __init__(self, router_port: int) -> None:
-        self.router_port = router_port
-        self.fogs: Dict[str, Dict[str, Any]] = {}   # token or key -> fog
-        double = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                pass
-
-            def _answer(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = json.loads(self.rfile.read(length) or b"{}") if length else {}
-                status, answer = double.dispatch(self.command, self.path.split("?")[0], self.headers, body)
-                raw = b"" if answer is None else json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(raw)))
-                self.end_headers()
-                self.wfile.write(raw)
-
-            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _answer
-
-        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.server.server_address[1]
-        self.url = f"http://127.0.0.1:{self.port}/api/v3/"
-
-    def add_fog(self, microservices: List[Dict[str, Any]]) -> str:
-        """A node with these microservices; returns its provisioning key."""
-        key = uuid.uuid4().hex[:8]
-        self.fogs[key] = {"uuid": uuid.uuid4().hex, "token": uuid.uuid4().hex, "microservices": microservices}
-        return key
-
-    def dispatch(self, method: str, path: str, headers: Any, body: Any) -> Tuple[int, Any]:
-        route = path[len("/api/v3/"):] if path.startswith("/api/v3/") else path
-        if (method, route) == ("GET", "status"):
-            return 200, {"status": "online", "timestamp": int(time.time() * 1000)}
-        if (method, route) == ("POST", "agent/provision"):
-            fog = self.fogs.get(str(body.get("key")))
-            if fog is None:
-                return 404, {"name": "NotFoundError", "message": "Invalid Provisioning Key"}
-            self.fogs[fog["token"]] = fog
-            return 200, {"uuid": fog["uuid"], "token": fog["token"]}
-        fog = self.fogs.get(str(headers.get("Authorization")))
-        if fog is None or fog["token"] != headers.get("Authorization"):
-            return 401, {"name": "AuthenticationError", "message": "authorization failed"}
-        if method in ("PATCH", "PUT"):
-            return (200, {}) if route == "agent/config/changes" else (204, None)
-        answers = {
-            "agent/config": {"routerHost": "127.0.0.1", "routerPort": self.router_port},
-            "agent/config/changes": {"lastUpdated": "2026-01-01T00:00:00.000Z"},
-            "agent/microservices": {"microservices": fog["microservices"]},
-            "agent/registries": {"registries": []},
-            "agent/edgeResources": {"edgeResources": []},
-        }
-        if method == "GET" and route in answers:
-            return 200, answers[route]
-        return 404, {"name": "NotFoundError", "message": f"Cannot {method} {path}"}
-
-    def start(self) -> ControllerDouble:
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-def microservice(ms_uuid: str, routes: List[str], consumer: bool) -> Dict[str, Any]:
-    """One element of GET agent/microservices (the Controller's keys)."""
-    return {"uuid": ms_uuid, "imageId": "busybox:latest", "config": "{}", "rebuild": False,
-            "rootHostAccess": False, "logSize": 50, "registryId": 1, "portMappings": [], "volumeMappings": [],
-            "imageSnapshot": "", "delete": False, "deleteWithCleanup": False, "env": [], "extraHosts": [],
-            "cmd": [], "routes": routes, "isConsumer": consumer}
-
-
-# -- a daemon ------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Daemon:
-    def __init__(self, root: str) -> None:
-        self.root, self.port = root, free_port()
-        os.makedirs(root, exist_ok=True)
-        self.log_file = open(os.path.join(root, "daemon.log"), "ab")
-        env = dict(os.environ, PYTHONPATH=REPO + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        self.proc = subprocess.Popen([sys.executable, "-m", "iofogd", "--root", root, "--address", "127.0.0.1",
-                                      "--port", str(self.port)], env=env, cwd=REPO,
-                                     stdout=self.log_file, stderr=self.log_file)
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or self.proc.poll() is not None:
-                    raise RuntimeError(f"iofogd did not start: {self.log()[-2000:]}")
-                time.sleep(0.05)
-
-    def log(self) -> str:
-        with open(os.path.join(self.root, "daemon.log"), encoding="utf-8", errors="replace") as f:
-            return f.read()
-
-    def request(self, method: str, path: str, body: Any = None) -> Tuple[int, Any]:
-        with open(os.path.join(self.root, "etc/iofog-agent/local-api")) as f:
-            token = f.read().strip()
-        conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
-        try:
-            conn.request(method, path, json.dumps(body) if body is not None else None,
-                         {"Authorization": token, "Content-Type": "application/json"})
-            resp = conn.getresponse()
-            raw = resp.read()
-        finally:
-            conn.close()
-        return resp.status, json.loads(raw) if raw else None
-
-    def provision(self, controller: ControllerDouble, key: str) -> None:
-        status, answer = self.request("POST", "/v2/config", {
-            "controller-url": controller.url, "status-frequency": "1", "changes-frequency": "1"})
-        assert status == 200, answer
-        status, answer = self.request("POST", "/v2/provision", {"provisioning-key": key})
-        assert status == 200, answer
-
-    def router_connected(self) -> bool:
-        status, body = self.request("GET", "/v2/status")
-        return status == 200 and str(body.get("router", "")).startswith("connected")
-
-    def cpu_seconds(self) -> float:
-        """user + system CPU time of the daemon so far (/proc/<pid>/stat)."""
-        with open(f"/proc/{self.proc.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(20)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-        self.log_file.close()
-
-
-def wait(check: Any, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"timed out waiting for {what}")
-        time.sleep(0.1)
 
 
 # -- the measurement -----------------------------------------------------------------------------
@@ -289,12 +122,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     subprocess.run([script, "start"], env=env, check=True, capture_output=True)
     url = f"amqp://guest:guest@127.0.0.1:{rabbit_port}"
     tmp = tempfile.mkdtemp(prefix="bench-nodes-")
-    controller = ControllerDouble(int(rabbit_port)).start()
+    controller = ControllerDouble().start()
+    router = ("127.0.0.1", int(rabbit_port))
     daemons: List[Daemon] = []
     try:
         tx, rx = uuid.uuid4().hex, uuid.uuid4().hex
-        key_a = controller.add_fog([microservice(tx, [rx], False)])
-        key_b = controller.add_fog([microservice(rx, [], True)])
+        key_a = controller.add_fog([microservice(tx, [rx], False)], router)
+        key_b = controller.add_fog([microservice(rx, [], True)], router)
         a, b = Daemon(os.path.join(tmp, "a")), Daemon(os.path.join(tmp, "b"))
         daemons += [a, b]
         a.provision(controller, key_a)
