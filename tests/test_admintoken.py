@@ -44,15 +44,45 @@ def test_read_token_errors(tmp_path: Path) -> None:
         read_token(str(tmp_path / "blank"))
 
 
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_token_file_matches_exactly_and_follows_the_file(tmp_path: Path) -> None:
     path = tmp_path / "local-api"
-    tokens = TokenFile(str(path))
+    clock = FakeClock()
+    tokens = TokenFile(str(path), clock=clock)
     assert tokens.current() == "" and not tokens.matches("anything")   # no file: nothing matches
     path.write_text("Secret1")
+    clock.now += TokenFile.RECHECK_SECONDS
     assert tokens.matches("Secret1") and tokens.matches("Bearer Secret1")
     assert not tokens.matches("secret1")                      # exact (upstream ignored case)
     assert not tokens.matches("") and not tokens.matches("Bearer ")
-    path.write_text("Other22")                               # replaced by the admin: obeyed at once
+    path.write_text("Other22")                               # replaced by the admin
+    clock.now += TokenFile.RECHECK_SECONDS
     assert tokens.matches("Other22") and not tokens.matches("Secret1")
     path.write_text("")
+    clock.now += TokenFile.RECHECK_SECONDS
     assert not tokens.matches("")                             # an empty file matches nothing
+    path.unlink()
+    clock.now += TokenFile.RECHECK_SECONDS
+    assert tokens.current() == ""                             # removed: every admin request refused
+
+
+def test_token_file_is_looked_at_once_per_recheck_interval(tmp_path: Path) -> None:
+    # The property that keeps a syscall (and a GIL hand-off) out of every admin request:
+    # within RECHECK_SECONDS the file is not looked at; after it, a replacement is obeyed.
+    path = tmp_path / "local-api"
+    path.write_text("Secret1")
+    clock = FakeClock()
+    tokens = TokenFile(str(path), clock=clock)
+    assert tokens.matches("Secret1")
+    path.write_text("Other22")
+    clock.now += TokenFile.RECHECK_SECONDS * 0.9
+    assert tokens.matches("Secret1") and not tokens.matches("Other22")
+    clock.now += TokenFile.RECHECK_SECONDS * 0.1
+    assert tokens.matches("Other22") and not tokens.matches("Secret1")
