@@ -309,6 +309,14 @@ def cpu_ms(pid: int) -> float:
     return total / 1e6
 
 
+def process_cpu_ms(pid: int) -> float:
+    """CPU time of ``pid`` so far, threads that ended included (/proc/<pid>/stat
+    utime + stime, in clock ticks): a connection's thread ends when wrk closes it."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
+
+
 def rss_mib(pid: int) -> float:
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -374,17 +382,22 @@ ENDPOINTS = [
 
 
 def wrk_run(wrk: str, script: str, port: int, endpoint: Endpoint, token: str, clients: int,
-            seconds: float) -> tuple[float, float, int]:
-    """(requests/s, p99 ms, non-2xx or socket errors) of one wrk run."""
+            seconds: float, pid: int) -> tuple[float, float, int, float]:
+    """(requests/s, p99 ms, non-2xx or socket errors, server CPU us per request) of one wrk run.
+
+    The CPU figure (every thread of the server, from /proc) is the one that
+    stays put on a machine shared with other work; the wall-clock ones do not."""
     env = dict(os.environ, BENCH_METHOD=endpoint.method, BENCH_BODY=endpoint.body,
                BENCH_TOKEN=token if endpoint.admin else "")
+    cpu_before = process_cpu_ms(pid)
     out = subprocess.run([wrk, "-t2", f"-c{clients}", f"-d{seconds:g}s", "-s", script,
                           f"http://127.0.0.1:{port}{endpoint.path}"],
                          env=env, capture_output=True, text=True, timeout=seconds * 3 + 30)
     for line in out.stdout.splitlines():
         if line.startswith("RESULT "):
             requests, duration_us, errors, _, p99_us = line.split()[1:]
-            return int(requests) / (int(duration_us) / 1e6), float(p99_us) / 1000, int(errors)
+            cpu_us = (process_cpu_ms(pid) - cpu_before) * 1000 / max(1, int(requests))
+            return int(requests) / (int(duration_us) / 1e6), float(p99_us) / 1000, int(errors), cpu_us
     raise RuntimeError(f"wrk printed no result: {out.stdout} {out.stderr}")
 
 
@@ -398,7 +411,7 @@ def throughput(args: argparse.Namespace) -> None:
     with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as f:
         f.write(WRK_SCRIPT)
         script = f.name
-    results: dict[str, dict[str, list[tuple[float, float, int]]]] = {}
+    results: dict[str, dict[str, list[tuple[float, float, int, float]]]] = {}
     servers = ("iofogd", "bare ThreadingHTTPServer", "aiohttp")
     try:
         for server in servers:
@@ -419,9 +432,9 @@ def throughput(args: argparse.Namespace) -> None:
                 try:
                     config_get_answer(port)   # 200 and the same bytes on every server, or no figures
                     for endpoint in ENDPOINTS:
-                        wrk_run(wrk, script, port, endpoint, token, args.clients, 1)   # warm-up
+                        wrk_run(wrk, script, port, endpoint, token, args.clients, 1, proc.pid)   # warm-up
                         results.setdefault(endpoint.name, {})[server] = [
-                            wrk_run(wrk, script, port, endpoint, token, args.clients, args.seconds)
+                            wrk_run(wrk, script, port, endpoint, token, args.clients, args.seconds, proc.pid)
                             for _ in range(args.runs)]
                 finally:
                     proc.terminate()
@@ -434,13 +447,15 @@ def throughput(args: argparse.Namespace) -> None:
           f"{CONFIG_GET_BODY} (iofogd: from the offline cache of a provisioned node, Controller down)")
     for endpoint in ENDPOINTS:
         per = results[endpoint.name]
-        rps = {name: median([r for r, _, _ in runs]) for name, runs in per.items()}
-        p99 = {name: median([p for _, p, _ in runs]) for name, runs in per.items()}
-        errors = {name: sum(e for _, _, e in runs) for name, runs in per.items()}
+        rps = {name: median([r for r, _, _, _ in runs]) for name, runs in per.items()}
+        p99 = {name: median([p for _, p, _, _ in runs]) for name, runs in per.items()}
+        errors = {name: sum(e for _, _, e, _ in runs) for name, runs in per.items()}
+        cpu = {name: median([c for _, _, _, c in runs]) for name, runs in per.items()}
         print(f"  {endpoint.name}:")
         for name in servers:
             note = f", {errors[name]} non-2xx/errors" if errors[name] else ""
-            print(f"    {name:26} {rps[name]:8.0f} req/s  p99 {p99[name]:6.2f} ms{note}")
+            print(f"    {name:26} {rps[name]:8.0f} req/s  p99 {p99[name]:6.2f} ms  "
+                  f"server CPU {cpu[name]:5.1f} us/request{note}")
         print(f"    ratio iofogd/bare {rps['iofogd'] / rps['bare ThreadingHTTPServer']:.2f} (aim >= 1.3), "
               f"iofogd/aiohttp {rps['iofogd'] / rps['aiohttp']:.2f} (aim >= 0.5), "
               f"iofogd p99 {p99['iofogd']:.2f} ms (aim <= 10)")
