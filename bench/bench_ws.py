@@ -224,8 +224,22 @@ def percentile(sorted_values: List[float], p: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * p))]
 
 
-def measure_echo(target: Callable[[int], None], clients: int, size: int, seconds: float) -> Tuple[float, float, float]:
-    """Start ``target`` alone in a process, load it, stop it: (round trips/s, p99 ms, max ms)."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure_echo(target: Callable[[int], None], clients: int, size: int,
+                 seconds: float) -> Tuple[float, float, float, float]:
+    """Start ``target`` alone in a process, load it, stop it.
+
+    Returns (round trips/s, p99 ms, max ms, server CPU us per round trip). The
+    CPU figure is what the server process spent (user + system) while the load
+    ran, divided by the round trips: on a shared machine it moves much less
+    than the wall-clock rate, which depends on who else has the cores.
+    """
     ctx = multiprocessing.get_context("spawn")
     port = free_port()
     server = ctx.Process(target=target, args=(port,), daemon=True)
@@ -234,33 +248,39 @@ def measure_echo(target: Callable[[int], None], clients: int, size: int, seconds
         wait_listening(port)
         queue: "multiprocessing.Queue[Tuple[int, List[float]]]" = ctx.Queue()
         loader = ctx.Process(target=echo_load, args=(port, clients, size, seconds, queue))
+        cpu0 = cpu_seconds(server.pid)  # type: ignore[arg-type]
         loader.start()
         count, latencies = queue.get(timeout=seconds + 60)
+        cpu = cpu_seconds(server.pid) - cpu0  # type: ignore[arg-type]
         loader.join()
     finally:
         server.terminate()
         server.join(10)
     latencies.sort()
-    return count / seconds, percentile(latencies, 0.99) * 1000, latencies[-1] * 1000 if latencies else 0.0
+    return (count / seconds, percentile(latencies, 0.99) * 1000, latencies[-1] * 1000 if latencies else 0.0,
+            cpu / count * 1e6 if count else float("nan"))
 
 
 def bench_echo(args: argparse.Namespace) -> None:
     targets: Dict[str, Callable[[int], None]] = {"iofogd.ws": run_ours, "bare": run_bare}
     print(f"echo of {args.size}-byte binary messages; median of {args.runs} runs of {args.seconds:.1f}s, "
           "each server alone")
-    print(f"{'server':<10} {'clients':>7} {'round trips/s':>14} {'p99 ms':>8} {'max ms':>8}")
+    print(f"{'server':<10} {'clients':>7} {'round trips/s':>14} {'p99 ms':>8} {'max ms':>8} {'server CPU us/rt':>17}")
     for clients in (1, 32):
-        results: Dict[str, List[Tuple[float, float, float]]] = {name: [] for name in targets}
+        results: Dict[str, List[Tuple[float, float, float, float]]] = {name: [] for name in targets}
         for _ in range(args.runs):  # interleaved, so that a noisy minute hits both
             for name, target in targets.items():
                 results[name].append(measure_echo(target, clients, args.size, args.seconds))
         rates = {}
+        cpus = {}
         for name, runs in results.items():
             rate = statistics.median(r[0] for r in runs)
             rates[name] = rate
+            cpus[name] = statistics.median(r[3] for r in runs)
             print(f"{name:<10} {clients:>7} {rate:>14.0f} {statistics.median(r[1] for r in runs):>8.2f} "
-                  f"{statistics.median(r[2] for r in runs):>8.2f}")
-        print(f"{'ratio':<10} {clients:>7} iofogd.ws / bare = {rates['iofogd.ws'] / rates['bare']:.2f}")
+                  f"{statistics.median(r[2] for r in runs):>8.2f} {cpus[name]:>17.1f}")
+        print(f"{'ratio':<10} {clients:>7} iofogd.ws / bare = {rates['iofogd.ws'] / rates['bare']:.2f} "
+              f"(rate), {cpus['iofogd.ws'] / cpus['bare']:.2f} (server CPU per round trip)")
 
 
 # -- the daemon under load ----------------------------------------------------------------
