@@ -194,6 +194,54 @@ class Connection:
                 self._fail(exc)
         return self._events.pop(0) if self._events else None
 
+    def whole_message(self, data: bytes) -> Optional[Message]:
+        """The message ``data`` holds when it is exactly one common frame; else ``None``.
+
+        The common frame: a whole, final text or binary frame from a client,
+        masked, with a 7- or 16-bit length within the limits, no RSV bit, and
+        nothing else pending (no buffered bytes, no frame or fragmented message
+        in progress, no queued event, the connection OPEN).  Every check of the
+        general path holds for it by construction (a known opcode, FIN, minimal
+        length encoding, masking), and a text payload must decode as UTF-8.
+
+        This changes NOTHING in the connection, so the I/O layer may call it
+        without the lock that serialises other threads' sends: on ``None`` it
+        passes the same bytes to :meth:`receive_data` and :meth:`next_event`,
+        which parse them in full and fail the connection where they must (an
+        invalid UTF-8 payload is refused here and failed there with 1007).
+        """
+        n = len(data)
+        if n < 6 or self._buf or self._header is not None or self._msg_opcode is not None \
+                or self._events or self.client or self.state is not State.OPEN:
+            return None
+        b0 = data[0]
+        if b0 != 0x82 and b0 != 0x81:
+            return None
+        length = data[1] ^ 0x80   # MASK set: 0..127 below, else >= 128
+        if length < 126:
+            start = 6
+        elif length == 126 and n >= 8:
+            length = (data[2] << 8) | data[3]
+            if length < 126:
+                return None   # non-minimal: the general path fails it
+            start = 8
+        else:
+            return None
+        if n != start + length or length > self.max_frame_size or length > self.max_message_size:
+            return None
+        # apply_mask, inlined: a call less per message
+        mask = data[start - 4 : start]
+        payload = (
+            int.from_bytes(data[start:], "little")
+            ^ int.from_bytes(mask * (length >> 2) + mask[: length & 3], "little")
+        ).to_bytes(length, "little")
+        if b0 == 0x82:
+            return Message(payload)
+        try:
+            return Message(payload.decode("utf-8"))
+        except UnicodeDecodeError:
+            return None
+
     def has_input(self) -> bool:
         """Whether :meth:`next_event` has anything left to look at (events or bytes)."""
         return bool(self._events or self._buf)
@@ -228,6 +276,27 @@ class Connection:
         if self.state is not State.OPEN:
             raise ConnectionClosed(self.close_code or CloseCode.ABNORMAL_CLOSURE, self.close_reason)
         self._out.append(encode(0x82, data, self._mask_source(4) if self.client else None))
+
+    def send_binary_now(self, data: bytes) -> bytes:
+        """:meth:`send_binary` then :meth:`data_to_send`, in one call: the outbox with the frame last.
+
+        The session's every outgoing message goes through here (a call less
+        each, and the server's unmasked header built inline).
+        """
+        if self.state is not State.OPEN:
+            raise ConnectionClosed(self.close_code or CloseCode.ABNORMAL_CLOSURE, self.close_reason)
+        n = len(data)
+        if n < 126 and not self.client:
+            frame = bytes((0x82, n)) + data
+        else:
+            frame = encode(0x82, data, self._mask_source(4) if self.client else None)
+        out = self._out
+        if not out:
+            return frame
+        out.append(frame)
+        joined = b"".join(out)
+        out.clear()
+        return joined
 
     def send_ping(self, payload: bytes = b"") -> None:
         self._check_sendable()

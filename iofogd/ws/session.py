@@ -238,8 +238,7 @@ class WebSocketSession:
     def send_binary(self, data: bytes) -> None:
         """Send one binary message; raises ConnectionClosed once closing has begun."""
         with self._lock:
-            self._protocol.send_binary(data)
-            self._send(self._protocol.data_to_send())   # never empty: the frame just queued
+            self._send(self._protocol.send_binary_now(data))
 
     def send_text(self, text: str) -> None:
         with self._lock:
@@ -293,7 +292,9 @@ class WebSocketSession:
         ``buffered``: the bytes the HTTP layer had read past the handshake request.
         """
         protocol = self._protocol
+        whole_message = protocol.whole_message
         sock = self._sock
+        clock = self._clock
         try:
             if buffered:
                 self._feed(buffered, on_message)
@@ -303,14 +304,20 @@ class WebSocketSession:
                     data = sock.recv(size)
                 except OSError:
                     data = b""
-                size = _RECV_SIZE if len(data) == size else _IDLE_RECV_SIZE
                 if not data or self._dropped:
                     with self._lock:
                         protocol.receive_eof()
                     break
-                self._last_rx = self._clock()
+                size = _RECV_SIZE if len(data) == size else _IDLE_RECV_SIZE
+                self._last_rx = clock()
                 self._ping_sent = None
-                self._feed(data, on_message)
+                # The common read: one whole data frame, decoded without the lock
+                # (whole_message changes nothing); anything else, _feed.
+                message = whole_message(data)
+                if message is None:
+                    self._feed(data, on_message)
+                else:
+                    self._dispatch(on_message, message)
         finally:
             self._finish()
             self._done.set()
