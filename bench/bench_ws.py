@@ -334,7 +334,7 @@ def bench_echo(args: argparse.Namespace) -> None:
     print(f"echo of {args.size}-byte binary messages; median of {args.runs} runs of {args.seconds:.1f}s, "
           "each server alone")
     print(f"{'server':<10} {'clients':>7} {'round trips/s':>14} {'p99 ms':>8} {'max ms':>8} {'server CPU us/rt':>17}")
-    for clients in (1, 32):
+    for clients in args.clients:
         results: Dict[str, List[Tuple[float, float, float, float]]] = {name: [] for name in targets}
         for _ in range(args.runs):  # interleaved, so that a noisy minute hits both
             for name, target in targets.items():
@@ -581,6 +581,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--size", type=int, default=32, help="message size in bytes (< 65536)")
     parser.add_argument("--only", choices=("echo", "load", "fragments"))
+    parser.add_argument("--clients", type=lambda text: [int(n) for n in text.split(",")], default=[1, 32],
+                        help="echo client counts, comma-separated (default 1,32)")
     parser.add_argument("--sockets", type=int, default=300, help="control sockets held open in the load case")
     parser.add_argument("--rest-clients", type=int, default=32, help="busy REST clients in the load case")
     args = parser.parse_args()

@@ -237,8 +237,14 @@ class WebSocketSession:
 
     def send_binary(self, data: bytes) -> None:
         """Send one binary message; raises ConnectionClosed once closing has begun."""
-        with self._lock:
+        # The path of every echo and every hub message: acquire and release
+        # instead of ``with`` (~100 ns less on CPython 3.11).
+        lock = self._lock
+        lock.acquire()
+        try:
             self._send(self._protocol.send_binary_now(data))
+        finally:
+            lock.release()
 
     def send_text(self, text: str) -> None:
         with self._lock:
@@ -317,8 +323,13 @@ class WebSocketSession:
                 message = whole_message(data)
                 if message is None:
                     self._feed(data, on_message)
-                else:
-                    self._dispatch(on_message, message)
+                    continue
+                try:   # _dispatch, inlined
+                    on_message(self, message)
+                except ConnectionClosed:
+                    pass
+                except Exception:
+                    self._handler_failed()
         finally:
             self._finish()
             self._done.set()
@@ -363,9 +374,15 @@ class WebSocketSession:
         except ConnectionClosed:
             pass
         except Exception:
-            # Our fault, not the peer's: 1011, details only in our log (RFC 6455 7.4.1).
-            log.exception("ws %r: message handler failed", self.path)
-            self.close(CloseCode.INTERNAL_ERROR, "internal error")
+            self._handler_failed()
+
+    def _handler_failed(self) -> None:
+        """Our fault, not the peer's: 1011, details only in our log (RFC 6455 7.4.1).
+
+        Called from an ``except`` block: the log carries the handler's traceback.
+        """
+        log.exception("ws %r: message handler failed", self.path)
+        self.close(CloseCode.INTERNAL_ERROR, "internal error")
 
     # -- time (called by the registry's watchdog thread) -------------------------------
 
