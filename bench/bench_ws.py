@@ -244,24 +244,33 @@ def cpu_seconds(pid: int) -> float:
 
 
 def measure_echo(target: Callable[[int], None], clients: int, size: int,
-                 seconds: float) -> Tuple[float, float, float, float]:
+                 seconds: float, pin: bool = False) -> Tuple[float, float, float, float]:
     """Start ``target`` alone in a process, load it, stop it.
 
     Returns (round trips/s, p99 ms, max ms, server CPU us per round trip). The
     CPU figure is what the server process spent (user + system) while the load
     ran, divided by the round trips: on a shared machine it moves much less
     than the wall-clock rate, which depends on who else has the cores.
+
+    ``pin``: the server on CPU 0 and the load client on CPU 1. Unpinned, the
+    scheduler sometimes puts both on one core and sometimes not, and one
+    client's rate jumps between ~35,000 and ~60,000 round trips/s for either
+    server (measured on this 2-core machine); pinned, every run is placed alike.
     """
     ctx = multiprocessing.get_context("spawn")
     port = free_port()
     server = ctx.Process(target=target, args=(port,), daemon=True)
     server.start()
+    if pin:   # before the server has started a thread: they all inherit it
+        os.sched_setaffinity(server.pid, {0})  # type: ignore[arg-type]
     try:
         wait_listening(port)
         queue: "multiprocessing.Queue[Tuple[int, List[float]]]" = ctx.Queue()
         loader = ctx.Process(target=echo_load, args=(port, clients, size, seconds, queue))
         cpu0 = cpu_seconds(server.pid)  # type: ignore[arg-type]
         loader.start()
+        if pin:
+            os.sched_setaffinity(loader.pid, {1})  # type: ignore[arg-type]
         count, latencies = queue.get(timeout=seconds + 60)
         cpu = cpu_seconds(server.pid) - cpu0  # type: ignore[arg-type]
         loader.join()
@@ -332,13 +341,13 @@ def python_per_message(size: int, count: int = 100_000) -> Dict[str, float]:
 def bench_echo(args: argparse.Namespace) -> None:
     targets: Dict[str, Callable[[int], None]] = {"iofogd.ws": run_ours, "bare": run_bare}
     print(f"echo of {args.size}-byte binary messages; median of {args.runs} runs of {args.seconds:.1f}s, "
-          "each server alone")
+          "each server alone" + (", server on CPU 0, client on CPU 1" if args.pin else ""))
     print(f"{'server':<10} {'clients':>7} {'round trips/s':>14} {'p99 ms':>8} {'max ms':>8} {'server CPU us/rt':>17}")
     for clients in args.clients:
         results: Dict[str, List[Tuple[float, float, float, float]]] = {name: [] for name in targets}
         for _ in range(args.runs):  # interleaved, so that a noisy minute hits both
             for name, target in targets.items():
-                results[name].append(measure_echo(target, clients, args.size, args.seconds))
+                results[name].append(measure_echo(target, clients, args.size, args.seconds, args.pin))
         rates = {}
         cpus = {}
         for name, runs in results.items():
@@ -581,6 +590,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--size", type=int, default=32, help="message size in bytes (< 65536)")
     parser.add_argument("--only", choices=("echo", "load", "fragments"))
+    parser.add_argument("--pin", action="store_true",
+                        help="echo: the server on CPU 0, the load client on CPU 1 (see measure_echo)")
     parser.add_argument("--clients", type=lambda text: [int(n) for n in text.split(",")], default=[1, 32],
                         help="echo client counts, comma-separated (default 1,32)")
     parser.add_argument("--sockets", type=int, default=300, help="control sockets held open in the load case")
