@@ -367,12 +367,14 @@ class WebSocketSession:
             if isinstance(event, Message):
                 if protocol.state is State.OPEN:
                     self._dispatch(on_message, event)
-                if not protocol.has_input():
-                    return   # the common case: one message per read, nothing left to parse
             elif isinstance(event, Pong):
                 self._ping_sent = None
             elif isinstance(event, Close):
                 log.debug("ws %r: peer closed with %d", self.path, event.code)
+            if not protocol.has_input():
+                # One event per read, nothing left to parse (a ping whose pong
+                # has just left, a message): no second round under the lock.
+                return
 
     def _dispatch(self, on_message: OnMessage, message: Message) -> None:
         try:
