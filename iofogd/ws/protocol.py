@@ -376,6 +376,15 @@ class Connection:
                 except UnicodeDecodeError as exc:
                     raise invalid_data("text message is not valid UTF-8") from exc
                 return
+            # The keepalive: a whole masked ping or pong (FIN set, no RSV bits,
+            # at most 125 bytes by its 7-bit length), allowed between the
+            # fragments of a message, so whatever is being reassembled.
+            if (b0 == 0x89 or b0 == 0x8A) and b1 & 0x80 and length < 126 and size >= 6 + length \
+                    and not self.client:
+                payload = apply_mask(buf[6 : 6 + length], bytes(buf[2:6]))
+                del buf[: 6 + length]
+                self._control_frame(Opcode.PING if b0 == 0x89 else Opcode.PONG, payload)
+                return
         pos = 0
         masked = not self.client
         try:

@@ -426,3 +426,16 @@ def test_send_binary_now_is_send_binary_and_data_to_send() -> None:
     conn.send_close()
     with pytest.raises(ConnectionClosed):
         conn.send_binary_now(b"late")
+
+
+@pytest.mark.parametrize("length", [0, 1, 4, 5, 124, 125])
+def test_whole_pings_and_pongs_of_every_size_class(length: int) -> None:
+    payload = bytes(range(length))
+    conn = Connection()
+    conn.receive_data(client_frame(0x9, payload) + client_frame(0xA, payload[::-1]))
+    assert conn.events() == [Ping(payload), Pong(payload[::-1])]
+    assert server_frames(conn.data_to_send()) == [Frame(Opcode.PONG, payload)]
+    # and while a fragmented message is being reassembled
+    conn.receive_data(client_frame(0x1, b"he", fin=False) + client_frame(0x9, payload) + client_frame(0x0, b"llo"))
+    assert conn.events() == [Ping(payload), Message("hello")]
+    assert server_frames(conn.data_to_send()) == [Frame(Opcode.PONG, payload)]
