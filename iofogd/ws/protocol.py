@@ -85,6 +85,10 @@ _OPEN: Final = State.OPEN
 _CLOSED: Final = State.CLOSED
 
 
+# The header of every unmasked binary frame of 0-125 bytes, built once.
+_BINARY_HEADS: Final = [bytes((0x80 | Opcode.BINARY, n)) for n in range(126)]
+
+
 class Message(Record):
     """A whole data message: ``str`` for a text message, ``bytes`` for binary."""
 
@@ -293,7 +297,7 @@ class Connection:
             raise ConnectionClosed(self.close_code or CloseCode.ABNORMAL_CLOSURE, self.close_reason)
         n = len(data)
         if n < 126 and not self.client:
-            frame = bytes((0x82, n)) + data
+            frame = _BINARY_HEADS[n] + data
         else:
             frame = encode(0x82, data, self._mask_source(4) if self.client else None)
         out = self._out
