@@ -290,8 +290,8 @@ class Connection:
     def send_binary_now(self, data: bytes) -> bytes:
         """:meth:`send_binary` then :meth:`data_to_send`, in one call: the outbox with the frame last.
 
-        The session's every outgoing message goes through here (a call less
-        each, and the server's unmasked header built inline).
+        The session's every outgoing binary message goes through here (a call
+        less each, and a short server frame's header taken from a table).
         """
         if self.state is not _OPEN:
             raise ConnectionClosed(self.close_code or CloseCode.ABNORMAL_CLOSURE, self.close_reason)

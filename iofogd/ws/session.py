@@ -15,9 +15,9 @@ for a delayed ACK).  The common read takes no lock: when the bytes of one
 ``recv`` are exactly one whole, final, masked text or binary frame and nothing
 is pending, :meth:`~iofogd.ws.protocol.Connection.whole_message` decodes it
 without changing any state, and the message goes straight to ``on_message``;
-every other read goes through the locked general path.  Per echoed message
-that is ~6 Python calls instead of ~13 (bench/bench_ws.py prints the Python
-per message against a bare framer).
+every other read goes through the locked general path.  An echoed message
+costs 6 Python calls instead of the general path's 15 (bench/bench_ws.py
+prints the Python per message against a bare framer's).
 
 The socket is blocking, with no timeout: one ``recv`` per read and one ``send``
 per write, as a bare thread-per-connection framer does.  A socket timeout makes
