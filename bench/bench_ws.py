@@ -1,6 +1,7 @@
 """WebSocket figures: echo round trips against a bare framer, and the daemon under socket load.
 
     .venv/bin/python bench/bench_ws.py [--runs 5] [--seconds 2] [--size 32] [--only echo|load|fragments]
+                                       [--clients 1,32] [--pin] [--sockets 300] [--rest-clients 32]
 
 Echo: each server runs ALONE in its own process while it is measured (started,
 loaded, stopped; then the next), the load comes from a third process, and the
