@@ -1,6 +1,7 @@
 """WebSocket figures: echo round trips against a bare framer, and the daemon under socket load.
 
     .venv/bin/python bench/bench_ws.py [--runs 5] [--seconds 2] [--size 32] [--only echo|load|fragments]
+                                       [--clients 1,32] [--pin] [--sockets 300] [--rest-clients 32]
 
 Echo: each server runs ALONE in its own process while it is measured (started,
 loaded, stopped; then the next), the load comes from a third process, and the
@@ -17,6 +18,13 @@ figure is the median of ``--runs`` runs, with the ratio ours / baseline.
   epoll selector; each connection sends one masked message, waits for its echo
   and sends the next. Every round trip is timed on its own and p99/max are
   printed, so a 40 ms delayed-ACK stall cannot hide in an average.
+
+Beside the rate, the server process's CPU time (user + system, /proc) per
+round trip, and the Python each server runs per message with the kernel taken
+out (both loops reading one frame at a time from an in-memory socket, timed
+with ``time.thread_time``). On this shared 2-core machine the rate and even
+the CPU per round trip move with what the other processes do (the wake-ups of
+the peer are most of it); the in-memory figure is the one that does not.
 
 Load (issue 11): the daemon started as ``python -m iofogd`` on a throwaway root,
 300 control sockets held open (each sending an SDK ping every second), 32 REST clients
@@ -96,42 +104,47 @@ class BareFramer(socketserver.BaseRequestHandler):
         accept = base64.b64encode(hashlib.sha1(key + GUID).digest())
         sock.sendall(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
                      b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n")
-        try:
-            while True:
-                while True:  # parse every whole frame in the buffer
-                    if len(buf) < 6:
-                        break
-                    b0, b1 = buf[0], buf[1]
-                    n = b1 & 0x7F
-                    pos = 2
-                    if n == 126:
-                        (n,) = struct.unpack_from("!H", buf, 2)
-                        pos = 4
-                    elif n == 127:
-                        (n,) = struct.unpack_from("!Q", buf, 2)
-                        pos = 10
-                    if len(buf) < pos + 4 + n:
-                        break
-                    mask = buf[pos:pos + 4]
-                    data = buf[pos + 4:pos + 4 + n]
-                    buf = buf[pos + 4 + n:]
-                    key4 = (mask * (n // 4 + 1))[:n]
-                    payload = (int.from_bytes(data, "big") ^ int.from_bytes(key4, "big")).to_bytes(n, "big")
-                    op = b0 & 0x0F
-                    if op == 0x8:
-                        sock.sendall(bytes((0x88, len(payload))) + payload)
-                        return
-                    if op == 0x9:
-                        op = 0xA
-                    head2 = bytes((0x80 | op, n)) if n < 126 else (
-                        struct.pack("!BBH", 0x80 | op, 126, n) if n < 65536 else struct.pack("!BBQ", 0x80 | op, 127, n))
-                    sock.sendall(head2 + payload)
-                chunk = sock.recv(65536)
-                if not chunk:
+        bare_echo(sock, buf)
+
+
+def bare_echo(sock: socket.socket, buf: bytes) -> None:
+    """The bare framer's loop after the handshake: parse every whole frame, echo it, read more."""
+    try:
+        while True:
+            while True:  # parse every whole frame in the buffer
+                if len(buf) < 6:
+                    break
+                b0, b1 = buf[0], buf[1]
+                n = b1 & 0x7F
+                pos = 2
+                if n == 126:
+                    (n,) = struct.unpack_from("!H", buf, 2)
+                    pos = 4
+                elif n == 127:
+                    (n,) = struct.unpack_from("!Q", buf, 2)
+                    pos = 10
+                if len(buf) < pos + 4 + n:
+                    break
+                mask = buf[pos:pos + 4]
+                data = buf[pos + 4:pos + 4 + n]
+                buf = buf[pos + 4 + n:]
+                key4 = (mask * (n // 4 + 1))[:n]
+                payload = (int.from_bytes(data, "big") ^ int.from_bytes(key4, "big")).to_bytes(n, "big")
+                op = b0 & 0x0F
+                if op == 0x8:
+                    sock.sendall(bytes((0x88, len(payload))) + payload)
                     return
-                buf += chunk
-        except OSError:
-            pass
+                if op == 0x9:
+                    op = 0xA
+                head2 = bytes((0x80 | op, n)) if n < 126 else (
+                    struct.pack("!BBH", 0x80 | op, 126, n) if n < 65536 else struct.pack("!BBQ", 0x80 | op, 127, n))
+                sock.sendall(head2 + payload)
+            chunk = sock.recv(65536)
+            if not chunk:
+                return
+            buf += chunk
+    except OSError:
+        pass
 
 
 class BareServer(socketserver.ThreadingTCPServer):
@@ -224,43 +237,132 @@ def percentile(sorted_values: List[float], p: float) -> float:
     return sorted_values[min(len(sorted_values) - 1, int(len(sorted_values) * p))]
 
 
-def measure_echo(target: Callable[[int], None], clients: int, size: int, seconds: float) -> Tuple[float, float, float]:
-    """Start ``target`` alone in a process, load it, stop it: (round trips/s, p99 ms, max ms)."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (Linux /proc)."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure_echo(target: Callable[[int], None], clients: int, size: int,
+                 seconds: float, pin: bool = False) -> Tuple[float, float, float, float]:
+    """Start ``target`` alone in a process, load it, stop it.
+
+    Returns (round trips/s, p99 ms, max ms, server CPU us per round trip). The
+    CPU figure is what the server process spent (user + system) while the load
+    ran, divided by the round trips: on a shared machine it moves much less
+    than the wall-clock rate, which depends on who else has the cores.
+
+    ``pin``: the server on CPU 0 and the load client on CPU 1. Unpinned, the
+    scheduler sometimes puts both on one core and sometimes not, and one
+    client's rate jumps between ~35,000 and ~60,000 round trips/s for either
+    server (measured on this 2-core machine); pinned, every run is placed alike.
+    """
     ctx = multiprocessing.get_context("spawn")
     port = free_port()
     server = ctx.Process(target=target, args=(port,), daemon=True)
     server.start()
+    if pin:   # before the server has started a thread: they all inherit it
+        os.sched_setaffinity(server.pid, {0})  # type: ignore[arg-type]
     try:
         wait_listening(port)
         queue: "multiprocessing.Queue[Tuple[int, List[float]]]" = ctx.Queue()
         loader = ctx.Process(target=echo_load, args=(port, clients, size, seconds, queue))
+        cpu0 = cpu_seconds(server.pid)  # type: ignore[arg-type]
         loader.start()
+        if pin:
+            os.sched_setaffinity(loader.pid, {1})  # type: ignore[arg-type]
         count, latencies = queue.get(timeout=seconds + 60)
+        cpu = cpu_seconds(server.pid) - cpu0  # type: ignore[arg-type]
         loader.join()
     finally:
         server.terminate()
         server.join(10)
     latencies.sort()
-    return count / seconds, percentile(latencies, 0.99) * 1000, latencies[-1] * 1000 if latencies else 0.0
+    return (count / seconds, percentile(latencies, 0.99) * 1000, latencies[-1] * 1000 if latencies else 0.0,
+            cpu / count * 1e6 if count else float("nan"))
+
+
+class MemorySocket:
+    """Just enough of a socket for both echo loops: ``count`` reads of ``frame``, then EOF;
+    writes are dropped. It takes the kernel (and the other processes on the machine) out
+    of the figure, leaving the Python each server runs per message."""
+
+    def __init__(self, frame: bytes, count: int) -> None:
+        self.frame = frame
+        self.left = count
+
+    def recv(self, size: int) -> bytes:
+        if self.left <= 0:
+            return b""
+        self.left -= 1
+        return self.frame
+
+    def sendall(self, data: bytes) -> None:
+        pass
+
+    def settimeout(self, timeout: Optional[float]) -> None:
+        pass
+
+    def setsockopt(self, *args: object) -> None:
+        pass
+
+    def shutdown(self, how: int) -> None:
+        pass
+
+
+def python_per_message(size: int, count: int = 100_000) -> Dict[str, float]:
+    """Thread CPU time per echoed message, each server's loop on a MemorySocket (us)."""
+    from iofogd.ws.echo import ECHO_LIMITS, echo
+    from iofogd.ws.envelope import SDK_PING, sdk_pong
+    from iofogd.ws.session import WebSocketSession
+
+    frame = client_frame(0x2, os.urandom(size))
+
+    def ours() -> None:
+        session = WebSocketSession(
+            MemorySocket(frame, count), ECHO_LIMITS,  # type: ignore[arg-type]
+            ping_payload=SDK_PING, pong_payload=sdk_pong)
+        session.run(echo)
+
+    def bare() -> None:
+        bare_echo(MemorySocket(frame, count), b"")  # type: ignore[arg-type]
+
+    result = {}
+    for name, loop in (("iofogd.ws", ours), ("bare", bare)):
+        times = []
+        for _ in range(5):
+            t0 = time.thread_time()
+            loop()
+            times.append((time.thread_time() - t0) / count * 1e6)
+        result[name] = min(times)
+    return result
 
 
 def bench_echo(args: argparse.Namespace) -> None:
     targets: Dict[str, Callable[[int], None]] = {"iofogd.ws": run_ours, "bare": run_bare}
     print(f"echo of {args.size}-byte binary messages; median of {args.runs} runs of {args.seconds:.1f}s, "
-          "each server alone")
-    print(f"{'server':<10} {'clients':>7} {'round trips/s':>14} {'p99 ms':>8} {'max ms':>8}")
-    for clients in (1, 32):
-        results: Dict[str, List[Tuple[float, float, float]]] = {name: [] for name in targets}
+          "each server alone" + (", server on CPU 0, client on CPU 1" if args.pin else ""))
+    print(f"{'server':<10} {'clients':>7} {'round trips/s':>14} {'p99 ms':>8} {'max ms':>8} {'server CPU us/rt':>17}")
+    for clients in args.clients:
+        results: Dict[str, List[Tuple[float, float, float, float]]] = {name: [] for name in targets}
         for _ in range(args.runs):  # interleaved, so that a noisy minute hits both
             for name, target in targets.items():
-                results[name].append(measure_echo(target, clients, args.size, args.seconds))
+                results[name].append(measure_echo(target, clients, args.size, args.seconds, args.pin))
         rates = {}
+        cpus = {}
         for name, runs in results.items():
             rate = statistics.median(r[0] for r in runs)
             rates[name] = rate
+            cpus[name] = statistics.median(r[3] for r in runs)
             print(f"{name:<10} {clients:>7} {rate:>14.0f} {statistics.median(r[1] for r in runs):>8.2f} "
-                  f"{statistics.median(r[2] for r in runs):>8.2f}")
-        print(f"{'ratio':<10} {clients:>7} iofogd.ws / bare = {rates['iofogd.ws'] / rates['bare']:.2f}")
+                  f"{statistics.median(r[2] for r in runs):>8.2f} {cpus[name]:>17.1f}")
+        print(f"{'ratio':<10} {clients:>7} iofogd.ws / bare = {rates['iofogd.ws'] / rates['bare']:.2f} "
+              f"(rate), {cpus['iofogd.ws'] / cpus['bare']:.2f} (server CPU per round trip)")
+    python = python_per_message(args.size)
+    print(f"Python per message, each loop on an in-memory socket (no kernel, best of 5 x 100,000): "
+          f"iofogd.ws {python['iofogd.ws']:.2f} us, bare {python['bare']:.2f} us, "
+          f"ratio {python['iofogd.ws'] / python['bare']:.2f}")
 
 
 # -- the daemon under load ----------------------------------------------------------------
@@ -489,6 +591,10 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--size", type=int, default=32, help="message size in bytes (< 65536)")
     parser.add_argument("--only", choices=("echo", "load", "fragments"))
+    parser.add_argument("--pin", action="store_true",
+                        help="echo: the server on CPU 0, the load client on CPU 1 (see measure_echo)")
+    parser.add_argument("--clients", type=lambda text: [int(n) for n in text.split(",")], default=[1, 32],
+                        help="echo client counts, comma-separated (default 1,32)")
     parser.add_argument("--sockets", type=int, default=300, help="control sockets held open in the load case")
     parser.add_argument("--rest-clients", type=int, default=32, help="busy REST clients in the load case")
     args = parser.parse_args()

@@ -327,3 +327,115 @@ def test_an_unexpected_error_while_parsing_is_1011(monkeypatch: pytest.MonkeyPat
     assert conn.state is State.CLOSED and isinstance(conn.failure, RuntimeError)
     assert server_frames(conn.data_to_send()) == [Frame(Opcode.CLOSE, b"\x03\xf3internal error")]
     assert conn.close_code == 1011
+
+
+# -- whole_message: the session's lock-free path for the common frame ---------------------
+
+def _snapshot(conn: Connection) -> Tuple[object, ...]:
+    return (conn.state, bytes(conn._buf), list(conn._out), list(conn._events), conn._header,
+            conn._msg_opcode, bytes(conn._msg), conn.close_code)
+
+
+WHOLE = [  # frames that whole_message takes, and what they hold
+    (client_frame(0x2, b"\x0b"), Message(b"\x0b")),
+    (client_frame(0x2, b""), Message(b"")),
+    (client_frame(0x1, "h\u00e9llo \u2603".encode()), Message("h\u00e9llo \u2603")),
+    (client_frame(0x2, bytes(range(125))), Message(bytes(range(125)))),
+    (client_frame(0x2, bytes(i % 251 for i in range(126))), Message(bytes(i % 251 for i in range(126)))),
+    (client_frame(0x1, b"x" * 65535), Message("x" * 65535)),
+    (V["masked 300-byte binary, 16-bit length"].data, Message(bytes(i % 256 for i in range(300)))),
+    (V["masked text Hello"].data, Message("Hello")),
+]
+
+NOT_WHOLE = [  # frames the general path must see: refused, and nothing changes
+    ("partial", client_frame(0x2, b"abc")[:-1]),
+    ("two frames", client_frame(0x2, b"a") + client_frame(0x2, b"b")),
+    ("trailing byte", client_frame(0x2, b"a") + b"\x82"),
+    ("not final", client_frame(0x2, b"a", fin=False)),
+    ("continuation", client_frame(0x0, b"a")),
+    ("rsv1", client_frame(0x2, b"a", rsv1=True)),
+    ("unmasked", bytes((0x82, 1)) + b"a"),
+    ("ping", client_frame(0x9, b"\x09")),
+    ("pong", client_frame(0xA, b"")),
+    ("close", client_frame(0x8, b"\x03\xe8")),
+    ("reserved opcode 0x3", raw_client_frame(0x83, b"a")),
+    ("invalid UTF-8", client_frame(0x1, b"\xce\xba\xe1\xbd\xb9\xcf\x83\xce\xbc\xce\xb5\xed\xa0\x80")),
+    ("non-minimal 16-bit length", bytes((0x82, 0xFE, 0, 5)) + MASK_5_7 + b"abcde"),
+    ("64-bit length", client_frame(0x2, b"z" * 65536)),
+]
+
+
+@pytest.mark.parametrize("data,message", WHOLE, ids=[f"whole{i}" for i in range(len(WHOLE))])
+def test_whole_message_agrees_with_the_general_path_and_changes_nothing(data: bytes, message: Message) -> None:
+    conn = Connection()
+    before = _snapshot(conn)
+    assert conn.whole_message(data) == message
+    assert _snapshot(conn) == before
+    general = Connection()
+    general.receive_data(data)
+    assert general.events() == [message] and general.data_to_send() == b""
+
+
+@pytest.mark.parametrize("name,data", NOT_WHOLE, ids=[c[0] for c in NOT_WHOLE])
+def test_whole_message_leaves_every_other_frame_to_the_general_path(name: str, data: bytes) -> None:
+    conn = Connection()
+    before = _snapshot(conn)
+    assert conn.whole_message(data) is None
+    assert _snapshot(conn) == before
+
+
+def test_whole_message_keeps_the_limits() -> None:
+    data = client_frame(0x2, b"x" * 100)
+    assert Connection(max_frame_size=99).whole_message(data) is None
+    assert Connection(max_message_size=99).whole_message(data) is None
+    assert Connection(max_frame_size=100).whole_message(data) == Message(b"x" * 100)
+    assert fail_code(data, max_frame_size=99) == 1009
+
+
+def test_whole_message_waits_for_what_is_pending() -> None:
+    frame = client_frame(0x2, b"b")
+    conn = Connection()
+    conn.receive_data(client_frame(0x2, b"a", fin=False))   # a fragmented message in progress
+    assert conn.events() == [] and conn.whole_message(frame) is None
+    conn = Connection()
+    conn.receive_data(client_frame(0x2, b"a")[:3])   # a frame begun
+    assert conn.whole_message(frame) is None
+    conn = Connection()
+    conn.receive_data(client_frame(0x2, b"a") + client_frame(0x2, b"c"))   # events queued
+    assert conn.next_event() == Message(b"a") and conn.whole_message(frame) is None
+    conn = Connection()
+    conn.send_close()   # closing: the general path decides what still counts
+    assert conn.whole_message(frame) is None
+    assert Connection(client=True).whole_message(frame) is None
+
+
+def test_send_binary_now_is_send_binary_and_data_to_send() -> None:
+    for payload in (b"", b"\x0d" * 125, b"y" * 126, b"z" * 70000):
+        one, two = Connection(), Connection()
+        two.send_binary(payload)
+        assert one.send_binary_now(payload) == two.data_to_send()
+        assert server_frames(Connection().send_binary_now(payload)) == [Frame(Opcode.BINARY, payload)]
+    conn = Connection()
+    conn.receive_data(client_frame(0x9, b"p"))
+    assert conn.events() == [Ping(b"p")]
+    # the pong owed before the message, in one buffer, and the outbox drained
+    assert server_frames(conn.send_binary_now(b"m")) == [Frame(Opcode.PONG, b"p"), Frame(Opcode.BINARY, b"m")]
+    assert conn.data_to_send() == b""
+    client = Connection(client=True, mask_source=lambda n: MASK_5_7)
+    assert server_frames(client.send_binary_now(b"abc"), masked=True) == [Frame(Opcode.BINARY, b"abc")]
+    conn.send_close()
+    with pytest.raises(ConnectionClosed):
+        conn.send_binary_now(b"late")
+
+
+@pytest.mark.parametrize("length", [0, 1, 4, 5, 124, 125])
+def test_whole_pings_and_pongs_of_every_size_class(length: int) -> None:
+    payload = bytes(range(length))
+    conn = Connection()
+    conn.receive_data(client_frame(0x9, payload) + client_frame(0xA, payload[::-1]))
+    assert conn.events() == [Ping(payload), Pong(payload[::-1])]
+    assert server_frames(conn.data_to_send()) == [Frame(Opcode.PONG, payload)]
+    # and while a fragmented message is being reassembled
+    conn.receive_data(client_frame(0x1, b"he", fin=False) + client_frame(0x9, payload) + client_frame(0x0, b"llo"))
+    assert conn.events() == [Ping(payload), Message("hello")]
+    assert server_frames(conn.data_to_send()) == [Frame(Opcode.PONG, payload)]
