@@ -2,28 +2,36 @@
 # Proof of the move off the Java agent, in a bookworm container booted with
 # systemd-nspawn (private network and /dev; the private Docker engine's socket
 # bind-mounted as /run/docker.sock). A stand-in for the Java agent's package,
-# named iofog-agent and built here, lays out what docs/host.md#packaging, #files describe:
-# the SysV script /etc/init.d/iofog-agent (that moves /dev/random aside), the
-# client wrapper and jar placeholders, a provisioned config.xml made from
+# named iofog-agent (version 3.1.0, no epoch) and built here, lays out what
+# docs/host.md#packaging, #files describe: the SysV script
+# /etc/init.d/iofog-agent (that moves /dev/random aside), the client wrapper
+# and jar placeholders, a provisioned config.xml made from
 # tests/fixtures/java-config.xml, the local-api token; its post-install adds
-# the user to sudo, makes everything root:iofog-agent 774 and swaps
-# /dev/random. Two cases, each in a fresh container: "apt", where the
-# package's removal leaves /etc/iofog-agent and the containers alone, moved
-# with `apt install ./iofogd_*.deb` (the container is neither recreated nor
-# restarted); and "dpkg", where its after-remove deletes /etc/iofog-agent and
-# stops the iofog_ containers as upstream's does, moved with
-# `dpkg -i ./iofogd_*.deb` (apt removes a conflicting package before anything
-# of iofogd runs; dpkg removes it in favour of iofogd after iofogd's preinst
-# kept the node); there iofogd starts the same container again.
+# the user to sudo, makes everything root:iofog-agent 774, swaps /dev/random
+# and links /usr/local/bin/iofog-agent. Its after-remove script is upstream's
+# remove.sh run for every postrm call: it deletes /etc/iofog-agent,
+# /var/lib/iofog-agent and the logs and stops the running iofog_ containers.
+# (Upstream's fpm-built postrm runs remove.sh on remove only, not on upgrade:
+# the stand-in is the harder case.) Two cases, each in a fresh container:
+# - "apt": first `apt-get -s install ./iofogd_*.deb` alone, which plans to
+#   remove the Java package before iofogd is unpacked (what loses the node;
+#   the README says to pass both files), then, in ONE apt command,
+#   `apt install ./iofogd_*.deb ./iofog-agent_*.deb`: apt upgrades the Java
+#   package to the transitional iofog-agent 1:<version>, whose preinst keeps
+#   the node before the Java after-remove runs (dpkg.log and the stand-in's
+#   own record show the order), and removes nothing;
+# - "dpkg": `dpkg -i ./iofogd_*.deb`, which removes the Java package in
+#   favour of iofogd after iofogd's preinst kept the node.
 # The node runs a microservice container iofog_<uuid> on the engine, labelled
 # with the node's uuid, and the Controller stand-in (tests/controller/standin.py,
-# in the container) knows the node by its uuid and token. Then
-# the move, and: the Java package is gone, iofogd.service
-# is active, `iofog-agent status` says RUNNING and connected to the Controller
-# with the same uuid and token (the Controller accepted the token), the token
-# file is unchanged, the container is the same one (not restarted in the apt case), and
-# counted as running, /dev/random is a device again, the user is out of sudo
-# and in docker, and `service iofog-agent prune` prunes through the engine.
+# in the container) knows the node by its uuid and token. Then the move, and:
+# the Java files are gone, iofogd.service is active, `iofog-agent status`
+# says RUNNING and connected to the Controller with the same uuid and token
+# (the Controller accepted the token), the token file is unchanged, the
+# container is the same one (stopped by the Java after-remove, started again
+# by iofogd, never recreated) and counted as running, /dev/random is a device
+# again, the /usr/local/bin link is gone, the user is out of sudo and in
+# docker, and `service iofog-agent prune` prunes through the engine.
 #
 #   scripts/prove-migrate.sh [--debs DIR]
 #
@@ -80,9 +88,8 @@ CONTROLLER_PORT=51121
 MS=proofmicroservice0000000000000001
 CONTAINER="iofog_$MS"
 
-# One move: CASE apt (the stand-in's removal keeps /etc/iofog-agent; `apt
-# install ./iofogd_*.deb`) or dpkg (its removal deletes /etc/iofog-agent, as
-# upstream's after-remove does; `dpkg -i ./iofogd_*.deb`).
+# One move: CASE apt (`apt install ./iofogd_*.deb ./iofog-agent_*.deb`) or
+# dpkg (`dpkg -i ./iofogd_*.deb`).
 migrate_case() {  # migrate_case CASE
     chroot_up "$ARCH" "$ROOT/run/prove-migrate"
     APTLOG="$ROOT/run/prove-migrate-$1.apt.log"
@@ -96,7 +103,7 @@ migrate_case() {  # migrate_case CASE
     # The engine's socket group, as a docker group in the container.
     in_chroot groupadd --system --gid "$(stat -c %g "$SOCK")" docker || die "gid $(stat -c %g "$SOCK") taken in the container"
     standin_copy
-    cp "$DEB1" "$CHROOT/root/"
+    cp "$DEB1" "$AGENT1" "$CHROOT/root/"
 
     # The stand-in for the Java agent's package (what docs/host.md#packaging, #files say
     # upstream's package installs and does; no Java: the jars are placeholders).
@@ -154,19 +161,21 @@ done
 mv /dev/random /dev/random.real
 ln -s /dev/urandom /dev/random
 update-rc.d iofog-agent defaults
+ln -sf /usr/bin/iofog-agent /usr/local/bin/iofog-agent
 exit 0
 EOF
-    if [ "$1" = dpkg ]; then
-        cat >"$PKG/DEBIAN/postrm" <<'EOF'
+    cat >"$PKG/DEBIAN/postrm" <<'EOF'
 #!/bin/sh
-# As upstream's after-remove script: the node's files go with the package,
-# and the running iofog_ containers are stopped (upstream: docker ps | grep
-# iofog_ | docker stop; here the engine's API, as this container has no
-# docker CLI).
-case "$1" in
-    remove|purge)
-        rm -rf /etc/iofog-agent /var/log/iofog-agent /var/lib/iofog-agent /var/run/iofog-agent
-        python3 - <<'PY'
+# As upstream's remove.sh, for every postrm call (remove, purge, upgrade):
+# the node's files go, and the running iofog_ containers are stopped
+# (upstream: docker ps | grep iofog_ | docker stop; here the engine's API, as
+# this container has no docker CLI). First a record for the proof: the call,
+# and whether iofogd's copy of the node existed by then.
+saved=no
+[ ! -d /var/lib/iofogd-adopted-etc ] || saved=yes
+echo "postrm $* saved=$saved" >>/root/java-postrm.log
+rm -rf /etc/iofog-agent /var/log/iofog-agent /var/lib/iofog-agent /var/run/iofog-agent /usr/share/iofog-agent
+python3 - <<'PY'
 import http.client, json, socket
 class Engine(http.client.HTTPConnection):
     def connect(self):
@@ -180,13 +189,8 @@ for c in json.loads(call("GET", "/containers/json")):
     if any(name.startswith("/iofog_") for name in c["Names"]):
         call("POST", "/containers/%s/stop" % c["Id"])
 PY
-        ;;
-esac
 exit 0
 EOF
-    else
-        printf '#!/bin/sh\nexit 0\n' >"$PKG/DEBIAN/postrm"
-    fi
     chmod 755 "$PKG/DEBIAN/postinst" "$PKG/DEBIAN/postrm" "$PKG/etc/init.d/iofog-agent" "$PKG/usr/bin/iofog-agent"
     in_chroot dpkg-deb -b /root/java/iofog-agent /root/iofog-agent_3.1.0_all.deb >/dev/null
     rm -f "$CHROOT/usr/sbin/policy-rc.d"
@@ -220,22 +224,51 @@ EOF
     log "ok: $CONTAINER running, id ${ID%"${ID#????????????}"}"
     TOKEN_SUM=$(in_ct sha256sum /etc/iofog-agent/local-api)
 
+    DEB=$(basename "$DEB1")
+    AGENT=$(basename "$AGENT1")
+    VERSION=$(dpkg-deb -f "$DEB1" Version)
+    in_ct sh -c 'echo "proof: the move" >>/var/log/dpkg.log'
     if [ "$1" = apt ]; then
-        log "apt install ./$(basename "$DEB1") over the Java agent"
-        in_ct apt-get install -y -q --no-install-recommends "/root/$(basename "$DEB1")" >>"$APTLOG" 2>&1 \
+        # iofogd alone: its Conflicts with the Java versions make apt remove
+        # the Java package (`dpkg --remove`, its after-remove deletes the
+        # node) before anything of iofogd runs. Simulated only.
+        plan=$(in_ct apt-get -s install --no-install-recommends "/root/$DEB" 2>&1 | grep -E '^(Remv|Inst) ') \
+            || die "apt-get -s install ./$DEB: $plan"
+        log "apt-get -s install ./$DEB alone plans: $(echo "$plan" | tr '\n' ';')"
+        expect "first step of iofogd alone (the node would be lost)" "$(echo "$plan" | head -n 1 | cut -d' ' -f1-2)" \
+            "Remv iofog-agent"
+        plan=$(in_ct apt-get -s install --no-install-recommends "/root/$DEB" "/root/$AGENT" 2>&1 | grep -E '^(Remv|Inst) ') \
+            || die "apt-get -s install ./$DEB ./$AGENT: $plan"
+        log "apt-get -s install ./$DEB ./$AGENT plans: $(echo "$plan" | tr '\n' ';')"
+        expect "removals planned with both files" "$(echo "$plan" | grep -c '^Remv' || true)" 0
+        log "apt install ./$DEB ./$AGENT over a Java agent whose after-remove deletes /etc/iofog-agent"
+        in_ct apt-get install -y -q --no-install-recommends "/root/$DEB" "/root/$AGENT" >>"$APTLOG" 2>&1 \
             || { tail -n 30 "$APTLOG" >&2; die "apt install over iofog-agent"; }
+        expect "Java package (upgraded to the transitional one)" \
+            "$(in_ct dpkg-query -W -f='${Version} ${db:Status-Status} ${Section}' iofog-agent)" "1:$VERSION installed oldlibs"
+        # What dpkg did, in order (its log since the mark): the Java package
+        # upgraded, never removed, before iofogd was unpacked.
+        order=$(in_ct sed -n '/^proof: the move$/,$p' /var/log/dpkg.log \
+            | awk '$3 == "upgrade" || $3 == "install" || $3 == "remove" {print $3, $4, $5, $6}')
+        log "dpkg.log: $(echo "$order" | tr '\n' ';')"
+        expect "dpkg's actions" "$order" "upgrade iofog-agent:all 3.1.0 1:$VERSION
+install iofogd:all <none> $VERSION"
+        expect "the Java after-remove's calls" "$(in_ct cat /root/java-postrm.log)" "postrm upgrade 1:$VERSION saved=yes"
+        log "ok: the transitional preinst copied the node before the Java after-remove deleted it"
     else
-        # apt removes a conflicting package before it unpacks the new one: an
-        # after-remove script that deletes /etc/iofog-agent would run before
-        # iofogd's preinst could keep the node. dpkg removes it "in favour of"
-        # iofogd, after that preinst (Debian policy 6.6): the README's way for
-        # such a package, with the dependencies installed first.
-        log "dpkg -i $(basename "$DEB1") over a Java agent whose removal deletes /etc/iofog-agent"
-        in_ct dpkg -i "/root/$(basename "$DEB1")" >>"$APTLOG" 2>&1 \
+        # dpkg removes the conflicting Java package "in favour of" iofogd,
+        # after iofogd's preinst (Debian policy 6.6): the other way, with the
+        # dependencies installed first.
+        log "dpkg -i ./$DEB over a Java agent whose after-remove deletes /etc/iofog-agent"
+        in_ct dpkg -i "/root/$DEB" >>"$APTLOG" 2>&1 \
             || { tail -n 30 "$APTLOG" >&2; die "dpkg -i over iofog-agent"; }
+        expect "Java package" "$(in_ct dpkg-query -W -f='${db:Status-Status}' iofog-agent 2>/dev/null || true)" config-files
+        expect "the Java after-remove's calls" "$(in_ct cat /root/java-postrm.log)" "postrm remove saved=yes"
     fi
-    expect "Java package" "$(in_ct dpkg-query -W -f='${db:Status-Status}' iofog-agent 2>/dev/null || true)" config-files
+    expect "/etc/iofog-agent, deleted by the Java after-remove" \
+        "$(in_ct sh -c 'test -e /etc/iofog-agent/config.xml && echo put back by iofogd')" "put back by iofogd"
     expect "Java jars" "$(in_ct sh -c 'ls /usr/bin/*.jar 2>/dev/null || true')" ""
+    expect "/usr/local/bin/iofog-agent" "$(in_ct sh -c 'ls /usr/local/bin/iofog-agent 2>/dev/null || echo gone')" gone
     expect "/etc/init.d/iofog-agent" "$(in_ct sh -c 'grep -q /usr/bin/iofogd /etc/init.d/iofog-agent && echo iofogd')" iofogd
     i=0
     until [ "$(in_ct systemctl is-active iofogd.service)" = active ]; do
@@ -259,15 +292,11 @@ EOF
     expect "Iofog UUID in iofog-agent info" "$(in_ct iofog-agent info | sed -n 's/^Iofog UUID *: //p')" "$NODE"
     expect "local-api token" "$(in_ct sha256sum /etc/iofog-agent/local-api)" "$TOKEN_SUM"
     expect "container id (not recreated)" "$(inspect 'd["Id"]')" "$ID"
-    if [ "$1" = dpkg ]; then
-        # Stopped by the Java package's removal, started again by iofogd: the
-        # same container, a new start.
-        [ "$(inspect 'd["State"]["StartedAt"]')" != "$STARTED" ] || die "the Java removal did not stop $CONTAINER"
-        STARTED=$(inspect 'd["State"]["StartedAt"]')
-        log "ok: $CONTAINER, stopped by the Java package's removal, started again by iofogd"
-    else
-        expect "container start time (not restarted)" "$(inspect 'd["State"]["StartedAt"]')" "$STARTED"
-    fi
+    # Stopped by the Java package's after-remove, started again by iofogd:
+    # the same container, a new start.
+    [ "$(inspect 'd["State"]["StartedAt"]')" != "$STARTED" ] || die "the Java after-remove did not stop $CONTAINER"
+    STARTED=$(inspect 'd["State"]["StartedAt"]')
+    log "ok: $CONTAINER, stopped by the Java package's after-remove, started again by iofogd"
     expect "container restarts" "$(inspect 'd["RestartCount"]') $(inspect 'd["State"]["Running"]')" "0 True"
     expect "/dev/random" "$(in_ct stat -c %F /dev/random) $(in_ct sh -c 'ls /dev/random.real 2>/dev/null || echo gone')" \
         "character special file gone"
