@@ -12,16 +12,20 @@
 # remove.sh run for every postrm call: it deletes /etc/iofog-agent,
 # /var/lib/iofog-agent and the logs and stops the running iofog_ containers.
 # (Upstream's fpm-built postrm runs remove.sh on remove only, not on upgrade:
-# the stand-in is the harder case.) Two cases, each in a fresh container:
+# the stand-in is the harder case.) Three cases, each in a fresh container:
 # - "apt": first `apt-get -s install ./iofogd_*.deb` alone, which plans to
 #   remove the Java package before iofogd is unpacked (what loses the node;
 #   the README says to pass both files), then, in ONE apt command,
 #   `apt install ./iofogd_*.deb ./iofog-agent_*.deb`: apt upgrades the Java
 #   package to the transitional iofog-agent 1:<version>, whose preinst keeps
-#   the node before the Java after-remove runs (dpkg.log and the stand-in's
-#   own record show the order), and removes nothing;
+#   the node before the Java after-remove runs (dpkg --debug=2's record of
+#   the maintainer scripts, dpkg.log and the stand-in's own record show the
+#   order; run/prove-migrate-apt.move.log, .dpkg.log), and removes nothing;
 # - "dpkg": `dpkg -i ./iofogd_*.deb`, which removes the Java package in
-#   favour of iofogd after iofogd's preinst kept the node.
+#   favour of iofogd after iofogd's preinst kept the node;
+# - "apt-alone", the expected failure: `apt install ./iofogd_*.deb` alone
+#   removes the Java package first, its after-remove deletes the node, and
+#   iofogd comes up as a fresh, unprovisioned node (only that is checked).
 # The node runs a microservice container iofog_<uuid> on the engine, labelled
 # with the node's uuid, and the Controller stand-in (tests/controller/standin.py,
 # in the container) knows the node by its uuid and token. Then the move, and:
@@ -88,8 +92,17 @@ CONTROLLER_PORT=51121
 MS=proofmicroservice0000000000000001
 CONTAINER="iofog_$MS"
 
-# One move: CASE apt (`apt install ./iofogd_*.deb ./iofog-agent_*.deb`) or
-# dpkg (`dpkg -i ./iofogd_*.deb`).
+case_done() {  # case_done CASE: the container powered off, the microservice's deleted
+    in_ct systemctl stop proof-controller.service iofogd.service
+    in_ct systemctl poweroff
+    wait "$NSPAWN_PID" || true
+    NSPAWN_PID=""
+    engine DELETE "/containers/$CONTAINER?force=1" >/dev/null
+    log "ok: case $1"
+}
+
+# One move: CASE apt (`apt install ./iofogd_*.deb ./iofog-agent_*.deb`),
+# dpkg (`dpkg -i ./iofogd_*.deb`) or apt-alone (`apt install ./iofogd_*.deb`).
 migrate_case() {  # migrate_case CASE
     chroot_up "$ARCH" "$ROOT/run/prove-migrate"
     APTLOG="$ROOT/run/prove-migrate-$1.apt.log"
@@ -192,7 +205,7 @@ PY
 exit 0
 EOF
     chmod 755 "$PKG/DEBIAN/postinst" "$PKG/DEBIAN/postrm" "$PKG/etc/init.d/iofog-agent" "$PKG/usr/bin/iofog-agent"
-    in_chroot dpkg-deb -b /root/java/iofog-agent /root/iofog-agent_3.1.0_all.deb >/dev/null
+    in_chroot dpkg-deb -b /root/java/iofog-agent /root/java/iofog-agent_3.1.0_all.deb >/dev/null
     rm -f "$CHROOT/usr/sbin/policy-rc.d"
     chroot_down
 
@@ -207,7 +220,7 @@ EOF
     done
 
     log "the Java agent: package, Controller, microservice container"
-    in_ct dpkg -i /root/iofog-agent_3.1.0_all.deb >>"$APTLOG" 2>&1 || { tail -n 20 "$APTLOG" >&2; die "dpkg -i iofog-agent"; }
+    in_ct dpkg -i /root/java/iofog-agent_3.1.0_all.deb >>"$APTLOG" 2>&1 || { tail -n 20 "$APTLOG" >&2; die "dpkg -i iofog-agent"; }
     expect "/dev/random after the Java package" "$(in_ct readlink /dev/random) $(in_ct stat -c %F /dev/random.real)" \
         "/dev/urandom character special file"
     expect "Java user in sudo" "$(in_ct id -nG iofog-agent | tr ' ' '\n' | grep -x sudo)" sudo
@@ -228,22 +241,49 @@ EOF
     AGENT=$(basename "$AGENT1")
     VERSION=$(dpkg-deb -f "$DEB1" Version)
     in_ct sh -c 'echo "proof: the move" >>/var/log/dpkg.log'
+    if [ "$1" = apt-alone ]; then
+        # What the README warns against, done: iofogd's Conflicts with the
+        # Java versions make apt remove the Java package (`dpkg --remove`,
+        # whose after-remove deletes the node) before anything of iofogd runs.
+        log "apt install ./$DEB alone over that Java agent (expected: the node is lost)"
+        in_ct apt-get install -y -q --no-install-recommends "/root/$DEB" >>"$APTLOG" 2>&1 \
+            || { tail -n 30 "$APTLOG" >&2; die "apt install ./$DEB alone"; }
+        expect "Java package (removed)" "$(in_ct dpkg-query -W -f='${db:Status-Status}' iofog-agent)" config-files
+        expect "the Java after-remove's calls" "$(in_ct cat /root/java-postrm.log)" "postrm remove saved=no"
+        expect "node uuid after iofogd alone (a fresh, unprovisioned node)" \
+            "$(in_ct sed -n 's|.*<iofog_uuid>\(.*\)</iofog_uuid>.*|\1|p' /etc/iofog-agent/config.xml)" ""
+        case_done "$1"
+        return
+    fi
     if [ "$1" = apt ]; then
         # iofogd alone: its Conflicts with the Java versions make apt remove
         # the Java package (`dpkg --remove`, its after-remove deletes the
         # node) before anything of iofogd runs. Simulated only.
-        plan=$(in_ct apt-get -s install --no-install-recommends "/root/$DEB" 2>&1 | grep -E '^(Remv|Inst) ') \
-            || die "apt-get -s install ./$DEB: $plan"
+        plan=$(in_ct apt-get -s install --no-install-recommends "/root/$DEB" 2>&1) || die "apt-get -s install ./$DEB: $plan"
+        plan=$(echo "$plan" | grep -E '^(Remv|Inst) ') || die "apt-get -s install ./$DEB planned nothing"
         log "apt-get -s install ./$DEB alone plans: $(echo "$plan" | tr '\n' ';')"
         expect "first step of iofogd alone (the node would be lost)" "$(echo "$plan" | head -n 1 | cut -d' ' -f1-2)" \
             "Remv iofog-agent"
-        plan=$(in_ct apt-get -s install --no-install-recommends "/root/$DEB" "/root/$AGENT" 2>&1 | grep -E '^(Remv|Inst) ') \
+        plan=$(in_ct apt-get -s install --no-install-recommends "/root/$DEB" "/root/$AGENT" 2>&1) \
             || die "apt-get -s install ./$DEB ./$AGENT: $plan"
+        plan=$(echo "$plan" | grep -E '^(Remv|Inst) ') || die "apt-get -s install ./$DEB ./$AGENT planned nothing"
         log "apt-get -s install ./$DEB ./$AGENT plans: $(echo "$plan" | tr '\n' ';')"
         expect "removals planned with both files" "$(echo "$plan" | grep -c '^Remv' || true)" 0
         log "apt install ./$DEB ./$AGENT over a Java agent whose after-remove deletes /etc/iofog-agent"
-        in_ct apt-get install -y -q --no-install-recommends "/root/$DEB" "/root/$AGENT" >>"$APTLOG" 2>&1 \
-            || { tail -n 30 "$APTLOG" >&2; die "apt install over iofog-agent"; }
+        # dpkg --debug=2 logs each maintainer script it runs, with its arguments.
+        MOVELOG="$ROOT/run/prove-migrate-apt.move.log"
+        in_ct apt-get install -y -q -o Dpkg::Options::=--debug=2 --no-install-recommends "/root/$DEB" "/root/$AGENT" \
+            >"$MOVELOG" 2>&1 || { tail -n 30 "$MOVELOG" >&2; die "apt install over iofog-agent"; }
+        cat "$MOVELOG" >>"$APTLOG"
+        # (apt runs dpkg on a terminal of its own: the lines end in CR LF)
+        calls=$(tr -d '\r' <"$MOVELOG" | sed -n 's|^D000002: fork/exec /var/lib/dpkg/\(.*\) ( \(.*\) )$|\1 \2|p')
+        log "maintainer scripts, in dpkg's order: $(echo "$calls" | tr '\n' ';')"
+        # The transitional preinst (from the new archive, tmp.ci) before the
+        # Java package's postrm; then iofogd's preinst, then its postinst.
+        expect "first maintainer scripts of the move" "$(echo "$calls" | head -n 3)" "tmp.ci/preinst upgrade 3.1.0 1:$VERSION
+info/iofog-agent.postrm upgrade 1:$VERSION
+tmp.ci/preinst install"
+        expect "iofogd's postinst" "$(echo "$calls" | grep -c '^info/iofogd.postinst configure')" 1
         expect "Java package (upgraded to the transitional one)" \
             "$(in_ct dpkg-query -W -f='${Version} ${db:Status-Status} ${Section}' iofog-agent)" "1:$VERSION installed oldlibs"
         # What dpkg did, in order (its log since the mark): the Java package
@@ -253,6 +293,7 @@ EOF
         log "dpkg.log: $(echo "$order" | tr '\n' ';')"
         expect "dpkg's actions" "$order" "upgrade iofog-agent:all 3.1.0 1:$VERSION
 install iofogd:all <none> $VERSION"
+        in_ct sed -n '/^proof: the move$/,$p' /var/log/dpkg.log >"$ROOT/run/prove-migrate-apt.dpkg.log"
         expect "the Java after-remove's calls" "$(in_ct cat /root/java-postrm.log)" "postrm upgrade 1:$VERSION saved=yes"
         log "ok: the transitional preinst copied the node before the Java after-remove deleted it"
     else
@@ -316,14 +357,10 @@ install iofogd:all <none> $VERSION"
     expect "container 12 s later" "$(inspect 'd["Id"]') $(inspect 'd["State"]["StartedAt"]') $(field 'Running Microservices')" \
         "$ID $STARTED 1"
 
-    in_ct systemctl stop proof-controller.service iofogd.service
-    in_ct systemctl poweroff
-    wait "$NSPAWN_PID" || true
-    NSPAWN_PID=""
-    engine DELETE "/containers/$CONTAINER?force=1" >/dev/null
-    log "ok: case $1"
+    case_done "$1"
 }
 
 migrate_case apt
 migrate_case dpkg
+migrate_case apt-alone
 log "PASS prove-migrate in $(($(date +%s) - START)) s"
