@@ -12,7 +12,7 @@
 # remove.sh run for every postrm call: it deletes /etc/iofog-agent,
 # /var/lib/iofog-agent and the logs and stops the running iofog_ containers.
 # (Upstream's fpm-built postrm runs remove.sh on remove only, not on upgrade:
-# the stand-in is the harder case.) Three cases, each in a fresh container:
+# the stand-in is the harder case.) Four cases, each in a fresh container:
 # - "apt": first `apt-get -s install ./iofogd_*.deb` alone, which plans to
 #   remove the Java package before iofogd is unpacked (what loses the node;
 #   the README says to pass both files), then, in ONE apt command,
@@ -23,9 +23,13 @@
 #   order; run/prove-migrate-apt.move.log, .dpkg.log), and removes nothing;
 # - "dpkg": `dpkg -i ./iofogd_*.deb`, which removes the Java package in
 #   favour of iofogd after iofogd's preinst kept the node;
-# - "apt-alone", the expected failure: `apt install ./iofogd_*.deb` alone
-#   removes the Java package first, its after-remove deletes the node, and
-#   iofogd comes up as a fresh, unprovisioned node (only that is checked).
+# - "iofogctl": packaging/iofogctl/install_iofogd.sh deb iofogd_*.deb, with
+#   the transitional .deb beside it, as iofogctl runs it (one apt command);
+# - "apt-alone", the expected failure: install_iofogd.sh without the
+#   transitional .deb refuses and changes nothing; then `apt install
+#   ./iofogd_*.deb` alone removes the Java package first, its after-remove
+#   deletes the node, and iofogd comes up as a fresh, unprovisioned node
+#   (only that is checked).
 # The node runs a microservice container iofog_<uuid> on the engine, labelled
 # with the node's uuid, and the Controller stand-in (tests/controller/standin.py,
 # in the container) knows the node by its uuid and token. Then the move, and:
@@ -102,7 +106,8 @@ case_done() {  # case_done CASE: the container powered off, the microservice's d
 }
 
 # One move: CASE apt (`apt install ./iofogd_*.deb ./iofog-agent_*.deb`),
-# dpkg (`dpkg -i ./iofogd_*.deb`) or apt-alone (`apt install ./iofogd_*.deb`).
+# dpkg (`dpkg -i ./iofogd_*.deb`), iofogctl (`install_iofogd.sh deb ...`) or
+# apt-alone (`apt install ./iofogd_*.deb`).
 migrate_case() {  # migrate_case CASE
     chroot_up "$ARCH" "$ROOT/run/prove-migrate"
     APTLOG="$ROOT/run/prove-migrate-$1.apt.log"
@@ -117,6 +122,9 @@ migrate_case() {  # migrate_case CASE
     in_chroot groupadd --system --gid "$(stat -c %g "$SOCK")" docker || die "gid $(stat -c %g "$SOCK") taken in the container"
     standin_copy
     cp "$DEB1" "$AGENT1" "$CHROOT/root/"
+    # iofogctl's scripts folder, as it copies it to the node (/etc/iofog/agent)
+    mkdir -p "$CHROOT/etc/iofog/agent"
+    cp "$ROOT/packaging/iofogctl/"*.sh "$DEB1" "$CHROOT/etc/iofog/agent/"
 
     # The stand-in for the Java agent's package (what docs/host.md#packaging, #files say
     # upstream's package installs and does; no Java: the jars are placeholders).
@@ -242,6 +250,12 @@ EOF
     VERSION=$(dpkg-deb -f "$DEB1" Version)
     in_ct sh -c 'echo "proof: the move" >>/var/log/dpkg.log'
     if [ "$1" = apt-alone ]; then
+        # iofogctl's install script refuses when the transitional .deb is not
+        # beside iofogd's, and changes nothing.
+        set +e; out=$(in_ct /etc/iofog/agent/install_iofogd.sh deb "$DEB" 2>&1); rc=$?; set -e
+        case "$out" in *"put the transitional $AGENT beside $DEB"*) ;; *) die "install_iofogd.sh without $AGENT said: $out" ;; esac
+        expect "install_iofogd.sh without $AGENT: exit code, Java package" \
+            "$rc $(in_ct dpkg-query -W -f='${Version} ${db:Status-Status}' iofog-agent)" "1 3.1.0 installed"
         # What the README warns against, done: iofogd's Conflicts with the
         # Java versions make apt remove the Java package (`dpkg --remove`,
         # whose after-remove deletes the node) before anything of iofogd runs.
@@ -255,7 +269,17 @@ EOF
         case_done "$1"
         return
     fi
-    if [ "$1" = apt ]; then
+    if [ "$1" = iofogctl ]; then
+        # iofogctl's install script, with both .debs in its folder: one apt
+        # command with both.
+        cp "$AGENT1" "$CHROOT/etc/iofog/agent/"
+        log "install_iofogd.sh deb $DEB as root (iofogctl: sudo) over that Java agent"
+        in_ct /etc/iofog/agent/install_iofogd.sh deb "$DEB" >>"$APTLOG" 2>&1 \
+            || { tail -n 30 "$APTLOG" >&2; die "install_iofogd.sh over iofog-agent"; }
+        expect "Java package (upgraded to the transitional one)" \
+            "$(in_ct dpkg-query -W -f='${Version} ${db:Status-Status}' iofog-agent)" "1:$VERSION installed"
+        expect "the Java after-remove's calls" "$(in_ct cat /root/java-postrm.log)" "postrm upgrade 1:$VERSION saved=yes"
+    elif [ "$1" = apt ]; then
         # iofogd alone: its Conflicts with the Java versions make apt remove
         # the Java package (`dpkg --remove`, its after-remove deletes the
         # node) before anything of iofogd runs. Simulated only.
@@ -362,5 +386,6 @@ install iofogd:all <none> $VERSION"
 
 migrate_case apt
 migrate_case dpkg
+migrate_case iofogctl
 migrate_case apt-alone
 log "PASS prove-migrate in $(($(date +%s) - START)) s"
