@@ -12,7 +12,7 @@
 # remove.sh run for every postrm call: it deletes /etc/iofog-agent,
 # /var/lib/iofog-agent and the logs and stops the running iofog_ containers.
 # (Upstream's fpm-built postrm runs remove.sh on remove only, not on upgrade:
-# the stand-in is the harder case.) Four cases, each in a fresh container:
+# the stand-in is the harder case.) Five cases, each in a fresh container:
 # - "apt": first `apt-get -s install ./iofogd_*.deb` alone, which plans to
 #   remove the Java package before iofogd is unpacked (what loses the node;
 #   the README says to pass both files), then, in ONE apt command,
@@ -21,10 +21,15 @@
 #   the node before the Java after-remove runs (dpkg --debug=2's record of
 #   the maintainer scripts, dpkg.log and the stand-in's own record show the
 #   order; run/prove-migrate-apt.move.log, .dpkg.log), and removes nothing;
+#   at the end a later iofogd alone (`apt install ./iofogd_<v>+proof1_all.deb`)
+#   keeps the transitional package, the node and the container;
 # - "dpkg": `dpkg -i ./iofogd_*.deb`, which removes the Java package in
 #   favour of iofogd after iofogd's preinst kept the node;
 # - "iofogctl": packaging/iofogctl/install_iofogd.sh deb iofogd_*.deb, with
-#   the transitional .deb beside it, as iofogctl runs it (one apt command);
+#   the transitional .deb beside it, as iofogctl runs it (one apt command),
+#   and at the end uninstall_iofogd.sh, which purges both packages;
+# - "iofogctl-repo": install_iofogd.sh repo from a flat repository that holds
+#   both packages;
 # - "apt-alone", the expected failure: install_iofogd.sh without the
 #   transitional .deb refuses and changes nothing; then `apt install
 #   ./iofogd_*.deb` alone removes the Java package first, its after-remove
@@ -82,7 +87,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-need_debs systemd-container curl
+need_debs systemd-container curl dpkg-dev
 build_debs "$DEBS"
 engine GET /_ping >/dev/null || die "the engine at $SOCK does not answer"
 # The Java node: its uuid and Controller token from the fixture; the
@@ -97,7 +102,9 @@ MS=proofmicroservice0000000000000001
 CONTAINER="iofog_$MS"
 
 case_done() {  # case_done CASE: the container powered off, the microservice's deleted
-    in_ct systemctl stop proof-controller.service iofogd.service
+    in_ct systemctl stop proof-controller.service
+    # (gone after the iofogctl case's purge)
+    in_ct systemctl stop iofogd.service 2>/dev/null || true
     in_ct systemctl poweroff
     wait "$NSPAWN_PID" || true
     NSPAWN_PID=""
@@ -106,8 +113,9 @@ case_done() {  # case_done CASE: the container powered off, the microservice's d
 }
 
 # One move: CASE apt (`apt install ./iofogd_*.deb ./iofog-agent_*.deb`),
-# dpkg (`dpkg -i ./iofogd_*.deb`), iofogctl (`install_iofogd.sh deb ...`) or
-# apt-alone (`apt install ./iofogd_*.deb`).
+# dpkg (`dpkg -i ./iofogd_*.deb`), iofogctl (`install_iofogd.sh deb ...`),
+# iofogctl-repo (`install_iofogd.sh repo ...`) or apt-alone (`apt install
+# ./iofogd_*.deb`).
 migrate_case() {  # migrate_case CASE
     chroot_up "$ARCH" "$ROOT/run/prove-migrate"
     APTLOG="$ROOT/run/prove-migrate-$1.apt.log"
@@ -122,9 +130,14 @@ migrate_case() {  # migrate_case CASE
     in_chroot groupadd --system --gid "$(stat -c %g "$SOCK")" docker || die "gid $(stat -c %g "$SOCK") taken in the container"
     standin_copy
     cp "$DEB1" "$AGENT1" "$CHROOT/root/"
+    cp "$DEB2" "$CHROOT/root/"
     # iofogctl's scripts folder, as it copies it to the node (/etc/iofog/agent)
     mkdir -p "$CHROOT/etc/iofog/agent"
     cp "$ROOT/packaging/iofogctl/"*.sh "$DEB1" "$CHROOT/etc/iofog/agent/"
+    # A Debian repository (flat, trusted) with iofogd and the transitional package.
+    mkdir -p "$CHROOT/srv/proof-repo"
+    cp "$DEB1" "$AGENT1" "$CHROOT/srv/proof-repo/"
+    (cd "$CHROOT/srv/proof-repo" && dpkg-scanpackages . /dev/null 2>/dev/null >Packages) || die "dpkg-scanpackages"
 
     # The stand-in for the Java agent's package (what docs/host.md#packaging, #files say
     # upstream's package installs and does; no Java: the jars are placeholders).
@@ -269,7 +282,14 @@ EOF
         case_done "$1"
         return
     fi
-    if [ "$1" = iofogctl ]; then
+    if [ "$1" = iofogctl-repo ]; then
+        log "install_iofogd.sh repo ... $VERSION as root (iofogctl: sudo) over that Java agent"
+        in_ct /etc/iofog/agent/install_iofogd.sh repo 'deb [trusted=yes] file:/srv/proof-repo ./' "$VERSION" \
+            >>"$APTLOG" 2>&1 || { tail -n 30 "$APTLOG" >&2; die "install_iofogd.sh repo over iofog-agent"; }
+        expect "Java package (upgraded to the transitional one)" \
+            "$(in_ct dpkg-query -W -f='${Version} ${db:Status-Status}' iofog-agent)" "1:$VERSION installed"
+        expect "the Java after-remove's calls" "$(in_ct cat /root/java-postrm.log)" "postrm upgrade 1:$VERSION saved=yes"
+    elif [ "$1" = iofogctl ]; then
         # iofogctl's install script, with both .debs in its folder: one apt
         # command with both.
         cp "$AGENT1" "$CHROOT/etc/iofog/agent/"
@@ -381,11 +401,37 @@ install iofogd:all <none> $VERSION"
     expect "container 12 s later" "$(inspect 'd["Id"]') $(inspect 'd["State"]["StartedAt"]') $(field 'Running Microservices')" \
         "$ID $STARTED 1"
 
+    if [ "$1" = apt ]; then
+        # A later iofogd, given alone: the transitional package stays (it
+        # depends on iofogd >= its own version), the node and container too.
+        log "apt install ./$(basename "$DEB2") alone, after the move"
+        in_ct apt-get install -y -q --no-install-recommends "/root/$(basename "$DEB2")" >>"$APTLOG" 2>&1 \
+            || { tail -n 30 "$APTLOG" >&2; die "apt install ./$(basename "$DEB2")"; }
+        expect "iofogd and iofog-agent after the upgrade" "$(in_ct dpkg-query -W -f='${Package} ${Version} ${db:Status-Status};' \
+            iofogd iofog-agent)" "iofog-agent 1:$VERSION installed;iofogd $(dpkg-deb -f "$DEB2" Version) installed;"
+        i=0
+        until [ "$(field 'ioFog daemon')" = RUNNING ] && [ "$(field 'Running Microservices')" = 1 ]; do
+            i=$((i + 1))
+            [ "$i" -lt 60 ] || die "iofogd not RUNNING with its microservice after the upgrade"
+            sleep 1
+        done
+        expect "node and container after the upgrade" "$(xml iofog_uuid) $(inspect 'd["Id"]') $(inspect 'd["State"]["StartedAt"]')" \
+            "$NODE $ID $STARTED"
+    fi
+    if [ "$1" = iofogctl ]; then
+        # iofogctl's delete agent: uninstall_iofogd.sh purges both packages.
+        in_ct systemctl stop iofogd.service
+        in_ct /etc/iofog/agent/uninstall_iofogd.sh >>"$APTLOG" 2>&1 || die "uninstall_iofogd.sh"
+        expect "packages after uninstall_iofogd.sh" "$(in_ct dpkg-query -W -f='${db:Status-Status}' iofogd iofog-agent \
+            2>/dev/null | grep -x installed || true)" ""
+        expect "/etc/iofog-agent after uninstall_iofogd.sh (purged)" "$(in_ct ls -d /etc/iofog-agent 2>/dev/null || true)" ""
+    fi
     case_done "$1"
 }
 
 migrate_case apt
 migrate_case dpkg
 migrate_case iofogctl
+migrate_case iofogctl-repo
 migrate_case apt-alone
 log "PASS prove-migrate in $(($(date +%s) - START)) s"

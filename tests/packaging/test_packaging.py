@@ -154,7 +154,7 @@ def test_transitional_package_upgrades_the_java_package() -> None:
     assert transitional["Section"] == "oldlibs"
     assert transitional["Architecture"] == "all"
     depends = [d.strip() for d in transitional["Depends"].split(",")]
-    assert "iofogd (= ${source:Version})" in depends
+    assert "iofogd (>= ${source:Version})" in depends
     assert "transitional" in transitional["Description"]
     rules = (DEB / "rules").read_text()
     assert "\tdh_gencontrol -piofog-agent -- -v1:$(DEB_VERSION)\n" in rules
