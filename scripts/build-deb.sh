@@ -1,12 +1,16 @@
 #!/bin/sh
-# Builds the iofogd .deb with dpkg-buildpackage (dh-python/pybuild) from the
-# work tree and checks it with lintian (no errors, no warnings).
+# Builds the .debs with dpkg-buildpackage (dh-python/pybuild) from the work
+# tree and checks them with lintian (no errors, no warnings): iofogd, and
+# iofog-agent, the transitional package that moves a host off the Java agent
+# (version 1:<version>, docs/host.md#packaging).
 #
 #   scripts/build-deb.sh [--version V] [--out DIR]
 #
 # --version V  build as Debian version V (a changelog entry is added in the
 #              build copy only; the proofs use it to test upgrades)
-# --out DIR    where the .deb goes (default: dist/); its path is printed last.
+# --out DIR    where the .debs go (default: dist/); their paths are printed
+#              last, one a line: iofogd_<v>_all.deb, then iofog-agent_<v>_all.deb
+#              (version 1:<v>: the file name leaves the epoch out).
 # Installs the build dependencies with apt-get when they are missing (root).
 set -eu
 
@@ -63,9 +67,14 @@ fi
     tail -n 60 "$WORK/build.log" >&2
     exit 1
 }
-DEB=$(ls "$WORK"/iofogd_*_all.deb)
+# iofogd and the transitional iofog-agent (epoch 1, for the move off the
+# Java agent): both checked, both printed, iofogd's path first.
 mkdir -p "$OUT"
-cp "$DEB" "$OUT/"
-DEB="$OUT/$(basename "$DEB")"
-lintian --fail-on error,warning --tag-display-limit 0 "$DEB" >&2
-echo "$DEB"
+for deb in "$WORK"/iofogd_*_all.deb "$WORK"/iofog-agent_*_all.deb; do
+    [ -e "$deb" ] || { echo "the build made no $(basename "$deb")" >&2; exit 1; }
+    cp "$deb" "$OUT/"
+    lintian --fail-on error,warning --tag-display-limit 0 "$OUT/$(basename "$deb")" >&2
+done
+for deb in "$WORK"/iofogd_*_all.deb "$WORK"/iofog-agent_*_all.deb; do
+    echo "$OUT/$(basename "$deb")"
+done

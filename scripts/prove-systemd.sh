@@ -75,9 +75,10 @@ standin_copy
 mkdir -p "$ROOT/run/prove-systemd.scripts"
 rm -f "$ROOT/run/prove-systemd.scripts/"*
 cp "$ROOT/packaging/iofogctl/"*.sh "$DEB2" "$ROOT/run/prove-systemd.scripts/"
-# A Debian repository (flat, trusted) with the first build, for install_iofogd.sh repo.
+# A Debian repository (flat, trusted) with the first build and its
+# transitional iofog-agent, for install_iofogd.sh repo.
 mkdir -p "$CHROOT/srv/proof-repo"
-cp "$DEB1" "$CHROOT/srv/proof-repo/"
+cp "$DEB1" "$AGENT1" "$CHROOT/srv/proof-repo/"
 (cd "$CHROOT/srv/proof-repo" && dpkg-scanpackages . /dev/null 2>/dev/null >Packages) || die "dpkg-scanpackages"
 echo proof >"$CHROOT/etc/hostname"
 printf '127.0.1.1\tproof\n' >>"$CHROOT/etc/hosts"   # sudo resolves its host name
@@ -234,6 +235,9 @@ WANT=$(dpkg-deb -f "$DEB1" Version)
 node "sudo /etc/iofog/agent/install_iofogd.sh repo 'deb [trusted=yes] file:/srv/proof-repo ./' $WANT" \
     >>"$APTLOG" 2>&1 || { tail -n 20 "$APTLOG" >&2; die "install_iofogd.sh repo"; }
 expect "installed from the repository" "$(in_ct dpkg-query -W -f='${Version}' iofogd)" "$WANT"
+# (dpkg may know the name from apt's lists: "not-installed" then)
+expect "transitional iofog-agent on a node without the Java agent" \
+    "$(in_ct dpkg-query -W -f='${db:Status-Status}' iofog-agent 2>/dev/null | grep -x installed || true)" ""
 expect "status after install from the repository" "$(in_ct iofog-agent status | head -n 1)" \
     "ioFog daemon                : RUNNING"
 node "sudo /etc/iofog/agent/install_iofogd.sh repo 'deb [trusted=yes] file:/srv/proof-repo ./' $WANT" \

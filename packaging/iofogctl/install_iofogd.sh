@@ -4,15 +4,22 @@
 # iofogctl runs it as `sudo /etc/iofog/agent/install_iofogd.sh ARGS...`:
 #
 #   install_iofogd.sh deb FILE
-#       FILE: a .deb on the node, relative to this script's folder (a .deb put
-#       in the scripts folder is copied to the node by iofogctl) or absolute.
+#       FILE: iofogd's .deb on the node, relative to this script's folder (a
+#       .deb put in the scripts folder is copied to the node by iofogctl) or
+#       absolute.
 #   install_iofogd.sh repo "deb [signed-by=...] URL SUITE COMPONENT" [VERSION]
 #       adds the repository to /etc/apt/sources.list.d/iofogd.list and installs
 #       iofogd (=VERSION when given). A keyring file iofogd-archive-keyring.gpg
 #       beside this script is installed to /usr/share/keyrings/ first.
 #
-# A node that runs the Java agent (package iofog-agent) moves to iofogd and
-# keeps its node: the package replaces it (README, "Moving off the Java agent").
+# A node that runs the Java agent (package iofog-agent, a version without an
+# epoch) moves to iofogd and keeps its node: the transitional package
+# iofog-agent 1:<version> is installed in the same apt command, so that apt
+# upgrades the Java package instead of removing it (its after-remove script
+# deletes /etc/iofog-agent; README, "Moving off the Java agent"). With a .deb,
+# the transitional one must lie beside it (iofog-agent_<version>_all.deb, as
+# scripts/build-deb.sh names it); without it nothing is installed. Other
+# nodes get iofogd alone.
 # The version check is iofogctl's own (its install_iofog.sh): nothing is done
 # when the installed agent already answers with the wanted version.
 set -eu
@@ -36,6 +43,14 @@ installed_version() {
     iofog-agent version | head -n1 | sed "s/ioFog//g" | tr -d ' '
 }
 
+# 0 when the installed iofog-agent is the Java agent's (not the transitional
+# package of iofogd, whose version has the epoch 1).
+java_agent_installed() {
+    v=$(dpkg-query -W -f='${Version} ${db:Status-Status}' iofog-agent 2>/dev/null) || return 1
+    case "$v" in *" installed") ;; *) return 1 ;; esac
+    dpkg --compare-versions "${v% installed}" lt 1:0
+}
+
 case "$1" in
     deb)
         case "$2" in /*) deb="$2" ;; *) deb="$HERE/$2" ;; esac
@@ -46,9 +61,21 @@ case "$1" in
             echo "Agent $want already installed."
             exit 0
         fi
+        set -- "$deb"
+        if java_agent_installed; then
+            transitional="$(dirname "$deb")/iofog-agent_${want}_all.deb"
+            if [ ! -r "$transitional" ]; then
+                echo "install_iofogd.sh: the Java agent's package iofog-agent is installed: put the" \
+                    "transitional $(basename "$transitional") beside $(basename "$deb")" \
+                    "(iofogd alone would have apt remove the Java package, whose removal deletes the node)" >&2
+                exit 1
+            fi
+            echo "# Moving off the Java agent $(dpkg-query -W -f='${Version}' iofog-agent): with $transitional"
+            set -- "$deb" "$transitional"
+        fi
         echo "# Installing iofogd $want from $deb"
-        # apt pulls python3 and python3-psutil; a Java iofog-agent package is replaced.
-        apt-get install -y -q --no-install-recommends "$deb"
+        # apt pulls python3 and python3-psutil.
+        apt-get install -y -q --no-install-recommends "$@"
         ;;
     repo)
         version="${3:-}"
@@ -63,7 +90,13 @@ case "$1" in
         # Only this repository's lists, as iofogctl's own install script does.
         apt-get update -q -o Dir::Etc::sourcelist="$LIST" -o Dir::Etc::sourceparts=- \
             -o APT::Get::List-Cleanup=0
-        apt-get install -y -q --no-install-recommends "iofogd${version:+=$version*}"
+        set -- "iofogd${version:+=$version*}"
+        # The Java agent's package: upgraded to the repository's transitional
+        # one (an error, and nothing installed, when the repository has none).
+        if java_agent_installed; then
+            set -- "$@" "iofog-agent${version:+=1:$version*}"
+        fi
+        apt-get install -y -q --no-install-recommends "$@"
         ;;
     *)
         usage

@@ -134,17 +134,20 @@ in_chroot() {
         LANG=C.UTF-8 DEBIAN_FRONTEND=noninteractive "$@"
 }
 
-# The two .debs the proofs install: the work tree's version and the same
-# rebuilt as a newer one (for the upgrade). Sets DEB1 and DEB2.
+# The .debs the proofs install: iofogd of the work tree's version (DEB1),
+# the same rebuilt as a newer one (DEB2, for the upgrade), and the
+# transitional iofog-agent (version 1:<version>) built with DEB1 (AGENT1, for
+# the move off the Java agent). The fresh installs take iofogd alone.
 build_debs() {  # build_debs DIR
     top=$(cd "$(dirname "$0")/.." && pwd)
     v=$(sed -n '1s/^iofogd (\([^)]*\)).*/\1/p' "$top/packaging/deb/changelog")
     DEB1="$1/iofogd_${v}_all.deb"
     DEB2="$1/iofogd_${v}+proof1_all.deb"
+    AGENT1="$1/iofog-agent_${v}_all.deb"
     # Rebuilt when missing or older than any source of the package.
-    if [ ! -e "$DEB1" ] || [ ! -e "$DEB2" ] || [ -n "$(cd "$top" && find iofogd packaging \
+    if [ ! -e "$DEB1" ] || [ ! -e "$DEB2" ] || [ ! -e "$AGENT1" ] || [ -n "$(cd "$top" && find iofogd packaging \
         setup.cfg pyproject.toml -newer "$DEB1" ! -name '*.pyc' -print | head -n 1)" ]; then
-        log "building $DEB1 and $DEB2"
+        log "building $DEB1, $AGENT1 and $DEB2"
         sh "$top/scripts/build-deb.sh" --out "$1" >/dev/null
         sh "$top/scripts/build-deb.sh" --out "$1" --version "$v+proof1" >/dev/null
     fi

@@ -66,7 +66,7 @@ def unit_settings(path: Path) -> Dict[str, List[str]]:
 
 
 def test_control_promises() -> None:
-    source, binary = deb822(DEB / "control")
+    source, binary, _ = deb822(DEB / "control")
     assert "debhelper-compat (= 13)" in source["Build-Depends"]
     assert "dh-sequence-python3" in source["Build-Depends"]
     assert binary["Architecture"] == "all"
@@ -104,7 +104,8 @@ def test_shipped_config_loads(tmp_path: Path) -> None:
     assert run.returncode == 0, run.stdout + run.stderr
 
 
-@pytest.mark.parametrize("script", ["iofogd.preinst", "iofogd.postinst", "iofogd.postrm"])
+@pytest.mark.parametrize("script", ["iofogd.preinst", "iofogd.postinst", "iofogd.postrm",
+                                    "iofog-agent.preinst"])
 def test_maintainer_script_hygiene(script: str) -> None:
     """docs/host.md#files, docs/compatibility.md#host-hygiene: what upstream did wrong."""
     text = (DEB / script).read_text()
@@ -135,10 +136,35 @@ def test_postinst_undoes_the_java_agent() -> None:
 
 
 def test_replaces_the_java_package() -> None:
-    _, binary = deb822(DEB / "control")
-    for field in ("Provides", "Conflicts", "Replaces"):
-        assert binary[field] == "iofog-agent", field
+    """Only the Java agent's versions (no epoch) conflict: the transitional
+    iofog-agent 1:<version> is installed beside iofogd."""
+    _, binary, _ = deb822(DEB / "control")
+    assert binary["Provides"] == "iofog-agent"
+    for field in ("Conflicts", "Replaces"):
+        assert binary[field] == "iofog-agent (<< 1:0)", field
     assert binary["Pre-Depends"] == "${misc:Pre-Depends}"  # invoke-rc.d --skip-systemd-native
+
+
+def test_transitional_package_upgrades_the_java_package() -> None:
+    """iofog-agent, a dummy with the epoch 1 (above every Java release), so that
+    apt given both .debs upgrades the Java package, and iofogd's preinst as its
+    own, which copies the node aside before the Java after-remove runs."""
+    _, _, transitional = deb822(DEB / "control")
+    assert transitional["Package"] == "iofog-agent"
+    assert transitional["Section"] == "oldlibs"
+    assert transitional["Architecture"] == "all"
+    depends = [d.strip() for d in transitional["Depends"].split(",")]
+    assert "iofogd (>= ${source:Version})" in depends
+    assert "transitional" in transitional["Description"]
+    rules = (DEB / "rules").read_text()
+    assert "\tdh_gencontrol -piofog-agent -- -v1:$(DEB_VERSION)\n" in rules
+    assert "\tdh_gencontrol -piofogd\n" in rules
+    preinst = DEB / "iofog-agent.preinst"
+    assert preinst.is_symlink() and os.readlink(preinst) == "iofogd.preinst"
+    code = (DEB / "iofogd.preinst").read_text()
+    # The transitional package's preinst runs as `upgrade <Java version>`.
+    assert "    install|upgrade)\n" in code
+    assert "[ ! -e /usr/bin/iofogd ]" in code
 
 
 def test_postinst_creates_only_what_is_absent() -> None:
@@ -192,7 +218,7 @@ def test_sysv_script_iofog_agent() -> None:
     assert 'exec "$CLI" prune' in text
     assert "--chuid \"$AGENT_USER:$AGENT_USER\"" in text
     assert "/dev/random" not in "\n".join(l for l in text.splitlines() if not l.startswith("#"))
-    assert "dh_installinit --name=iofog-agent" in (DEB / "rules").read_text()
+    assert "dh_installinit -piofogd --name=iofog-agent" in (DEB / "rules").read_text()
 
 
 def test_manpages_from_the_help_texts(tmp_path: Path) -> None:
