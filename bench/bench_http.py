@@ -480,7 +480,7 @@ def startup(args: argparse.Namespace, with_psutil: bool) -> None:
     # per-run ratios. Beside the wall time, the CPU time the process had used
     # when it first answered (every thread's, from /proc: schedstat, in ns),
     # which another process's load does not stretch.
-    first, ready, running, rss, cpu = [], [], [], [], []
+    first, ready, running, rss, cpu, threads = [], [], [], [], [], []
     bare_ready, bare_rss, bare_cpu = [], [], []
     for _ in range(args.runs):
         with tempfile.TemporaryDirectory() as root:
@@ -497,6 +497,7 @@ def startup(args: argparse.Namespace, with_psutil: bool) -> None:
                 running.append(running_after(port, f.read().strip(), t0) * 1000)
             time.sleep(1.0)
             rss.append(rss_mib(proc.pid))
+            threads.append(len(os.listdir(f"/proc/{proc.pid}/task")))
             proc.terminate()
             proc.wait()
         proc, t = start_bare(free_port())
@@ -520,8 +521,8 @@ def startup(args: argparse.Namespace, with_psutil: bool) -> None:
     print(f"start-to-running, restart (exec to a 200 on /v2/status saying RUNNING: every layer up): "
           f"median {statistics.median(running):.1f} ms (runs: {', '.join(f'{x:.0f}' for x in running)})")
     aim = 25 if with_psutil else 21
-    print(f"idle RSS after 1 s: median {statistics.median(rss):.1f} MiB (aim <= {aim}); "
-          f"bare ThreadingHTTPServer: {statistics.median(bare_rss):.1f} MiB")
+    print(f"idle RSS after 1 s: median {statistics.median(rss):.1f} MiB (aim <= {aim}; "
+          f"{statistics.median(threads):.0f} threads); bare ThreadingHTTPServer: {statistics.median(bare_rss):.1f} MiB")
 
 
 def main() -> None:

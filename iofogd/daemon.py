@@ -58,6 +58,7 @@ if TYPE_CHECKING:  # the modules of start-up phase 2 are imported there
     from typing import Callable, Final, NoReturn, Optional, Sequence
 
     from iofogd.agent import ControllerPort
+    from iofogd.bus.remote import RouterDelivery
     from iofogd.bus.router import RouterLink
     from iofogd.bus.service import MessageBus
     from iofogd.bus.sockets import MessageSockets
@@ -71,6 +72,64 @@ log = logging.getLogger("iofogd")
 
 LOOPBACK = "127.0.0.1"
 CONTAINER_MONITOR_FREQ = 10.0   # seconds, upstream's intel_amd value (docs/config-xml.md#keys)
+
+
+class RouterSwitch:
+    """The link to the router network (bus/router.py), built when a router address is first known.
+
+    An un-provisioned node, or one whose config names no router, never imports
+    the AMQP client nor starts the link's threads (0.8 MiB of idle RSS, two
+    threads). Until then messages for receivers on other nodes wait in their
+    queues on disk, as they do behind a link that has no router: the forwarder
+    (RouterDelivery) offers them once the link is there.
+    """
+
+    def __init__(self, delivery: RouterDelivery, bus: MessageBus, start_forwarding: Callable[[], None]) -> None:
+        self.delivery = delivery
+        self.bus = bus
+        self.start_forwarding = start_forwarding   # starts delivery.run in a daemon thread
+        self.link: Optional[RouterLink] = None
+        self._lock = threading.Lock()
+
+    def set_router(self, host: Optional[str], port: Optional[int], node_id: str) -> None:
+        """Join the router at ``host``:``port`` (None: no router); ``node_id`` names
+        this node's messages if the link is built now (the node's uuid)."""
+        with self._lock:
+            if self.link is None:
+                if host is None:
+                    return   # still no router: nothing to build
+                self._build(node_id)
+            assert self.link is not None
+            self.link.set_router(host, port)
+
+    def _build(self, node_id: str) -> None:
+        from iofogd.bus.router import RouterLink
+
+        # A durable terminus: on a storing broker what it accepted survives its restart
+        # (the ioFog router ignores it); see bus/router.py DURABLE_TERMINUS.
+        link = RouterLink(self.delivery, node_id=node_id, durable_terminus=True)
+        link.start()
+        self.delivery.link = link
+        self.link = link
+        # The receivers of this node the link listens for: the routes known so far. A
+        # change of routes meanwhile pushes itself (the delivery now has the link); the
+        # loop ends once no change slipped in between reading and pushing.
+        while True:
+            routing = self.bus.routing
+            self.delivery.set_routing(routing)
+            if self.bus.routing is routing:
+                break
+        self.start_forwarding()
+
+    def reconnect(self) -> None:
+        link = self.link
+        if link is not None:
+            link.reconnect()
+
+    def stop(self) -> None:
+        link = self.link
+        if link is not None:
+            link.stop()   # what the router has not accepted stays in the queues
 
 
 class Daemon:
@@ -115,7 +174,7 @@ class Daemon:
         port = args.port if args.port is not None else cfg.api_port
         self.server = LocalApiServer((host, port), LocalApiHandler, self.app, HttpLimits())
         self.message_store: Optional[Store] = None   # the message bus's files, once phase 2 opened them
-        self.router_link: Optional[RouterLink] = None  # the link to the router network, with the bus
+        self.router_link: Optional[RouterSwitch] = None  # the link to the router network, with the bus
 
     def _build_phase2(self) -> None:
         """Start-up phase 2: the Docker, Controller and WebSocket layers.
@@ -179,7 +238,6 @@ class Daemon:
         running: its endpoints answer 503 with the reason returned here."""
         from iofogd.bus.logs import MicroserviceLogs
         from iofogd.bus.remote import RouterDelivery
-        from iofogd.bus.router import RouterLink
         from iofogd.bus.service import MessageBus
         from iofogd.bus.sockets import MessageSockets
         from iofogd.bus.store import Store
@@ -196,30 +254,25 @@ class Daemon:
         # Receivers on other nodes: through the ioFog router network (issue 14), from
         # their waiting queues, at least once; the router's address follows the config.
         delivery = RouterDelivery(store)
-        # A durable terminus: on a storing broker what it accepted survives its restart
-        # (the ioFog router ignores it); see bus/router.py DURABLE_TERMINUS.
-        link = RouterLink(delivery, node_id=self.store.current.iofog_uuid, durable_terminus=True)
-        delivery.link = link
-        self.router_link = link
         bus = MessageBus(store, sockets, remote=delivery, count=self.state.count_message)
         bus.logs = MicroserviceLogs(lambda: self.store.current.log_directory,
                                     lambda: self.store.current.iofog_uuid)
-        link.start()
+        self.router_link = RouterSwitch(delivery, bus,
+                                        lambda: self._spawn("router-forward", lambda: delivery.run(self.stop)))
         self._set_router(self.store.current)
         log.info("message bus: archive in %s; receivers on other nodes: %s",
                  store.archive.directory, bus.status())
         self._spawn("bus-delivery", lambda: sockets.run(self.stop))
-        self._spawn("router-forward", lambda: delivery.run(self.stop))
         return bus, sockets, ""
 
     def _set_router(self, cfg: Config) -> None:
         """The router to join: the Controller's routerHost/routerPort; none (local delivery
         only) while unprovisioned."""
-        from iofogd.bus.router import router_address
+        from iofogd.bus.routersink import router_address
 
         if self.router_link is not None:
-            self.router_link.set_router(*router_address(
-                bool(cfg.iofog_uuid and cfg.access_token), cfg.router_host, cfg.router_port))
+            host, port = router_address(bool(cfg.iofog_uuid and cfg.access_token), cfg.router_host, cfg.router_port)
+            self.router_link.set_router(host, port, cfg.iofog_uuid)
 
     def _spawn(self, name: str, target: Callable[[], None]) -> None:
         thread = threading.Thread(target=target, name=name, daemon=True)

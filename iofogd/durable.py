@@ -11,13 +11,15 @@ as an empty file.
 from __future__ import annotations
 
 import os
-import tempfile
 
 TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
 if TYPE_CHECKING:
     from typing import Callable, Optional
 
 TEMP_SUFFIX = ".tmp"
+# What tempfile.mkstemp opens with: a new file only, never through a symbolic link.
+_CREATE_FLAGS = os.O_RDWR | os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+_NAME_TRIES = 100
 
 
 def temp_prefix(path: str) -> str:
@@ -39,11 +41,26 @@ def fsync_dir(directory: str) -> None:
         os.close(fd)
 
 
+def _create_temp(directory: str, prefix: str) -> tuple[int, str]:
+    """tempfile.mkstemp(prefix, TEMP_SUFFIX, directory): an unused random name, mode 0600.
+
+    Here rather than tempfile, which would add ~5 ms and 0.1 MiB to every start
+    for a module that a restart on existing files never uses.
+    """
+    for _ in range(_NAME_TRIES):
+        name = os.path.join(directory, prefix + os.urandom(6).hex() + TEMP_SUFFIX)
+        try:
+            return os.open(name, _CREATE_FLAGS, 0o600), name
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no unused temporary file name in {directory} after {_NAME_TRIES} tries")
+
+
 def _write_temp(path: str, data: bytes, mode: int) -> str:
     """A fsynced temporary file beside ``path`` holding ``data``; its name."""
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=temp_prefix(path), suffix=TEMP_SUFFIX, dir=directory)
+    fd, tmp = _create_temp(directory, temp_prefix(path))
     try:
         os.fchmod(fd, mode)
         with os.fdopen(fd, "wb") as f:

@@ -277,18 +277,24 @@ def test_start_gate_waits_then_answers_or_says_why(monkeypatch) -> None:  # type
 
 
 def test_a_failing_phase_two_stops_the_daemon_with_one_clear_error(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    # concurrent.futures is first imported by phase 2 (the microservice layer):
-    # hiding it breaks phase 2 after the API is up. Nothing half-built may go on serving.
-    shim = tmp_path / "shim" / "concurrent"
-    shim.mkdir(parents=True)
-    (shim / "__init__.py").write_text("raise ImportError('concurrent hidden for this test')\n")
+    # The Controller layer is imported by phase 2 only: hiding it (an import hook in a
+    # sitecustomize) breaks phase 2 after the API is up. Nothing half-built may go on serving.
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "sitecustomize.py").write_text(
+        "import sys\n"
+        "class Hide:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'iofogd.controller.sync':\n"
+        "            raise ImportError('the Controller layer hidden for this test')\n"
+        "sys.meta_path.insert(0, Hide())\n")
     env = dict(os.environ, PYTHONPATH=f"{tmp_path / 'shim'}{os.pathsep}{REPO}")
     proc = subprocess.run(
         [sys.executable, "-m", "iofogd", "--root", str(tmp_path / "r"), "--address", "127.0.0.1",
          "--port", str(free_port())], env=env, capture_output=True, text=True, timeout=60)
     assert proc.returncode == 1
     assert "serving the Local API" in proc.stderr
-    assert "cannot start: concurrent hidden for this test" in proc.stderr
+    assert "cannot start: the Controller layer hidden for this test" in proc.stderr
     assert "iofogd running" not in proc.stderr
 
 
@@ -300,3 +306,50 @@ def test_importing_main_starts_nothing(tmp_path) -> None:  # type: ignore[no-unt
                           env=env, capture_output=True, text=True, timeout=30)
     assert (proc.returncode, proc.stdout) == (0, "imported\n"), proc.stderr
     assert list(tmp_path.iterdir()) == []   # no config.xml, no token: nothing started
+
+
+# What an idle, un-provisioned node must not carry (issue 11, idle RSS): the AMQP client
+# and the router link until a router address is known; OpenSSL's _hashlib (the token
+# compare does not need it); uuid (and platform) until the first message; tempfile,
+# concurrent.futures until a write or a container asks for them. pathlib is not in the
+# list: the development venv's editable-install hook imports it at interpreter start.
+NOT_AT_IDLE = ("iofogd.bus.router", "iofogd.bus.amqp", "_hashlib", "hashlib", "hmac", "uuid", "platform",
+               "tempfile", "concurrent.futures")
+
+MODULES_DUMP = """\
+import os, signal, sys
+def dump(signum, frame):
+    with open(os.environ["IOFOGD_TEST_MODULES"] + ".part", "w") as f:
+        f.write("\\n".join(sorted(sys.modules)))
+    os.rename(os.environ["IOFOGD_TEST_MODULES"] + ".part", os.environ["IOFOGD_TEST_MODULES"])
+signal.signal(signal.SIGUSR2, dump)
+"""
+
+
+def test_an_idle_unprovisioned_node_loads_no_router_link_and_no_openssl(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # A sitecustomize (run before the daemon, in its main thread) writes the daemon's
+    # sys.modules on SIGUSR2, which the daemon leaves alone.
+    shim = tmp_path / "shim"
+    shim.mkdir()
+    (shim / "sitecustomize.py").write_text(MODULES_DUMP)
+    out = tmp_path / "modules"
+    d = RunningDaemon(str(tmp_path / "r"), env={"PYTHONPATH": str(shim), "IOFOGD_TEST_MODULES": str(out)})
+    d.start()
+    try:
+        deadline = time.monotonic() + 30
+        while d.request("GET", "/v2/status")[2].get("iofog-daemon") != "RUNNING":   # every layer up
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        status, _, body = d.request("GET", "/v2/status")
+        assert body["router"].startswith("no router: local delivery only")
+        assert d.proc is not None
+        d.proc.send_signal(signal.SIGUSR2)
+        while not out.exists():
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        modules = set(out.read_text().split("\n"))
+    finally:
+        d.stop()
+    assert {"iofogd.bus.service", "iofogd.bus.remote", "iofogd.controller.sync"} <= modules   # phase 2 ran
+    loaded = sorted(m for m in modules if any(m == n or m.startswith(n + ".") for n in NOT_AT_IDLE))
+    assert loaded == []

@@ -16,7 +16,7 @@ import logging
 import threading
 
 from iofogd.bus.message import IoMessage, decode, from_json, to_json
-from iofogd.bus.router import RouterSink
+from iofogd.bus.routersink import NO_ROUTER, RouterSink
 from iofogd.errors import MessageError
 
 TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
@@ -130,8 +130,8 @@ class RouterDelivery(RouterSink):
             self._wake.notify()
 
     def status(self) -> str:
-        if self.link is None:
-            return "router link not built"
+        # No link yet: the daemon builds it when a router address is known (daemon.py RouterSwitch).
+        link_status = self.link.status if self.link is not None else NO_ROUTER
         with self._lock:
             in_flight = sum(len(d) for d in self._in_flight.values())
         waiting = 0
@@ -139,7 +139,7 @@ class RouterDelivery(RouterSink):
             queue = self.store.existing_queue(receiver)
             if queue is not None:
                 waiting += queue.waiting_bytes()
-        return (f"{self.link.status}; {in_flight} message(s) sent and not yet accepted, "
+        return (f"{link_status}; {in_flight} message(s) sent and not yet accepted, "
                 f"{waiting} bytes waiting for receivers on other nodes")
 
     # -- the link's side ---------------------------------------------------------------------

@@ -69,7 +69,6 @@ Wiring (iofogd/daemon.py ``_build_bus`` and ``_set_router``, iofogd/agent.py
 """
 from __future__ import annotations
 
-import abc
 import logging
 import threading
 import time
@@ -79,6 +78,7 @@ from iofogd.bus.amqp import frames as f
 from iofogd.bus.amqp import message as m
 from iofogd.bus.amqp.client import Client, Receiver, Sender
 from iofogd.bus.amqp.types import Byte, Symbol, Timestamp
+from iofogd.bus.routersink import NO_ROUTER, RouterSink as RouterSink, router_address as router_address
 from iofogd.errors import AmqpDecodeError, AmqpError, AmqpRemoteError
 
 TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
@@ -106,27 +106,6 @@ DURABLE_TERMINUS = 2
 
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 60.0
-
-
-class RouterSink(abc.ABC):
-    """What the router link needs from the bus (implemented by the bus)."""
-
-    @abc.abstractmethod
-    def deliver_local(self, receiver: str, iomessage_json: str) -> None:
-        """Store a message from another node for the local ``receiver``; return only
-        once it is durable.  Raise ValueError for a message that can never be taken
-        (malformed: it is rejected); any other exception means "not now" (retried)."""
-
-    def router_ready(self) -> None:
-        """:meth:`RouterLink.offer` said no earlier and has room again (optional)."""
-
-
-def router_address(provisioned: bool, host: str, port: int) -> Tuple[Optional[str], Optional[int]]:
-    """The router to join, from the config the Controller gave (``routerHost``/``routerPort``):
-    none (local delivery only) while unprovisioned or when either is missing."""
-    if not provisioned or not host.strip() or not 0 < port < 65536:
-        return None, None
-    return host.strip(), port
 
 
 def encode_text_message(receiver: str, text: str, message_id: str, now_ms: int, durable: bool = True) -> bytes:
@@ -225,7 +204,7 @@ class RouterLink:
         self._unsent: List[_Outgoing] = []
         self._seq = 0
         self._busy_said = False
-        self._status = "no router: local delivery only"
+        self._status = NO_ROUTER
         self._stopping = False
         self._thread: Optional[threading.Thread] = None
         self.connects = 0  # successful connections, for tests and the log
@@ -324,7 +303,7 @@ class RouterLink:
         while True:
             with self._wake:
                 while not self._stopping and self._host is None:
-                    self._status = "no router: local delivery only"
+                    self._status = NO_ROUTER
                     self._wake.wait()
                 if self._stopping:
                     return

@@ -8,7 +8,7 @@ loads in the Java agent; unknown elements are kept on rewrite. Only
 from __future__ import annotations
 
 import os
-import xml.etree.ElementTree as ET
+from xml.parsers import expat
 
 from iofogd.config.schema import OPTIONS, OUR_TAGS, option_by_tag, shipped_values
 from iofogd.config.value import Config
@@ -45,26 +45,72 @@ class ParsedConfig(Record):
         self.warnings = warnings
 
 
+def _fixname(name: str) -> str:
+    """ElementTree's spelling of a namespaced name (``{uri}local``) from expat's ``uri}local``."""
+    return "{" + name if "}" in name else name
+
+
+def _top_level(data: bytes) -> Tuple[str, List[Tuple[str, str]]]:
+    """The root element's tag and each child's tag and text, in document order:
+    what ``ET.fromstring`` and ``"".join(child.itertext())`` give, read with expat
+    directly. ElementTree and its C accelerator would add 0.4 MiB to the daemon's
+    RSS for one flat file read at start. ValueError when the document is not
+    well-formed, with expat's message as ElementTree gives it."""
+    parser = expat.ParserCreate(namespace_separator="}")
+    parser.buffer_text = True
+    root: List[str] = []
+    children: List[Tuple[str, List[str]]] = []
+    depth = 0
+
+    def start(name: str, attributes: Dict[str, str]) -> None:
+        nonlocal depth
+        if depth == 0:
+            root.append(_fixname(name))
+        elif depth == 1:
+            children.append((_fixname(name), []))
+        depth += 1
+
+    def end(name: str) -> None:
+        nonlocal depth
+        depth -= 1
+
+    def text(data: str) -> None:
+        if depth >= 2:   # inside a child of the root, at any depth (itertext)
+            children[-1][1].append(data)
+
+    def other(data: str) -> None:
+        # What expat passes on unexpanded: an entity it has no value for (declared
+        # in an external DTD, or external itself). ElementTree refuses the document.
+        if len(data) >= 2 and data[0] == "&":
+            raise ValueError(f"not well-formed XML (undefined entity {data}: line {parser.CurrentLineNumber}, "
+                             f"column {parser.CurrentColumnNumber})")
+
+    parser.StartElementHandler = start
+    parser.EndElementHandler = end
+    parser.CharacterDataHandler = text
+    parser.DefaultHandlerExpand = other
+    try:
+        parser.Parse(data, True)
+    except expat.ExpatError as exc:
+        raise ValueError(f"not well-formed XML ({exc})") from None
+    return root[0], [(tag, "".join(parts)) for tag, parts in children]
+
+
 def parse_config_xml(data: bytes) -> ParsedConfig:
     """Parse a config.xml; ValueError when it is not a ``<config>`` document.
 
     A missing or duplicated element, or a value its option cannot read, gives the
     code default and a warning (docs/config-xml.md#files).
     """
-    try:
-        root = ET.fromstring(data)
-    except ET.ParseError as exc:
-        raise ValueError(f"not well-formed XML ({exc})") from None
-    if root.tag != "config":
-        raise ValueError(f"root element is <{root.tag}>, not <config>")
+    root, children = _top_level(data)
+    if root != "config":
+        raise ValueError(f"root element is <{root}>, not <config>")
     found: Dict[str, List[str]] = {}
     order: List[str] = []
-    for child in root:
-        if not isinstance(child.tag, str):
-            continue
-        if child.tag not in found:
-            order.append(child.tag)
-        found.setdefault(child.tag, []).append("".join(child.itertext()).strip())
+    for tag, text in children:
+        if tag not in found:
+            order.append(tag)
+        found.setdefault(tag, []).append(text.strip())
     values: Dict[str, str] = {}
     warnings: List[str] = []
     for opt in OPTIONS:
@@ -113,13 +159,9 @@ SWITCH_NAMES = {"def": "default", "default": "default", "dev": "development",
 
 def parse_switcher_xml(data: bytes) -> str:
     """The state in config-switcher.xml; ValueError when unreadable or unknown."""
-    try:
-        root = ET.fromstring(data)
-    except ET.ParseError as exc:
-        raise ValueError(f"not well-formed XML ({exc})") from None
-    node = root.find("current_config")
-    state = "".join(node.itertext()).strip() if node is not None else ""
-    if root.tag != "switcher" or state not in SWITCHER_STATES:
+    root, children = _top_level(data)
+    state = next((text.strip() for tag, text in children if tag == "current_config"), "")
+    if root != "switcher" or state not in SWITCHER_STATES:
         raise ValueError(f"invalid switcher state {state!r}")
     return state
 

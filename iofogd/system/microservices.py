@@ -27,7 +27,6 @@ import json
 import logging
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 from iofogd.errors import DockerError, EngineUnavailable
 from iofogd.system import dockerproto as proto
@@ -423,6 +422,9 @@ class Microservices:
                        if entry is not None and entry.container_id == item["Id"]]
         if not due or not targets:
             return
+        # Imported here: a node without running microservices never needs it (0.2 MiB of RSS).
+        from concurrent.futures import ThreadPoolExecutor
+
         with ThreadPoolExecutor(max_workers=min(8, len(targets))) as pool:
             results = list(pool.map(lambda target: self._stats(client, target[1]), targets))
         with self._lock:

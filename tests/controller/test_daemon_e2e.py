@@ -372,8 +372,9 @@ def test_restart_while_the_controller_is_gone_uses_the_offline_cache(
     standin.vanish()
     node.start()
     assert wait_until(lambda: config_get(node, mid) == (200, {"status": "okay", "config": SENSOR_CONFIG}))
-    edge = node.request("GET", "/v2/edgeResources", token=None)[2]["edgeResources"]
-    assert json.loads(edge) == [lamp]
+    # The edge resources come from their own cache file, applied just after the microservices.
+    assert wait_until(lambda: json.loads(
+        node.request("GET", "/v2/edgeResources", token=None)[2]["edgeResources"]) == [lamp])
     assert api_connection(node) == "not connected"
     assert identity(node) == (fog, standin.token(fog))
     standin.reappear()
