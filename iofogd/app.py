@@ -78,7 +78,9 @@ class StartGate:
 
     def wait(self, what: str) -> Phase2:
         """The phase-2 parts; ServiceUnavailable (503) naming ``what`` when they are not there."""
-        if not self._done.wait(STARTUP_WAIT):
+        # is_set() first: Event.wait takes the Event's lock even when set, and
+        # every Local API request that needs phase 2 passes here.
+        if not self._done.is_set() and not self._done.wait(STARTUP_WAIT):
             raise ServiceUnavailable(f"ioFog Agent is still starting ({what} is not up yet)")
         if self._failed is not None:
             raise ServiceUnavailable(f"ioFog Agent could not start {what}: {self._failed}")
