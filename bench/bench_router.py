@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 import uuid
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -125,11 +125,13 @@ class _Sink(RouterSink):
         self.latencies: List[float] = []
         self.done = threading.Event()
 
-    def deliver_local(self, receiver: str, iomessage_json: str) -> None:
-        seq = json.loads(iomessage_json)["sequencenumber"]
-        self.latencies.append(time.perf_counter() - self.sent[seq])
+    def deliver_local(self, receiver: str, iomessage_jsons: List[str]) -> List[Optional[str]]:
+        for text in iomessage_jsons:
+            seq = json.loads(text)["sequencenumber"]
+            self.latencies.append(time.perf_counter() - self.sent[seq])
         if len(self.latencies) == self.count:
             self.done.set()
+        return [None] * len(iomessage_jsons)
 
 
 def run_router(url: str, count: int, rate: float) -> Tuple[float, List[float]]:

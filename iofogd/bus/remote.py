@@ -15,7 +15,7 @@ import json
 import logging
 import threading
 
-from iofogd.bus.message import IoMessage, decode, from_json, to_json
+from iofogd.bus.message import IoMessage, decode, encode, from_json, to_json
 from iofogd.bus.router import RouterSink
 from iofogd.errors import MessageError
 
@@ -144,15 +144,27 @@ class RouterDelivery(RouterSink):
 
     # -- the link's side ---------------------------------------------------------------------
 
-    def deliver_local(self, receiver: str, iomessage_json: str) -> None:
-        try:
-            obj = json.loads(iomessage_json)
-            if not isinstance(obj, dict):
-                raise ValueError("an ioMessage is a JSON object")
-            message = from_json(obj)
-        except (ValueError, MessageError) as exc:   # never storable: the link rejects it
-            raise ValueError(f"not an ioMessage: {exc}") from exc
-        self.store.store(message, [receiver], archive=False)   # ArchiveError: not now, retried
+    def deliver_local(self, receiver: str, iomessage_jsons: List[str]) -> List[Optional[str]]:
+        """Store a batch from the link with one commit (one fsync); malformed ones are
+        answered with why (the link rejects them), the others are stored, in order."""
+        answers: List[Optional[str]] = []
+        messages: List[IoMessage] = []
+        binaries: List[bytes] = []
+        for text in iomessage_jsons:
+            try:
+                obj = json.loads(text)
+                if not isinstance(obj, dict):
+                    raise ValueError("an ioMessage is a JSON object")
+                message = from_json(obj)
+                binary = encode(message)   # one the binary form cannot hold is malformed too, not "not now"
+            except (ValueError, MessageError) as exc:   # never storable: the link rejects it
+                answers.append(f"not an ioMessage: {exc}")
+                continue
+            messages.append(message)
+            binaries.append(binary)
+            answers.append(None)
+        self.store.store_many(messages, [receiver], archive=False, encoded=binaries)   # ArchiveError: not now, retried
+        return answers
 
     def router_ready(self) -> None:
         with self._wake:

@@ -12,10 +12,14 @@ threads call :meth:`Client.sender`, :meth:`Client.receiver`,
 change the protocol state under one lock and wake the I/O thread through a
 pipe, so one thread writes and TLS is never read and written at once.
 
-Callbacks (``on_message`` of a receiver, ``on_outcome`` of a send,
-``on_closed``) run in the I/O thread, outside the lock; they may call back
-into the client.  While a callback runs nothing is read: a slow consumer holds
-the connection back, and link credit bounds what it can be sent meanwhile.
+Callbacks (``on_message`` or ``on_messages`` of a receiver, ``on_outcome`` of
+a send, ``on_closed``) run in the I/O thread, outside the lock; they may call
+back into the client.  While a callback runs nothing is read: a slow consumer
+holds the connection back, and link credit bounds what it can be sent meanwhile.
+A receiver made with ``on_messages`` gets, in one call, every delivery that
+one round of reading brought for it (all that the socket had), so that its
+consumer can handle them as one batch (the router link stores them with one
+fsync) and settle them together with :meth:`Client.settle_many`.
 
 The socket is non-blocking; reads and writes wait in a selector, so a peer
 that stops reading cannot block the I/O thread (its writes wait, its reads
@@ -43,6 +47,7 @@ if TYPE_CHECKING:
     from typing import Any, Callable, Dict, List, Optional, Tuple
 
     OnMessage = Callable[["Receiver", p.Delivery], None]
+    OnMessages = Callable[["Receiver", List[p.Delivery]], None]
     OnOutcome = Callable[[p.Delivery], None]
     OnClosed = Callable[[Optional[AmqpError]], None]
 
@@ -114,10 +119,12 @@ class Receiver:
     credit was topped up): a consumer that settles slowly holds the peer back.
     0 leaves credit to :meth:`Client.flow`."""
 
-    def __init__(self, client: Client, link: p.Link, on_message: OnMessage, prefetch: int) -> None:
+    def __init__(self, client: Client, link: p.Link, on_message: Optional[OnMessage],
+                 on_messages: Optional[OnMessages], prefetch: int) -> None:
         self.client = client
         self.link = link
         self.on_message = on_message
+        self.on_messages = on_messages
         self.prefetch = prefetch
 
     @property
@@ -239,17 +246,21 @@ class Client:
         self._wait_attached(link, timeout)
         return Sender(self, link)
 
-    def receiver(self, address: str, on_message: OnMessage, *, credit: int = 100, prefetch: bool = True,
+    def receiver(self, address: str, on_message: Optional[OnMessage] = None, *,
+                 on_messages: Optional[OnMessages] = None, credit: int = 100, prefetch: bool = True,
                  name: Optional[str] = None, timeout: float = 10.0, durable: int = 0) -> Receiver:
-        """Attach a receiver to ``address`` granting ``credit``; ``on_message`` gets every delivery,
-        which stays unsettled until :meth:`settle`.  ``prefetch``: keep ``credit`` topped up
-        as deliveries are settled (see :class:`Receiver`)."""
+        """Attach a receiver to ``address`` granting ``credit``; ``on_message`` gets every delivery
+        (or ``on_messages`` every batch of them, in order: what one read brought), which stays
+        unsettled until :meth:`settle`.  ``prefetch``: keep ``credit`` topped up as deliveries
+        are settled (see :class:`Receiver`)."""
+        if (on_message is None) == (on_messages is None):
+            raise ValueError("a receiver needs on_message or on_messages (one of them)")
         with self._lock:
             self._check_open()
             assert self._session is not None
             link = self.protocol.attach_receiver(
                 self._session, name or f"{address}-receiver-{uuid.uuid4().hex[:8]}", address, credit, durable)
-            receiver = Receiver(self, link, on_message, credit if prefetch else 0)
+            receiver = Receiver(self, link, on_message, on_messages, credit if prefetch else 0)
             self._receivers[link.handle] = receiver
         self._wake()
         self._wait_attached(link, timeout)
@@ -274,15 +285,22 @@ class Client:
 
     def settle(self, delivery: p.Delivery, state: Any = None) -> None:
         """Settle a received delivery (accepted unless ``state`` says otherwise)."""
+        self.settle_many([delivery], state)
+
+    def settle_many(self, deliveries: List[p.Delivery], state: Any = None) -> None:
+        """Settle received deliveries with one outcome (accepted unless ``state`` says
+        otherwise): one disposition frame per run of consecutive ids, one credit top-up."""
         with self._lock:
-            self.protocol.settle(delivery, state)
-            receiver = self._receivers.get(delivery.link.handle)
-            if receiver is not None and receiver.prefetch and not self.closed.is_set():
-                link = receiver.link
-                want = receiver.prefetch - len(link.unsettled)
-                # Top up in batches (half the window) rather than one flow frame per message.
-                if want - link.credit >= max(1, receiver.prefetch // 2) and not link.detached:
-                    self.protocol.flow(link, want)
+            self.protocol.settle_many(deliveries, state)
+            handles = {d.link.handle: None for d in deliveries}
+            for handle in handles:
+                receiver = self._receivers.get(handle)
+                if receiver is not None and receiver.prefetch and not self.closed.is_set():
+                    link = receiver.link
+                    want = receiver.prefetch - len(link.unsettled)
+                    # Top up in batches (half the window) rather than one flow frame per message.
+                    if want - link.credit >= max(1, receiver.prefetch // 2) and not link.detached:
+                        self.protocol.flow(link, want)
         self._wake()
 
     def flow(self, receiver: Receiver, credit: int) -> None:
@@ -381,6 +399,7 @@ class Client:
     def _dispatch(self) -> None:
         """Handle the protocol's events: bookkeeping under the lock, callbacks outside it."""
         calls: List[Tuple[Callable[..., None], Tuple[Any, ...]]] = []
+        batches: Dict[int, List[p.Delivery]] = {}   # by handle: one on_messages call each
         with self._changed:
             while True:
                 event = self.protocol.next_event()
@@ -402,7 +421,13 @@ class Client:
                         log.warning("AMQP link %r detached: %s", link.address, event.error)
                 elif isinstance(event, p.MessageReceived):
                     receiver = self._receivers.get(event.delivery.link.handle)
-                    if receiver is not None:
+                    if receiver is not None and receiver.on_messages is not None:
+                        batch = batches.get(receiver.link.handle)
+                        if batch is None:   # called where its first delivery came
+                            batch = batches[receiver.link.handle] = []
+                            calls.append((receiver.on_messages, (receiver, batch)))
+                        batch.append(event.delivery)
+                    elif receiver is not None and receiver.on_message is not None:
                         calls.append((receiver.on_message, (receiver, event.delivery)))
                 elif isinstance(event, p.DeliveryUpdated):
                     d = event.delivery

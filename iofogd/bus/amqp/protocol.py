@@ -818,21 +818,36 @@ class Connection:
 
     def settle(self, delivery: Delivery, state: Any = None) -> None:
         """Settle a delivery with an outcome (default: accepted)."""
-        if delivery.settled:
-            return
-        delivery.settled = True
-        if delivery.id is None:
-            return
-        delivery.link.unsettled.pop(delivery.id, None)
-        session = delivery.link.session
-        if delivery.link.is_sender:
-            session.unsettled_out.pop(delivery.id, None)
+        self.settle_many([delivery], state)
+
+    def settle_many(self, deliveries: List[Delivery], state: Any = None) -> None:
+        """Settle deliveries with one outcome (default: accepted): one disposition frame
+        per run of consecutive delivery ids (``first``..``last``), not one per delivery."""
+        runs: List[List[Any]] = []   # [session, role, first, last]
+        for delivery in deliveries:
+            if delivery.settled:
+                continue
+            delivery.settled = True
+            if delivery.id is None:
+                continue
+            link = delivery.link
+            link.unsettled.pop(delivery.id, None)
+            session = link.session
+            if link.is_sender:
+                session.unsettled_out.pop(delivery.id, None)
+            elif delivery.remote_settled:
+                continue   # the peer settled it already: nothing to say
+            run = runs[-1] if runs else None
+            if run is not None and run[0] is session and run[1] is link.role \
+                    and (run[3] + 1) % _SEQ == delivery.id:
+                run[3] = delivery.id
+            else:
+                runs.append([session, link.role, delivery.id, delivery.id])
         if self.state in (CLOSED, CLOSE_SENT):
             return
-        if delivery.remote_settled and not delivery.link.is_sender:
-            return
-        self._write(session.channel, f.Disposition(delivery.link.role, delivery.id, None, True,
-                                                   Accepted() if state is None else state))
+        outcome = Accepted() if state is None else state
+        for session, role, first, last in runs:
+            self._write(session.channel, f.Disposition(role, first, None if last == first else last, True, outcome))
 
     def detach(self, link: Link, error: Optional[Error] = None) -> None:
         if link.detached or self.state in (CLOSED, CLOSE_SENT):

@@ -470,3 +470,36 @@ def test_a_multi_frame_delivery_waits_for_the_peers_session_window() -> None:
     assert [fr.body.more for fr in rest][-1] is False and link.queued == 0
     assert b"".join(fr.payload for fr in first + rest) == payload
     assert first[0].body.delivery_id == 0 and rest[0].body.delivery_id is None
+
+
+def test_settle_many_is_one_disposition_per_run_of_ids_and_the_peer_takes_every_outcome() -> None:
+    ours, peer, session = opened()
+    r1 = ours.attach_receiver(session, "r1", "q1", credit=10)
+    r2 = ours.attach_receiver(session, "r2", "q2", credit=10)
+    peer.pump()
+    for i in range(5):
+        peer.offer("q1", m.encode_message(m.Message(i)))
+    peer.offer("q2", m.encode_message(m.Message("other")))   # takes the next delivery id
+    for i in range(5, 7):
+        peer.offer("q1", m.encode_message(m.Message(i)))
+    got = [e.delivery for e in of(peer.pump(), p.MessageReceived)]
+    mine = [d for d in got if d.link is r1]
+    assert len(mine) == 7 and len(got) == 8
+    ours.settle_many(mine)
+    wire = ours.data_to_send()
+    out = bytearray(wire)
+    dispositions = []
+    while out:
+        parsed = f.parse_frame(out, 1 << 20)
+        assert parsed is not None
+        frame, used = parsed
+        del out[:used]
+        if isinstance(frame.body, f.Disposition):
+            dispositions.append((int(frame.body.first), int(frame.body.last if frame.body.last is not None
+                                                            else frame.body.first)))
+    # One frame per run of consecutive ids: the other link's delivery splits the seven in two.
+    assert sorted(dispositions) == [(mine[0].id, mine[4].id), (mine[5].id, mine[6].id)]
+    peer.push(wire)
+    peer.pump()
+    assert peer.outcomes == [proton.Delivery.ACCEPTED] * 7   # Proton reads the ranges
+    assert not r1.unsettled and all(d.settled for d in mine) and len(r2.unsettled) == 1
