@@ -4,10 +4,11 @@ disposition frame.  The peer is Qpid Proton's engine behind a real loopback sock
 store the bus's own (real files)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import uuid
-from typing import Any, List
+from typing import Any, Iterator, List, Tuple
 
 import pytest
 
@@ -22,23 +23,34 @@ from tests.bus.amqp.proton_peer import ProtonServer  # noqa: E402
 from tests.bus.amqp.test_router import iomessage  # noqa: E402
 
 
-def test_one_read_of_transfers_is_one_commit_then_their_dispositions(
-        tmp_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    count = 40
+@contextlib.contextmanager
+def node(tmp_path: str, prefetch: int) -> Iterator[Tuple[Store, ProtonServer, str]]:
+    """A bus store and its router link, connected to a Proton server; yields once the link
+    listens for a fresh receiver with all its credit given."""
     receiver = uuid.uuid4().hex
     store = Store(str(tmp_path) + "/")
     store.start()
     store.queue(receiver)   # its files exist: what follows creates none
     sink = RouterDelivery(store)
     server = ProtonServer().start()
-    link = RouterLink(sink, prefetch=64, backoff_first=0.2)
+    link = RouterLink(sink, prefetch=prefetch, backoff_first=0.2)
     sink.link = link
     link.start()
     try:
         link.set_router("127.0.0.1", server.port)
         link.set_local_receivers([receiver])
-        assert wait_for(lambda: server.credit(receiver) == 64), "our receiver never gave its credit"
+        assert wait_for(lambda: server.credit(receiver) == prefetch), "our receiver never gave its credit"
+        yield store, server, receiver
+    finally:
+        link.stop()
+        server.stop()
+        store.stop()
 
+
+def test_one_read_of_transfers_is_one_commit_then_their_dispositions(
+        tmp_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    count = 40
+    with node(tmp_path, 64) as (store, server, receiver):
         syncs: List[int] = []
         real = os.fdatasync
         monkeypatch.setattr(os, "fdatasync", lambda fd: (syncs.append(fd), real(fd))[1])
@@ -60,25 +72,10 @@ def test_one_read_of_transfers_is_one_commit_then_their_dispositions(
         stored = [json.dumps(bm.to_json(bm.decode(e.data)), separators=(",", ":"))
                   for e in queue.read(queue.consumed, 1000)]
         assert stored == texts                       # in order, ids and timestamps kept
-    finally:
-        link.stop()
-        server.stop()
-        store.stop()
 
 
 def test_a_batch_with_a_malformed_message_stores_the_others_and_rejects_it(tmp_path: str) -> None:
-    receiver = uuid.uuid4().hex
-    store = Store(str(tmp_path) + "/")
-    store.start()
-    sink = RouterDelivery(store)
-    server = ProtonServer().start()
-    link = RouterLink(sink, prefetch=16, backoff_first=0.2)
-    sink.link = link
-    link.start()
-    try:
-        link.set_router("127.0.0.1", server.port)
-        link.set_local_receivers([receiver])
-        assert wait_for(lambda: server.credit(receiver) == 16)
+    with node(tmp_path, 16) as (store, server, receiver):
         batches = store.batches
         bodies: List[Any] = [iomessage(0), "{not json", iomessage(2), json.dumps({"publisher": "p" * 300})]
         with server.lock:
@@ -90,7 +87,3 @@ def test_a_batch_with_a_malformed_message_stores_the_others_and_rejects_it(tmp_p
         assert outcomes.count(proton.Delivery.ACCEPTED) == 2 and outcomes.count(proton.Delivery.REJECTED) == 2
         queue = store.queue(receiver)
         assert [bm.decode(e.data).sequencenumber for e in queue.read(queue.consumed, 10)] == [0, 2]
-    finally:
-        link.stop()
-        server.stop()
-        store.stop()
