@@ -107,6 +107,7 @@ class RouterDelivery(RouterSink):
         self._dirty: Set[str] = set()
         self._next: Dict[str, int] = {}                        # receiver -> queue position to offer next
         self._in_flight: Dict[str, Deque[List[Any]]] = {}      # receiver -> [end, settled], oldest first
+        self._accepted_to: Dict[str, int] = {}                 # receiver -> queue position to consume to
         self.rejected = 0
         self.carried = 0
 
@@ -182,11 +183,26 @@ class RouterDelivery(RouterSink):
                     self._wake.wait(tick_every)
                 dirty, self._dirty = (self._dirty, set()) if self._dirty else (set(self._away), set())
                 dirty &= self._away
+            self._consume_accepted()
             for receiver in dirty:
                 try:
                     self._pump(receiver)
                 except Exception:
                     log.exception("router: offering the messages for %s failed", receiver)
+        self._consume_accepted()
+
+    def _consume_accepted(self) -> None:
+        """Move each queue's consumed position over what the router accepted: here, once per
+        wake-up, rather than a position write per accepted message in the link's I/O thread."""
+        with self._lock:
+            accepted, self._accepted_to = self._accepted_to, {}
+        for receiver, position in accepted.items():
+            queue = self.store.existing_queue(receiver)
+            if queue is not None:
+                try:
+                    queue.consume_to(position)
+                except OSError as exc:   # the position file lags: duplicates after a restart, no loss
+                    log.warning("router: cannot record what the router accepted for %s: %s", receiver, exc)
 
     def _pump(self, receiver: str) -> None:
         link, queue = self.link, self.store.existing_queue(receiver)
@@ -216,17 +232,12 @@ class RouterDelivery(RouterSink):
             if not accepted:
                 self.rejected += 1
                 log.warning("router: a message for %s was rejected by the router; not sent again", receiver)
-            done = None
             with self._wake:
                 slot[1] = True
                 self.carried += 1
                 flight = self._in_flight.get(receiver)
                 while flight and flight[0][1]:
-                    done = flight.popleft()[0]
-                self._dirty.add(receiver)
+                    self._accepted_to[receiver] = flight.popleft()[0]
+                self._dirty.add(receiver)   # the forwarding thread consumes, and offers more
                 self._wake.notify()
-            if done is not None:
-                queue = self.store.existing_queue(receiver)
-                if queue is not None:
-                    queue.consume_to(done)
         return on_settled

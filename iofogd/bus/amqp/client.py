@@ -162,6 +162,7 @@ class Client:
         self._changed = threading.Condition(self._lock)
         self._sock: Optional[socket.socket] = None
         self._wake_r, self._wake_w = os.pipe()
+        self._woken = False   # a byte is in the pipe that the I/O thread has not read yet
         self._thread: Optional[threading.Thread] = None
         self._session: Optional[p.Session] = None
         self._opened = False
@@ -329,6 +330,13 @@ class Client:
             self._thread.join(timeout)
 
     def _wake(self) -> None:
+        # One byte in the pipe is enough.  The I/O thread drains the pipe, then clears the
+        # flag, then reads the protocol state: a change made before a check that found the
+        # flag set is seen, and the flag is never left set over an empty pipe.
+        # (A write per send cost a system call per message on a busy sender.)
+        if self._woken:
+            return
+        self._woken = True
         try:
             os.write(self._wake_w, b"\0")
         except (OSError, ValueError):
@@ -369,6 +377,7 @@ class Client:
                 for key, _ in selector.select(wait):
                     if key.fileobj == self._wake_r:
                         os.read(self._wake_r, 4096)
+                        self._woken = False   # after the read: a byte written since stays
                         continue
                     self._read(sock)
                 self._dispatch()
