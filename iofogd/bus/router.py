@@ -44,10 +44,11 @@ At least once, where upstream loses messages:
   cannot store them now (a full disk) leaves them unsettled: the router keeps
   them, that receiver's credit is not topped up, and we try again after a
   pause (what arrives meanwhile waits behind them, in order).
-- Flow: each receiver link has ``prefetch`` credit (``PREFETCH``), topped up as
-  deliveries are stored; a slow store slows the routers' senders instead of
-  growing our memory (at most ``prefetch`` messages per receiver, twice that
-  with RabbitMQ's overdraw, are in memory).  Outgoing, the router's credit bounds what is on the wire; beyond
+- Flow: each receiver link has ``prefetch`` credit (``PREFETCH``; fewer for big
+  messages: ``PREFETCH_BYTES``), topped up as deliveries are stored; a slow
+  store slows the routers' senders instead of growing our memory.  The client
+  reads at most 1 MiB before handing over what it completed, so a batch is
+  bounded in bytes whatever the credit.  Outgoing, the router's credit bounds what is on the wire; beyond
   ``max_pending`` unsettled messages :meth:`offer` says no and the bus keeps
   the message in its archive until :meth:`RouterSink.router_ready`.
 
@@ -112,9 +113,11 @@ JMS_QUEUE = Byte(0)
 DURABLE_TERMINUS = 2
 
 # Credit of each receiver link: the most a router hands over in one go, so the most one
-# commit (one fsync) stores; also what a receiver may hold in memory (twice that with
-# RabbitMQ's overdraw: see Receiver in amqp/client.py).  256 x a 1 KiB ioMessage: 256 KiB.
+# commit (one fsync) stores; also what a receiver may hold unsettled (twice that with
+# RabbitMQ's overdraw: see Receiver in amqp/client.py).  PREFETCH_BYTES shrinks it for big
+# messages (to 4 for 1 MiB ones), so what waits on a failing store stays bounded in bytes.
 PREFETCH = 256
+PREFETCH_BYTES = 4 << 20
 
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 60.0
@@ -195,6 +198,7 @@ class RouterLink:
         *,
         node_id: str = "",
         prefetch: int = PREFETCH,
+        prefetch_bytes: int = PREFETCH_BYTES,
         max_pending: int = 10_000,
         max_pending_bytes: int = 32 << 20,
         idle_timeout: float = 30.0,
@@ -208,6 +212,7 @@ class RouterLink:
         self.sink = sink
         self.node_id = node_id or uuid.uuid4().hex
         self.prefetch = prefetch
+        self.prefetch_bytes = prefetch_bytes
         self.max_pending = max_pending
         self.max_pending_bytes = max_pending_bytes
         self._pending_bytes = 0
@@ -454,6 +459,7 @@ class RouterLink:
             self._attaches += 1
             try:
                 link = client.receiver(receiver, on_messages=self._on_messages, credit=self.prefetch,
+                                       max_bytes=self.prefetch_bytes,
                                        name=f"iofogd-{self.node_id}-{receiver}-{self._attaches}",
                                        durable=DURABLE_TERMINUS if self.durable_terminus else 0)
             except AmqpRemoteError as exc:

@@ -54,6 +54,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _RECV_SIZE = 1 << 16
+# What one round of reading takes before the deliveries it completed are handed over: the
+# rest waits in the socket (the kernel's buffer, then the peer), so our memory does not
+# grow with the credit we gave.
+_READ_ROUND = 1 << 20
 _MAX_WAIT = 1.0
 
 
@@ -117,15 +121,26 @@ class Receiver:
     settled, so that credit plus unsettled deliveries never exceed ``prefetch``
     (twice that with RabbitMQ 3.x, which overdraws by what was in flight when
     credit was topped up): a consumer that settles slowly holds the peer back.
-    0 leaves credit to :meth:`Client.flow`."""
+    0 leaves credit to :meth:`Client.flow`.  ``max_bytes`` (0: none) bounds the
+    window in bytes too: it shrinks to ``max_bytes`` over the size of the largest
+    message of the last settled batch (at least 1), so big messages get less credit."""
 
     def __init__(self, client: Client, link: p.Link, on_message: Optional[OnMessage],
-                 on_messages: Optional[OnMessages], prefetch: int) -> None:
+                 on_messages: Optional[OnMessages], prefetch: int, max_bytes: int = 0) -> None:
         self.client = client
         self.link = link
         self.on_message = on_message
         self.on_messages = on_messages
         self.prefetch = prefetch
+        self.max_bytes = max_bytes
+        self.largest = 0   # bytes: the largest message of the last batch settled
+
+    @property
+    def window(self) -> int:
+        """How much credit plus unsettled deliveries we allow now."""
+        if self.max_bytes and self.largest:
+            return max(1, min(self.prefetch, self.max_bytes // self.largest))
+        return self.prefetch
 
     @property
     def address(self) -> str:
@@ -249,11 +264,12 @@ class Client:
 
     def receiver(self, address: str, on_message: Optional[OnMessage] = None, *,
                  on_messages: Optional[OnMessages] = None, credit: int = 100, prefetch: bool = True,
-                 name: Optional[str] = None, timeout: float = 10.0, durable: int = 0) -> Receiver:
+                 max_bytes: int = 0, name: Optional[str] = None, timeout: float = 10.0,
+                 durable: int = 0) -> Receiver:
         """Attach a receiver to ``address`` granting ``credit``; ``on_message`` gets every delivery
         (or ``on_messages`` every batch of them, in order: what one read brought), which stays
         unsettled until :meth:`settle`.  ``prefetch``: keep ``credit`` topped up as deliveries
-        are settled (see :class:`Receiver`)."""
+        are settled, within ``max_bytes`` (see :class:`Receiver`)."""
         if (on_message is None) == (on_messages is None):
             raise ValueError("a receiver needs on_message or on_messages (one of them)")
         with self._lock:
@@ -261,7 +277,7 @@ class Client:
             assert self._session is not None
             link = self.protocol.attach_receiver(
                 self._session, name or f"{address}-receiver-{uuid.uuid4().hex[:8]}", address, credit, durable)
-            receiver = Receiver(self, link, on_message, on_messages, credit if prefetch else 0)
+            receiver = Receiver(self, link, on_message, on_messages, credit if prefetch else 0, max_bytes)
             self._receivers[link.handle] = receiver
         self._wake()
         self._wait_attached(link, timeout)
@@ -293,14 +309,19 @@ class Client:
         otherwise): one disposition frame per run of consecutive ids, one credit top-up."""
         with self._lock:
             self.protocol.settle_many(deliveries, state)
-            handles = {d.link.handle: None for d in deliveries}
-            for handle in handles:
+            largest: Dict[int, int] = {}   # by handle
+            for d in deliveries:
+                largest[d.link.handle] = max(largest.get(d.link.handle, 0), len(d.payload))
+            for handle, size in largest.items():
                 receiver = self._receivers.get(handle)
                 if receiver is not None and receiver.prefetch and not self.closed.is_set():
+                    receiver.largest = size
                     link = receiver.link
-                    want = receiver.prefetch - len(link.unsettled)
-                    # Top up in batches (half the window) rather than one flow frame per message.
-                    if want - link.credit >= max(1, receiver.prefetch // 2) and not link.detached:
+                    window = receiver.window
+                    want = max(0, window - len(link.unsettled))
+                    # Top up in batches (half the window) rather than one flow frame per message;
+                    # cut credit at once when big messages shrank the window.
+                    if not link.detached and (want - link.credit >= max(1, window // 2) or link.credit > want):
                         self.protocol.flow(link, want)
         self._wake()
 
@@ -392,6 +413,7 @@ class Client:
             self._shutdown(error)
 
     def _read(self, sock: socket.socket) -> None:
+        taken = 0
         while True:
             try:
                 data = sock.recv(_RECV_SIZE)
@@ -402,7 +424,10 @@ class Client:
                     self.protocol.receive_eof()
                     return
                 self.protocol.receive_data(data, time.monotonic())
-            if not (isinstance(sock, ssl.SSLSocket) and sock.pending()) and len(data) < _RECV_SIZE:
+            taken += len(data)
+            # TLS bytes already decrypted would not wake the selector: those are always taken.
+            if not (isinstance(sock, ssl.SSLSocket) and sock.pending()) and (
+                    len(data) < _RECV_SIZE or taken >= _READ_ROUND):
                 return
 
     def _dispatch(self) -> None:

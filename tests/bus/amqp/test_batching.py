@@ -4,6 +4,7 @@ disposition frame.  The peer is Qpid Proton's engine behind a real loopback sock
 store the bus's own (real files)."""
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -24,7 +25,7 @@ from tests.bus.amqp.test_router import iomessage  # noqa: E402
 
 
 @contextlib.contextmanager
-def node(tmp_path: str, prefetch: int) -> Iterator[Tuple[Store, ProtonServer, str]]:
+def node(tmp_path: str, prefetch: int, prefetch_bytes: int = 4 << 20) -> Iterator[Tuple[Store, ProtonServer, str]]:
     """A bus store and its router link, connected to a Proton server; yields once the link
     listens for a fresh receiver with all its credit given."""
     receiver = uuid.uuid4().hex
@@ -33,7 +34,7 @@ def node(tmp_path: str, prefetch: int) -> Iterator[Tuple[Store, ProtonServer, st
     store.queue(receiver)   # its files exist: what follows creates none
     sink = RouterDelivery(store)
     server = ProtonServer().start()
-    link = RouterLink(sink, prefetch=prefetch, backoff_first=0.2)
+    link = RouterLink(sink, prefetch=prefetch, prefetch_bytes=prefetch_bytes, backoff_first=0.2)
     sink.link = link
     link.start()
     try:
@@ -87,3 +88,21 @@ def test_a_batch_with_a_malformed_message_stores_the_others_and_rejects_it(tmp_p
         assert outcomes.count(proton.Delivery.ACCEPTED) == 2 and outcomes.count(proton.Delivery.REJECTED) == 2
         queue = store.queue(receiver)
         assert [bm.decode(e.data).sequencenumber for e in queue.read(queue.consumed, 10)] == [0, 2]
+
+
+def test_big_messages_get_less_credit_so_memory_stays_bounded_in_bytes(tmp_path: str) -> None:
+    with node(tmp_path, 64, prefetch_bytes=64 << 10) as (store, server, receiver):
+        def send(texts: List[str]) -> None:
+            with server.lock:
+                for i, text in enumerate(texts):
+                    server.peer.offer(receiver, encode_text_message(receiver, text, f"ID:peer:{i}", 0))
+
+        big = [json.dumps({"publisher": "p", "contentdata": base64.b64encode(b"x" * 20_000).decode()})] * 4
+        send(big)
+        assert wait_for(lambda: len(server.peer.outcomes) == 4)
+        # 64 KiB over ~27 KiB messages: a window of 2, not 64 x 27 KiB.
+        assert wait_for(lambda: server.credit(receiver) == 2), server.credit(receiver)
+        send([iomessage(i) for i in range(6)])
+        assert wait_for(lambda: len(server.peer.outcomes) == 10)
+        assert wait_for(lambda: server.credit(receiver) >= 64 - 4)   # small ones again: the full window back
+        assert store.queue(receiver).waiting_bytes() > 4 * 20_000
