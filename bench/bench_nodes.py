@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_nodes.py [--runs 3] [--count 3000] [--rate 500]   (root: RabbitMQ)
     RABBIT_PORT=26800 .venv/bin/python bench/bench_nodes.py
+    .venv/bin/python bench/bench_nodes.py --runs 1 --profile /tmp/prof   (py-spy on PATH: where CPU goes)
 
 Two real iofogd processes (two roots, two loopback ports) follow a minimal
 Controller double (``bench.peers.ControllerDouble``: the few agent endpoints

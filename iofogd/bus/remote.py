@@ -89,9 +89,10 @@ class RouterDelivery(RouterSink):
     queue (Store ``_limit_waiting``).  A message the router *rejects* is
     logged and passed over: sending it again would be rejected again.
 
-    Incoming (:meth:`deliver_local`): stored in the local receiver's queue and
-    on disk before the link accepts the delivery; the id and timestamp the
-    publishing node gave it are kept.  It is not archived again here: the
+    Incoming (:meth:`deliver_local`): what one read of the link brought for a
+    receiver, stored in its queue with one commit (one fsync) before the link
+    accepts any of it; the id and timestamp the publishing node gave each
+    message are kept.  It is not archived again here: the
     archive of a message is on its publisher's node, as upstream.
     """
 
