@@ -113,9 +113,9 @@ def run_nodes(a: Daemon, b: Daemon, tx: str, rx: str, count: int, rate: float) -
 
 
 def profile(daemon: Daemon, out: str) -> subprocess.Popen[bytes]:
-    """py-spy sampling ``daemon`` (all threads, idle ones too) until SIGINT."""
+    """py-spy sampling ``daemon`` (threads on CPU) until SIGINT."""
     os.makedirs(os.path.dirname(out), exist_ok=True)
-    spy = subprocess.Popen(["py-spy", "record", "--nonblocking", "--idle", "-r", "200", "-f", "raw", "-o", out,
+    spy = subprocess.Popen(["py-spy", "record", "--nonblocking", "-r", "200", "-f", "raw", "-o", out,
                             "-p", str(daemon.proc.pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     time.sleep(1.0)   # py-spy attaches
     return spy
