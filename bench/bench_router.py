@@ -3,7 +3,7 @@
     python bench/bench_router.py [--runs 3] [--count 5000] [--rate 1000] [--url amqp://...]
 
 The broker is RabbitMQ with its AMQP 1.0 plugin, started privately with
-scripts/rabbitmq.sh (root) unless ``--url`` names one.  Each run sends the
+scripts/rabbitmq.sh (root) on ``RABBIT_PORT`` (default 25694) unless ``--url`` names one.  Each run sends the
 same ioMessage (its JSON form in a JMS TextMessage, the Java agent's wire
 form) from a sender link to a receiver link on one queue, at least once: the
 sender's deliveries unsettled until the broker accepts them, the receiver
@@ -40,7 +40,7 @@ from iofogd.bus.amqp import message as m  # noqa: E402
 from iofogd.bus.amqp.client import Client  # noqa: E402
 from iofogd.bus.router import RouterLink, RouterSink, encode_text_message  # noqa: E402
 
-BENCH_PORT = "25694"
+BENCH_PORT = os.environ.get("RABBIT_PORT", "25694")   # a private RabbitMQ's port
 
 
 def iomessage(seq: int) -> str:
