@@ -290,6 +290,11 @@ def _error_of(exc: AmqpError) -> Error:
     return Error(condition, str(getattr(exc, "description", None) or getattr(exc, "message", None) or exc))
 
 
+# Room for a frame header and a transfer performative with every field we set (handles and
+# ids up to 2**32, a 32-byte tag): computed once, not per message sent.
+_TRANSFER_OVERHEAD = 8 + len(f.Transfer(0xFFFFFFFF, 0xFFFFFFFF, b"\0" * 32, 0, False, True).encode())
+
+
 class Connection:
     """One client connection (see the module docstring)."""
 
@@ -788,9 +793,7 @@ class Connection:
         session = link.session
         if not link.remote_attached or link.detached:
             return
-        # Room for a transfer performative with every field we set (ids up to 2**32).
-        overhead = 8 + len(f.Transfer(link.handle, 0xFFFFFFFF, b"\0" * 32, 0, False, True).encode())
-        room = self.remote_max_frame_size - overhead
+        room = self.remote_max_frame_size - _TRANSFER_OVERHEAD
         while link.queue and session.remote_incoming_window > 0:
             delivery = link.queue[0]
             if delivery.sent == 0:
@@ -807,10 +810,11 @@ class Connection:
             delivery.sent += len(chunk)
             more = delivery.sent < len(delivery.payload)
             if first:
-                transfer = f.Transfer(link.handle, delivery.id, delivery.tag, 0, delivery.settled, more)
+                assert delivery.id is not None
+                self._out.append(f.encode_transfer_frame(session.channel, link.handle, delivery.id, delivery.tag,
+                                                         delivery.settled, more, chunk))
             else:
-                transfer = f.Transfer(link.handle, more=more)
-            self._out.append(encode_frame(session.channel, transfer, chunk))
+                self._out.append(encode_frame(session.channel, f.Transfer(link.handle, more=more), chunk))
             session.next_outgoing_id = (session.next_outgoing_id + 1) % _SEQ
             session.remote_incoming_window -= 1
             if not more:
