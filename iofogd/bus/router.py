@@ -161,7 +161,7 @@ def text_of(payload: bytes) -> str:
     """The ioMessage JSON carried by an AMQP message: a TextMessage's amqp-value string,
     or UTF-8 data sections.  Raises ValueError for anything else."""
     try:
-        message = m.decode_message(payload)
+        message = m.decode_body(payload)
     except AmqpDecodeError as exc:
         raise ValueError(f"not an AMQP message: {exc}") from exc
     body = message.body

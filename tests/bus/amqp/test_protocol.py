@@ -366,6 +366,8 @@ def test_message_sections_against_proton() -> None:
     assert ours.delivery_annotations == {"x-opt-i": 1}
     assert ours.application_properties == {"a": 1, "b": "x"}
     assert ours.body == ["seq", 1] and ours.body_kind == m.BODY_VALUE
+    body_only = m.decode_body(wire)   # the router link's reader: the other sections stepped over
+    assert (body_only.body, body_only.body_kind) == (ours.body, ours.body_kind) and body_only.properties is None
     back = proton.Message()
     back.decode(m.encode_message(ours))
     for name in ("id", "user_id", "address", "subject", "reply_to", "correlation_id", "content_type",
@@ -385,6 +387,8 @@ def test_body_kinds_decode_in_proton_and_back(message: m.Message) -> None:
     back = proton.Message()
     back.decode(wire)  # proton accepts it
     assert m.decode_message(wire) == message
+    body_only = m.decode_body(wire)
+    assert (body_only.body, body_only.body_kind) == (message.body, message.body_kind)
 
 
 @pytest.mark.parametrize("wire, text", [
@@ -396,10 +400,23 @@ def test_body_kinds_decode_in_proton_and_back(message: m.Message) -> None:
     (b"\x00S\x99\x40", "unknown message section"),
     (b"\xa1\x01x", "not a described value"),
 ])
-def test_malformed_messages(wire: bytes, text: str) -> None:
+@pytest.mark.parametrize("decoder", [m.decode_message, m.decode_body])
+def test_malformed_messages(wire: bytes, text: str, decoder: Any) -> None:
     from iofogd.errors import AmqpDecodeError
     with pytest.raises(AmqpDecodeError, match=text):
-        m.decode_message(wire)
+        decoder(wire)
+
+
+@pytest.mark.parametrize("wire", [
+    b"\x00Sp\xc0\x10\x01\x41\x00Sw\x40",   # a header list8 announcing 16 bytes, holding 1
+    b"\x00Sr\xd1\x00\x00\x00",                # a map32 whose size is cut off
+    b"\x00Sp",                                    # a section without a value
+    b"\x00Sp\x3f\x00Sw\x40",                  # an unknown format code
+])
+def test_sections_stepped_over_must_still_fit(wire: bytes) -> None:
+    from iofogd.errors import AmqpDecodeError
+    with pytest.raises(AmqpDecodeError):
+        m.decode_body(wire)
 
 
 def test_credit_the_peer_lowers_below_what_is_in_flight_is_none() -> None:
