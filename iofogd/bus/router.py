@@ -48,9 +48,10 @@ At least once, where upstream loses messages:
   messages: ``PREFETCH_BYTES``), topped up as deliveries are stored; a slow
   store slows the routers' senders instead of growing our memory.  The client
   reads at most 1 MiB before handing over what it completed, so a batch is
-  bounded in bytes whatever the credit.  Outgoing, the router's credit bounds what is on the wire; beyond
-  ``max_pending`` unsettled messages :meth:`offer` says no and the bus keeps
-  the message in its archive until :meth:`RouterSink.router_ready`.
+  bounded in bytes whatever the credit.  Outgoing, the router's credit bounds
+  what is on the wire; beyond ``max_pending`` unsettled messages :meth:`offer`
+  says no and the bus keeps the message in its archive until
+  :meth:`RouterSink.router_ready`.
 
 Router down, refusing or unreachable: local delivery is not concerned (the
 bus never waits for the router); we retry with exponential back-off (1 s to
