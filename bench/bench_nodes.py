@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/bench_nodes.py [--runs 3] [--count 3000] [--rate 500]   (root: RabbitMQ)
     RABBIT_PORT=26800 .venv/bin/python bench/bench_nodes.py
+    .venv/bin/python bench/bench_nodes.py --runs 1 --profile /tmp/prof   (py-spy on PATH: where CPU goes)
 
 Two real iofogd processes (two roots, two loopback ports) follow a minimal
 Controller double (``bench.peers.ControllerDouble``: the few agent endpoints
@@ -32,6 +33,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import signal
 import statistics
 import struct
 import subprocess
@@ -110,11 +112,22 @@ def run_nodes(a: Daemon, b: Daemon, tx: str, rx: str, count: int, rate: float) -
     return count / (times["end"] - times["start"]), latencies
 
 
+def profile(daemon: Daemon, out: str) -> subprocess.Popen[bytes]:
+    """py-spy sampling ``daemon`` (threads on CPU) until SIGINT."""
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    spy = subprocess.Popen(["py-spy", "record", "--nonblocking", "-r", "200", "-f", "raw", "-o", out,
+                            "-p", str(daemon.proc.pid)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)   # py-spy attaches
+    return spy
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--count", type=int, default=3000, help="messages in a burst")
     parser.add_argument("--rate", type=float, default=500, help="messages/s of the paced latency phase")
+    parser.add_argument("--profile", metavar="DIR", help="py-spy (on PATH) samples both daemons during the "
+                        "first burst: DIR/a.txt, DIR/b.txt (raw, collapsed stacks)")
     args = parser.parse_args(argv)
     rabbit_port = os.environ.get("RABBIT_PORT", "25694")
     script = os.path.join(REPO, "scripts", "rabbitmq.sh")
@@ -140,9 +153,14 @@ def main(argv: Optional[List[str]] = None) -> int:
         rates: Dict[str, List[float]] = {"nodes": [], "proton": []}
         p99s: Dict[str, List[float]] = {"nodes": [], "proton": []}
         cpu: List[Tuple[float, float]] = []
-        for _ in range(args.runs):
+        for run in range(args.runs):
+            spies = [profile(d, os.path.join(args.profile, f"{n}.txt")) for n, d in (("a", a), ("b", b))] \
+                if args.profile and run == 0 else []
             before = (a.cpu_seconds(), b.cpu_seconds())
             throughput, _ = run_nodes(a, b, tx, rx, args.count, 0)
+            for spy in spies:
+                spy.send_signal(signal.SIGINT)
+                spy.wait(30)
             cpu.append((a.cpu_seconds() - before[0], b.cpu_seconds() - before[1]))
             rates["nodes"].append(throughput)
             _, latencies = run_nodes(a, b, tx, rx, paced_count, args.rate)

@@ -3,7 +3,7 @@
     python bench/bench_router.py [--runs 3] [--count 5000] [--rate 1000] [--url amqp://...]
 
 The broker is RabbitMQ with its AMQP 1.0 plugin, started privately with
-scripts/rabbitmq.sh (root) unless ``--url`` names one.  Each run sends the
+scripts/rabbitmq.sh (root) on ``RABBIT_PORT`` (default 25694) unless ``--url`` names one.  Each run sends the
 same ioMessage (its JSON form in a JMS TextMessage, the Java agent's wire
 form) from a sender link to a receiver link on one queue, at least once: the
 sender's deliveries unsettled until the broker accepts them, the receiver
@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 import uuid
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, REPO)
@@ -40,7 +40,7 @@ from iofogd.bus.amqp import message as m  # noqa: E402
 from iofogd.bus.amqp.client import Client  # noqa: E402
 from iofogd.bus.router import RouterLink, RouterSink, encode_text_message  # noqa: E402
 
-BENCH_PORT = "25694"
+BENCH_PORT = os.environ.get("RABBIT_PORT", "25694")   # a private RabbitMQ's port
 
 
 def iomessage(seq: int) -> str:
@@ -125,11 +125,13 @@ class _Sink(RouterSink):
         self.latencies: List[float] = []
         self.done = threading.Event()
 
-    def deliver_local(self, receiver: str, iomessage_json: str) -> None:
-        seq = json.loads(iomessage_json)["sequencenumber"]
-        self.latencies.append(time.perf_counter() - self.sent[seq])
+    def deliver_local(self, receiver: str, iomessage_jsons: List[str]) -> List[Optional[str]]:
+        for text in iomessage_jsons:
+            seq = json.loads(text)["sequencenumber"]
+            self.latencies.append(time.perf_counter() - self.sent[seq])
         if len(self.latencies) == self.count:
             self.done.set()
+        return [None] * len(iomessage_jsons)
 
 
 def run_router(url: str, count: int, rate: float) -> Tuple[float, List[float]]:

@@ -126,6 +126,9 @@ class MessageArchive:
         self._open: Dict[str, _OpenPair] = {}
         self._usage = 0
         self._dirty: Dict[int, _OpenPair] = {}   # fds written since the last sync
+        # Pairs rolled over since the last sync: open until their writes are synced (or cut
+        # back), so sync never meets a closed (or re-used) descriptor and nothing is left unsynced.
+        self._retired: List[_OpenPair] = []
         self._dir_dirty = False
         self._last: Tuple[List[Tuple[_OpenPair, int, int]], List[_OpenPair]] = ([], [])
 
@@ -217,8 +220,11 @@ class MessageArchive:
             pair = self._open.get(publisher)
             if pair is None or pair.data_size + len(parts[i][1]) >= ROLL_OVER_BYTES and pair.data_size > 0:
                 if pair is not None:
-                    pair.close()
                     del self._open[publisher]
+                    if pair.data_fd in self._dirty or pair.idx_fd in self._dirty:
+                        self._retired.append(pair)
+                    else:
+                        pair.close()
                 pair = self._new_pair(publisher, parts[i][2])   # named after its first message
                 fresh.append(pair)
             undo.append((pair, pair.idx_size, pair.data_size))
@@ -269,6 +275,8 @@ class MessageArchive:
         for pair in fresh:
             if pair.idx_size == 0:
                 self._open.pop(pair.publisher, None)
+                self._dirty.pop(pair.idx_fd, None)
+                self._dirty.pop(pair.data_fd, None)
                 pair.close()
                 for path in self._paths(pair.publisher, pair.ts):
                     try:
@@ -286,7 +294,15 @@ class MessageArchive:
                 _sync_dir(self.directory)
                 self._dir_dirty = False
         except OSError as exc:
-            raise_for_write(exc, "message archive sync")
+            raise_for_write(exc, "message archive sync")   # rollback() closes the retired pairs
+        self._close_retired()
+
+    def _close_retired(self) -> None:
+        for pair in self._retired:
+            self._dirty.pop(pair.idx_fd, None)
+            self._dirty.pop(pair.data_fd, None)
+            pair.close()
+        self._retired = []
 
     # -- the storage limit (docs/host.md#figures) --------------------------------------------
 
@@ -387,6 +403,7 @@ class MessageArchive:
         self.append([(msg.publisher, msg.timestamp, b"".join(encode_parts(msg))) for msg in messages])
 
     def close(self) -> None:
+        self._close_retired()
         for pair in self._open.values():
             pair.close()
         self._open.clear()

@@ -15,7 +15,7 @@ import json
 import logging
 import threading
 
-from iofogd.bus.message import IoMessage, decode, from_json, to_json
+from iofogd.bus.message import IoMessage, decode, encode, from_json, to_json
 from iofogd.bus.routersink import NO_ROUTER, RouterSink
 from iofogd.errors import MessageError
 
@@ -89,9 +89,10 @@ class RouterDelivery(RouterSink):
     queue (Store ``_limit_waiting``).  A message the router *rejects* is
     logged and passed over: sending it again would be rejected again.
 
-    Incoming (:meth:`deliver_local`): stored in the local receiver's queue and
-    on disk before the link accepts the delivery; the id and timestamp the
-    publishing node gave it are kept.  It is not archived again here: the
+    Incoming (:meth:`deliver_local`): what one read of the link brought for a
+    receiver, stored in its queue with one commit (one fsync) before the link
+    accepts any of it; the id and timestamp the publishing node gave each
+    message are kept.  It is not archived again here: the
     archive of a message is on its publisher's node, as upstream.
     """
 
@@ -107,6 +108,7 @@ class RouterDelivery(RouterSink):
         self._dirty: Set[str] = set()
         self._next: Dict[str, int] = {}                        # receiver -> queue position to offer next
         self._in_flight: Dict[str, Deque[List[Any]]] = {}      # receiver -> [end, settled], oldest first
+        self._accepted_to: Dict[str, int] = {}                 # receiver -> queue position to consume to
         self.rejected = 0
         self.carried = 0
 
@@ -144,15 +146,27 @@ class RouterDelivery(RouterSink):
 
     # -- the link's side ---------------------------------------------------------------------
 
-    def deliver_local(self, receiver: str, iomessage_json: str) -> None:
-        try:
-            obj = json.loads(iomessage_json)
-            if not isinstance(obj, dict):
-                raise ValueError("an ioMessage is a JSON object")
-            message = from_json(obj)
-        except (ValueError, MessageError) as exc:   # never storable: the link rejects it
-            raise ValueError(f"not an ioMessage: {exc}") from exc
-        self.store.store(message, [receiver], archive=False)   # ArchiveError: not now, retried
+    def deliver_local(self, receiver: str, iomessage_jsons: List[str]) -> List[Optional[str]]:
+        """Store a batch from the link with one commit (one fsync); malformed ones are
+        answered with why (the link rejects them), the others are stored, in order."""
+        answers: List[Optional[str]] = []
+        messages: List[IoMessage] = []
+        binaries: List[bytes] = []
+        for text in iomessage_jsons:
+            try:
+                obj = json.loads(text)
+                if not isinstance(obj, dict):
+                    raise ValueError("an ioMessage is a JSON object")
+                message = from_json(obj)
+                binary = encode(message)   # one the binary form cannot hold is malformed too, not "not now"
+            except (ValueError, MessageError) as exc:   # never storable: the link rejects it
+                answers.append(f"not an ioMessage: {exc}")
+                continue
+            messages.append(message)
+            binaries.append(binary)
+            answers.append(None)
+        self.store.store_many(messages, [receiver], archive=False, encoded=binaries)   # ArchiveError: not now, retried
+        return answers
 
     def router_ready(self) -> None:
         with self._wake:
@@ -170,11 +184,26 @@ class RouterDelivery(RouterSink):
                     self._wake.wait(tick_every)
                 dirty, self._dirty = (self._dirty, set()) if self._dirty else (set(self._away), set())
                 dirty &= self._away
+            self._consume_accepted()
             for receiver in dirty:
                 try:
                     self._pump(receiver)
                 except Exception:
                     log.exception("router: offering the messages for %s failed", receiver)
+        self._consume_accepted()
+
+    def _consume_accepted(self) -> None:
+        """Move each queue's consumed position over what the router accepted: here, once per
+        wake-up, rather than a position write per accepted message in the link's I/O thread."""
+        with self._lock:
+            accepted, self._accepted_to = self._accepted_to, {}
+        for receiver, position in accepted.items():
+            queue = self.store.existing_queue(receiver)
+            if queue is not None:
+                try:
+                    queue.consume_to(position)
+                except OSError as exc:   # the position file lags: duplicates after a restart, no loss
+                    log.warning("router: cannot record what the router accepted for %s: %s", receiver, exc)
 
     def _pump(self, receiver: str) -> None:
         link, queue = self.link, self.store.existing_queue(receiver)
@@ -204,17 +233,12 @@ class RouterDelivery(RouterSink):
             if not accepted:
                 self.rejected += 1
                 log.warning("router: a message for %s was rejected by the router; not sent again", receiver)
-            done = None
             with self._wake:
                 slot[1] = True
                 self.carried += 1
                 flight = self._in_flight.get(receiver)
                 while flight and flight[0][1]:
-                    done = flight.popleft()[0]
-                self._dirty.add(receiver)
+                    self._accepted_to[receiver] = flight.popleft()[0]
+                self._dirty.add(receiver)   # the forwarding thread consumes, and offers more
                 self._wake.notify()
-            if done is not None:
-                queue = self.store.existing_queue(receiver)
-                if queue is not None:
-                    queue.consume_to(done)
         return on_settled

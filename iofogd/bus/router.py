@@ -35,14 +35,23 @@ At least once, where upstream loses messages:
   reconnect if need be.  Duplicates are possible only for what was in flight.
 - Incoming: a delivery is accepted only after :meth:`RouterSink.deliver_local`
   returned, which the bus does once the message is durably stored for that
-  receiver.  A sink that cannot store it now (a full disk) leaves it
-  unsettled: the router keeps it, that receiver's credit is not topped up, and
-  we try again after a pause (what arrives meanwhile waits behind it, in order).
-- Flow: each receiver link has ``prefetch`` credit, topped up as deliveries
-  are stored; a slow store slows the routers' senders instead of growing our
-  memory.  Outgoing, the router's credit bounds what is on the wire; beyond
-  ``max_pending`` unsettled messages :meth:`offer` says no and the bus keeps
-  the message in its archive until :meth:`RouterSink.router_ready`.
+  receiver.  Deliveries come in batches: all that one read of the socket
+  brought for a receiver go to the sink in one call, which stores them with
+  one commit (one fsync), and only then are they accepted, together (one
+  disposition frame for consecutive ids).  One fsync per message bounded a
+  node to a few hundred messages/s; per batch, the broker's next batch piles
+  up in the socket while we sync, so batches grow with load.  A sink that
+  cannot store them now (a full disk) leaves them unsettled: the router keeps
+  them, that receiver's credit is not topped up, and we try again after a
+  pause (what arrives meanwhile waits behind them, in order).
+- Flow: each receiver link has ``prefetch`` credit (``PREFETCH``; fewer for big
+  messages: ``PREFETCH_BYTES``), topped up as deliveries are stored; a slow
+  store slows the routers' senders instead of growing our memory.  The client
+  reads at most 1 MiB before handing over what it completed, so a batch is
+  bounded in bytes whatever the credit.  Outgoing, the router's credit bounds
+  what is on the wire; beyond ``max_pending`` unsettled messages :meth:`offer`
+  says no and the bus keeps the message in its archive until
+  :meth:`RouterSink.router_ready`.
 
 Router down, refusing or unreachable: local delivery is not concerned (the
 bus never waits for the router); we retry with exponential back-off (1 s to
@@ -62,10 +71,10 @@ Wiring (iofogd/daemon.py ``_build_bus`` and ``_set_router``, iofogd/agent.py
   bus counts the message delivered to it only on ``on_settled(True)``, keeps
   what :meth:`offer` declined (and, across restarts, what was never settled)
   on disk, and offers it again on :meth:`RouterSink.router_ready` or start-up.
-- :meth:`RouterSink.deliver_local`: append to the receiver's waiting queue and
-  fsync before returning (it runs in the AMQP I/O thread, one message at a
-  time: blocking there is the flow control); keep the id and timestamp the
-  publishing node gave the message.
+- :meth:`RouterSink.deliver_local`: append a batch to the receiver's waiting
+  queue and fsync once before returning (it runs in the AMQP I/O thread:
+  blocking there is the flow control); keep the id and timestamp the
+  publishing node gave each message.
 """
 from __future__ import annotations
 
@@ -104,25 +113,34 @@ JMS_QUEUE = Byte(0)
 # RabbitMQ refuses peers that disagree on a queue's durability.
 DURABLE_TERMINUS = 2
 
+# Credit of each receiver link: the most a router hands over in one go, so the most one
+# commit (one fsync) stores; also what a receiver may hold unsettled (twice that with
+# RabbitMQ's overdraw: see Receiver in amqp/client.py).  PREFETCH_BYTES shrinks it for big
+# messages (to 4 for 1 MiB ones), so what waits on a failing store stays bounded in bytes.
+PREFETCH = 256
+PREFETCH_BYTES = 4 << 20
+
 BACKOFF_FIRST = 1.0
 BACKOFF_MAX = 60.0
 
 
 def encode_text_message(receiver: str, text: str, message_id: str, now_ms: int, durable: bool = True) -> bytes:
     """A qpid-jms TextMessage for queue ``receiver``, as a Java agent sends it."""
-    return m.encode_message(m.Message(
-        text,
-        header=m.Header(durable=True) if durable else None,
-        message_annotations={JMS_MSG_TYPE: JMS_TEXT_MESSAGE, JMS_DEST: JMS_QUEUE},
-        properties=m.Properties(message_id=message_id, to=receiver, creation_time=Timestamp(now_ms)),
-    ))
+    # The header and the annotations are the same for every message: encoded once.
+    return _TEXT_HEAD[durable] + m.encode_head(m.Message(None, properties=m.Properties(
+        message_id=message_id, to=receiver, creation_time=Timestamp(now_ms)))) + m.encode_body(m.Message(text))
+
+
+_TEXT_HEAD = {durable: m.encode_head(m.Message(
+    None, header=m.Header(durable=True) if durable else None,
+    message_annotations={JMS_MSG_TYPE: JMS_TEXT_MESSAGE, JMS_DEST: JMS_QUEUE})) for durable in (False, True)}
 
 
 def text_of(payload: bytes) -> str:
     """The ioMessage JSON carried by an AMQP message: a TextMessage's amqp-value string,
     or UTF-8 data sections.  Raises ValueError for anything else."""
     try:
-        message = m.decode_message(payload)
+        message = m.decode_body(payload)
     except AmqpDecodeError as exc:
         raise ValueError(f"not an AMQP message: {exc}") from exc
     body = message.body
@@ -160,7 +178,8 @@ class RouterLink:
         sink: RouterSink,
         *,
         node_id: str = "",
-        prefetch: int = 100,
+        prefetch: int = PREFETCH,
+        prefetch_bytes: int = PREFETCH_BYTES,
         max_pending: int = 10_000,
         max_pending_bytes: int = 32 << 20,
         idle_timeout: float = 30.0,
@@ -174,6 +193,7 @@ class RouterLink:
         self.sink = sink
         self.node_id = node_id or uuid.uuid4().hex
         self.prefetch = prefetch
+        self.prefetch_bytes = prefetch_bytes
         self.max_pending = max_pending
         self.max_pending_bytes = max_pending_bytes
         self._pending_bytes = 0
@@ -419,7 +439,8 @@ class RouterLink:
             # re-uses the name of one just detached (its old consumer is being cancelled).
             self._attaches += 1
             try:
-                link = client.receiver(receiver, self._on_message, credit=self.prefetch,
+                link = client.receiver(receiver, on_messages=self._on_messages, credit=self.prefetch,
+                                       max_bytes=self.prefetch_bytes,
                                        name=f"iofogd-{self.node_id}-{receiver}-{self._attaches}",
                                        durable=DURABLE_TERMINUS if self.durable_terminus else 0)
             except AmqpRemoteError as exc:
@@ -528,38 +549,51 @@ class RouterLink:
             with self._wake:
                 self._wake.notify_all()
 
-    def _on_message(self, link: Receiver, delivery: Delivery) -> None:
+    def _on_messages(self, link: Receiver, deliveries: List[Delivery]) -> None:
+        """What one read brought for a receiver: stored as one commit, then accepted together."""
         receiver = link.address
         with self._wake:
             held = self._held.get(receiver)
             if held is not None:  # the store failed earlier: keep the order, wait behind it
-                held.append((link, delivery))
+                held.extend((link, d) for d in deliveries)
                 return
-        if not self._store(receiver, link, delivery):
+        if not self._store(receiver, link, deliveries):
             with self._wake:
-                self._held[receiver] = [(link, delivery)]
+                self._held[receiver] = [(link, d) for d in deliveries]
                 self._paused[receiver] = time.monotonic() + self.backoff_first * 5
                 self._wake.notify_all()
 
-    def _store(self, receiver: str, link: Receiver, delivery: Delivery) -> bool:
-        """Hand one delivery to the sink and settle it; False: the sink cannot take it now."""
+    def _store(self, receiver: str, link: Receiver, deliveries: List[Delivery]) -> bool:
+        """Hand deliveries to the sink (one commit) and settle them; False: the sink cannot
+        take them now (none is settled)."""
+        texts: List[str] = []
+        taken: List[Delivery] = []
+        refused: List[Tuple[Delivery, str]] = []
+        for delivery in deliveries:
+            try:
+                texts.append(text_of(delivery.payload))
+                taken.append(delivery)
+            except ValueError as exc:
+                refused.append((delivery, str(exc)))
         try:
-            text = text_of(delivery.payload)
-            self.sink.deliver_local(receiver, text)
-        except ValueError as exc:
-            log.warning("router link: rejected a message for %s: %s", receiver, exc)
-            link.client.settle(delivery, f.Rejected(f.Error("amqp:decode-error", str(exc)[:200])))
-            return True
+            answers = self.sink.deliver_local(receiver, texts) if texts else []
         except Exception as exc:
-            # Not now (a full disk ...): the delivery stays unsettled, so the router keeps it
-            # and our credit is not topped up; we try again after a pause.
-            log.warning("router link: could not store a message for %s (%s); retrying later", receiver, exc)
+            # Not now (a full disk ...): the deliveries stay unsettled, so the router keeps
+            # them and our credit is not topped up; we try again after a pause.
+            log.warning("router link: could not store %d message(s) for %s (%s); retrying later",
+                        len(texts), receiver, exc)
             return False
-        link.client.settle(delivery)
+        accepted = [d for d, why in zip(taken, answers) if why is None]
+        refused += [(d, why) for d, why in zip(taken, answers) if why is not None]
+        link.client.settle_many(accepted)
+        for delivery, why in refused:
+            log.warning("router link: rejected a message for %s: %s", receiver, why)
+            link.client.settle(delivery, f.Rejected(f.Error("amqp:decode-error", why[:200])))
         return True
 
     def _retry_held(self) -> None:
-        """Store what waits behind a failed store, in order, for receivers whose pause is over."""
+        """Store what waits behind a failed store, in order, for receivers whose pause is over.
+        The held list stays in place meanwhile, so the I/O thread keeps adding behind it."""
         now = time.monotonic()
         with self._wake:
             due = [r for r, until in self._paused.items() if until <= now]
@@ -571,13 +605,18 @@ class RouterLink:
                         self._held.pop(receiver, None)
                         self._paused.pop(receiver, None)
                         break
-                    link, delivery = held[0]
-                if not self._store(receiver, link, delivery):
+                    link = held[0][0]   # one link's run (a new link or connection drops them)
+                    batch = []
+                    for owner, delivery in held:
+                        if owner is not link:
+                            break
+                        batch.append(delivery)
+                if not self._store(receiver, link, batch):
                     with self._wake:
                         self._paused[receiver] = time.monotonic() + self.backoff_first * 5
                     break
                 with self._wake:
-                    held.pop(0)
+                    del held[:len(batch)]
 
     def _on_closed(self, error: Optional[AmqpError]) -> None:
         with self._wake:

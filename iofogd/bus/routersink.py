@@ -11,7 +11,7 @@ import abc
 
 TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
 if TYPE_CHECKING:
-    from typing import Optional, Tuple
+    from typing import List, Optional, Tuple
 
 # The link's status while it has no router to join (also when it is not built yet).
 NO_ROUTER = "no router: local delivery only"
@@ -21,10 +21,11 @@ class RouterSink(abc.ABC):
     """What the router link needs from the bus (implemented by the bus)."""
 
     @abc.abstractmethod
-    def deliver_local(self, receiver: str, iomessage_json: str) -> None:
-        """Store a message from another node for the local ``receiver``; return only
-        once it is durable.  Raise ValueError for a message that can never be taken
-        (malformed: it is rejected); any other exception means "not now" (retried)."""
+    def deliver_local(self, receiver: str, iomessage_jsons: List[str]) -> List[Optional[str]]:
+        """Store messages from another node for the local ``receiver``, in order, as one
+        commit; return only once they are durable.  The answer says, for each message,
+        ``None`` (stored) or why it can never be taken (malformed: it is rejected, the
+        others are stored).  Any exception means "not now" for all of them (retried)."""
 
     def router_ready(self) -> None:
         """:meth:`RouterLink.offer` said no earlier and has room again (optional)."""

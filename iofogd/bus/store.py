@@ -36,12 +36,17 @@ log = logging.getLogger(__name__)
 class _Job:
     __slots__ = ("message", "binary", "receivers", "archive", "done")
 
-    def __init__(self, message: IoMessage, receivers: Sequence[str], archive: bool, done: Done) -> None:
+    def __init__(self, message: IoMessage, receivers: Sequence[str], archive: bool, done: Done,
+                 binary: Optional[bytes] = None) -> None:
         self.message = message
-        self.binary = encode(message)   # MessageError here, in the publisher's thread
+        self.binary = encode(message) if binary is None else binary   # MessageError here, in the publisher's thread
         self.receivers = receivers
         self.archive = archive
         self.done = done
+
+
+def _ignore(error: Optional[ArchiveError]) -> None:
+    """The completion of a job whose batch-mate reports for it (:meth:`Store.store_many`)."""
 
 
 class _Waiter:
@@ -133,14 +138,17 @@ class Store:
 
         Raises MessageError at once for a message the binary form cannot hold.
         """
-        job = _Job(message, receivers, archive, done)
+        self._submit([_Job(message, receivers, archive, done)])
+
+    def _submit(self, jobs: List[_Job]) -> None:
+        """Queue ``jobs`` together: one batch takes them all (or none)."""
         with self._cond:
             while self._pending_bytes > self.max_pending_bytes and not self._stopping:
                 self._cond.wait()
             if self._stopping:
                 raise ArchiveError("the message bus is stopping")
-            self._jobs.append(job)
-            self._pending_bytes += len(job.binary)
+            self._jobs.extend(jobs)
+            self._pending_bytes += sum(len(job.binary) for job in jobs)
             self._cond.notify_all()
 
     def store(self, message: IoMessage, receivers: Sequence[str], archive: bool = True) -> None:
@@ -151,11 +159,24 @@ class Store:
         commit thread and back, two GIL switches of up to 5 ms each on a busy
         machine.
         """
-        waiter = _Waiter()
-        self.submit(message, receivers, waiter, archive)
-        jobs = self._take()
-        if jobs is not None:
-            self._commit_batch(jobs)
+        self.store_many([message], receivers, archive)
+
+    def store_many(self, messages: Sequence[IoMessage], receivers: Sequence[str], archive: bool = True,
+                   encoded: Optional[Sequence[bytes]] = None) -> None:
+        """:meth:`store` for several messages as ONE commit (one fdatasync per file, all of
+        them or none): what the router link received in one read.  ``encoded``: their binary
+        forms, if the caller has them.  Raises ArchiveError if they could not be stored,
+        MessageError (nothing queued) if one cannot be encoded."""
+        if not messages:
+            return
+        waiter = _Waiter()   # the last job's: a batch completes its jobs together, in order
+        binaries = encoded if encoded is not None else [None] * len(messages)
+        jobs = [_Job(message, receivers, archive, _ignore, binary) for message, binary in zip(messages, binaries)]
+        jobs[-1].done = waiter
+        self._submit(jobs)
+        taken = self._take()
+        if taken is not None:
+            self._commit_batch(taken)
         waiter.event.wait()
         if waiter.error is not None:
             raise waiter.error

@@ -113,6 +113,31 @@ def test_roll_over(tmp_path: str) -> None:
     archive.close()
 
 
+def test_roll_over_inside_one_batch_syncs_both_pairs(tmp_path: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch that fills a pair and starts the next: sync flushes the old pair's files too, through
+    descriptors that are still its own (it used to close them first: EBADF, or a re-used number)."""
+    adir = archive_dir(str(tmp_path) + "/")
+    archive = MessageArchive(adir)
+    archive.load()
+    archive.append_messages([msg("pub", 1, b"a" * 100)])
+    archive.sync()
+    synced = []
+    real = os.fdatasync
+
+    def fdatasync(fd: int) -> None:
+        synced.append(os.fstat(fd).st_ino)   # EBADF here if the descriptor was closed
+        real(fd)
+
+    monkeypatch.setattr(os, "fdatasync", fdatasync)
+    archive.append_messages([msg("pub", ts, b"b" * 400_000) for ts in range(2, 6)])
+    archive.sync()
+    inodes = {os.stat(os.path.join(adir, n)).st_ino: n for n in os.listdir(adir)}
+    assert sorted(inodes[i] for i in synced) == [
+        "pub_1.idx", "pub_1.iomsg", "pub_4.idx", "pub_4.iomsg"]
+    assert [x.timestamp for x in archive.query("pub", 1, 5)] == [1, 2, 3, 4, 5]
+    archive.close()
+
+
 def test_torn_end_is_cut_back(tmp_path: str, caplog: pytest.LogCaptureFixture) -> None:
     adir = archive_dir(str(tmp_path) + "/")
     archive = MessageArchive(adir)

@@ -12,10 +12,14 @@ threads call :meth:`Client.sender`, :meth:`Client.receiver`,
 change the protocol state under one lock and wake the I/O thread through a
 pipe, so one thread writes and TLS is never read and written at once.
 
-Callbacks (``on_message`` of a receiver, ``on_outcome`` of a send,
-``on_closed``) run in the I/O thread, outside the lock; they may call back
-into the client.  While a callback runs nothing is read: a slow consumer holds
-the connection back, and link credit bounds what it can be sent meanwhile.
+Callbacks (``on_message`` or ``on_messages`` of a receiver, ``on_outcome`` of
+a send, ``on_closed``) run in the I/O thread, outside the lock; they may call
+back into the client.  While a callback runs nothing is read: a slow consumer
+holds the connection back, and link credit bounds what it can be sent meanwhile.
+A receiver made with ``on_messages`` gets, in one call, every delivery that
+one round of reading brought for it (all that the socket had), so that its
+consumer can handle them as one batch (the router link stores them with one
+fsync) and settle them together with :meth:`Client.settle_many`.
 
 The socket is non-blocking; reads and writes wait in a selector, so a peer
 that stops reading cannot block the I/O thread (its writes wait, its reads
@@ -43,12 +47,17 @@ if TYPE_CHECKING:
     from typing import Any, Callable, Dict, List, Optional, Tuple
 
     OnMessage = Callable[["Receiver", p.Delivery], None]
+    OnMessages = Callable[["Receiver", List[p.Delivery]], None]
     OnOutcome = Callable[[p.Delivery], None]
     OnClosed = Callable[[Optional[AmqpError]], None]
 
 log = logging.getLogger(__name__)
 
 _RECV_SIZE = 1 << 16
+# What one round of reading takes before the deliveries it completed are handed over: the
+# rest waits in the socket (the kernel's buffer, then the peer), so our memory does not
+# grow with the credit we gave.
+_READ_ROUND = 1 << 20
 _MAX_WAIT = 1.0
 
 
@@ -112,13 +121,26 @@ class Receiver:
     settled, so that credit plus unsettled deliveries never exceed ``prefetch``
     (twice that with RabbitMQ 3.x, which overdraws by what was in flight when
     credit was topped up): a consumer that settles slowly holds the peer back.
-    0 leaves credit to :meth:`Client.flow`."""
+    0 leaves credit to :meth:`Client.flow`.  ``max_bytes`` (0: none) bounds the
+    window in bytes too: it shrinks to ``max_bytes`` over the size of the largest
+    message of the last settled batch (at least 1), so big messages get less credit."""
 
-    def __init__(self, client: Client, link: p.Link, on_message: OnMessage, prefetch: int) -> None:
+    def __init__(self, client: Client, link: p.Link, on_message: Optional[OnMessage],
+                 on_messages: Optional[OnMessages], prefetch: int, max_bytes: int = 0) -> None:
         self.client = client
         self.link = link
         self.on_message = on_message
+        self.on_messages = on_messages
         self.prefetch = prefetch
+        self.max_bytes = max_bytes
+        self.largest = 0   # bytes: the largest message of the last batch settled
+
+    @property
+    def window(self) -> int:
+        """How much credit plus unsettled deliveries we allow now."""
+        if self.max_bytes and self.largest:
+            return max(1, min(self.prefetch, self.max_bytes // self.largest))
+        return self.prefetch
 
     @property
     def address(self) -> str:
@@ -155,6 +177,7 @@ class Client:
         self._changed = threading.Condition(self._lock)
         self._sock: Optional[socket.socket] = None
         self._wake_r, self._wake_w = os.pipe()
+        self._woken = False   # a byte is in the pipe that the I/O thread has not read yet
         self._thread: Optional[threading.Thread] = None
         self._session: Optional[p.Session] = None
         self._opened = False
@@ -239,17 +262,22 @@ class Client:
         self._wait_attached(link, timeout)
         return Sender(self, link)
 
-    def receiver(self, address: str, on_message: OnMessage, *, credit: int = 100, prefetch: bool = True,
-                 name: Optional[str] = None, timeout: float = 10.0, durable: int = 0) -> Receiver:
-        """Attach a receiver to ``address`` granting ``credit``; ``on_message`` gets every delivery,
-        which stays unsettled until :meth:`settle`.  ``prefetch``: keep ``credit`` topped up
-        as deliveries are settled (see :class:`Receiver`)."""
+    def receiver(self, address: str, on_message: Optional[OnMessage] = None, *,
+                 on_messages: Optional[OnMessages] = None, credit: int = 100, prefetch: bool = True,
+                 max_bytes: int = 0, name: Optional[str] = None, timeout: float = 10.0,
+                 durable: int = 0) -> Receiver:
+        """Attach a receiver to ``address`` granting ``credit``; ``on_message`` gets every delivery
+        (or ``on_messages`` every batch of them, in order: what one read brought), which stays
+        unsettled until :meth:`settle`.  ``prefetch``: keep ``credit`` topped up as deliveries
+        are settled, within ``max_bytes`` (see :class:`Receiver`)."""
+        if (on_message is None) == (on_messages is None):
+            raise ValueError("a receiver needs on_message or on_messages (one of them)")
         with self._lock:
             self._check_open()
             assert self._session is not None
             link = self.protocol.attach_receiver(
                 self._session, name or f"{address}-receiver-{uuid.uuid4().hex[:8]}", address, credit, durable)
-            receiver = Receiver(self, link, on_message, credit if prefetch else 0)
+            receiver = Receiver(self, link, on_message, on_messages, credit if prefetch else 0, max_bytes)
             self._receivers[link.handle] = receiver
         self._wake()
         self._wait_attached(link, timeout)
@@ -274,15 +302,27 @@ class Client:
 
     def settle(self, delivery: p.Delivery, state: Any = None) -> None:
         """Settle a received delivery (accepted unless ``state`` says otherwise)."""
+        self.settle_many([delivery], state)
+
+    def settle_many(self, deliveries: List[p.Delivery], state: Any = None) -> None:
+        """Settle received deliveries with one outcome (accepted unless ``state`` says
+        otherwise): one disposition frame per run of consecutive ids, one credit top-up."""
         with self._lock:
-            self.protocol.settle(delivery, state)
-            receiver = self._receivers.get(delivery.link.handle)
-            if receiver is not None and receiver.prefetch and not self.closed.is_set():
-                link = receiver.link
-                want = receiver.prefetch - len(link.unsettled)
-                # Top up in batches (half the window) rather than one flow frame per message.
-                if want - link.credit >= max(1, receiver.prefetch // 2) and not link.detached:
-                    self.protocol.flow(link, want)
+            self.protocol.settle_many(deliveries, state)
+            largest: Dict[int, int] = {}   # by handle
+            for d in deliveries:
+                largest[d.link.handle] = max(largest.get(d.link.handle, 0), len(d.payload))
+            for handle, size in largest.items():
+                receiver = self._receivers.get(handle)
+                if receiver is not None and receiver.prefetch and not self.closed.is_set():
+                    receiver.largest = size
+                    link = receiver.link
+                    window = receiver.window
+                    want = max(0, window - len(link.unsettled))
+                    # Top up in batches (half the window) rather than one flow frame per message;
+                    # cut credit at once when big messages shrank the window.
+                    if not link.detached and (want - link.credit >= max(1, window // 2) or link.credit > want):
+                        self.protocol.flow(link, want)
         self._wake()
 
     def flow(self, receiver: Receiver, credit: int) -> None:
@@ -311,6 +351,13 @@ class Client:
             self._thread.join(timeout)
 
     def _wake(self) -> None:
+        # One byte in the pipe is enough.  The I/O thread drains the pipe, then clears the
+        # flag, then reads the protocol state: a change made before a check that found the
+        # flag set is seen, and the flag is never left set over an empty pipe.
+        # (A write per send cost a system call per message on a busy sender.)
+        if self._woken:
+            return
+        self._woken = True
         try:
             os.write(self._wake_w, b"\0")
         except (OSError, ValueError):
@@ -351,6 +398,7 @@ class Client:
                 for key, _ in selector.select(wait):
                     if key.fileobj == self._wake_r:
                         os.read(self._wake_r, 4096)
+                        self._woken = False   # after the read: a byte written since stays
                         continue
                     self._read(sock)
                 self._dispatch()
@@ -365,6 +413,7 @@ class Client:
             self._shutdown(error)
 
     def _read(self, sock: socket.socket) -> None:
+        taken = 0
         while True:
             try:
                 data = sock.recv(_RECV_SIZE)
@@ -375,12 +424,16 @@ class Client:
                     self.protocol.receive_eof()
                     return
                 self.protocol.receive_data(data, time.monotonic())
-            if not (isinstance(sock, ssl.SSLSocket) and sock.pending()) and len(data) < _RECV_SIZE:
+            taken += len(data)
+            # TLS bytes already decrypted would not wake the selector: those are always taken.
+            if not (isinstance(sock, ssl.SSLSocket) and sock.pending()) and (
+                    len(data) < _RECV_SIZE or taken >= _READ_ROUND):
                 return
 
     def _dispatch(self) -> None:
         """Handle the protocol's events: bookkeeping under the lock, callbacks outside it."""
         calls: List[Tuple[Callable[..., None], Tuple[Any, ...]]] = []
+        batches: Dict[int, List[p.Delivery]] = {}   # by handle: one on_messages call each
         with self._changed:
             while True:
                 event = self.protocol.next_event()
@@ -402,7 +455,13 @@ class Client:
                         log.warning("AMQP link %r detached: %s", link.address, event.error)
                 elif isinstance(event, p.MessageReceived):
                     receiver = self._receivers.get(event.delivery.link.handle)
-                    if receiver is not None:
+                    if receiver is not None and receiver.on_messages is not None:
+                        batch = batches.get(receiver.link.handle)
+                        if batch is None:   # called where its first delivery came
+                            batch = batches[receiver.link.handle] = []
+                            calls.append((receiver.on_messages, (receiver, batch)))
+                        batch.append(event.delivery)
+                    elif receiver is not None and receiver.on_message is not None:
                         calls.append((receiver.on_message, (receiver, event.delivery)))
                 elif isinstance(event, p.DeliveryUpdated):
                     d = event.delivery

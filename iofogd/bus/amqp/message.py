@@ -11,12 +11,12 @@ This module does no I/O.
 from __future__ import annotations
 
 from iofogd.bus.amqp.frames import Composite, _fields, _symbol, _ubyte, _uint
-from iofogd.bus.amqp.types import Described, Timestamp, ULong, decode_value, encode
+from iofogd.bus.amqp.types import Described, Timestamp, ULong, decode_value, encode, skip_value
 from iofogd.errors import AmqpDecodeError
 
 TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
 if TYPE_CHECKING:
-    from typing import Any, Dict, List, Optional, Union
+    from typing import Any, Dict, Iterator, List, Optional, Tuple, Union
 
     Buffer = Union[bytes, bytearray, memoryview]
 
@@ -121,6 +121,12 @@ def _section(code: int, value: Any) -> bytes:
 
 def encode_message(message: Message) -> bytes:
     """The sections of ``message``, in the order part 3, 3.2 prescribes."""
+    return encode_head(message) + encode_body(message)
+
+
+def encode_head(message: Message) -> bytes:
+    """The sections before the body (header, annotations, properties, application properties):
+    a sender whose messages share them encodes them once (iofogd/bus/router.py)."""
     parts: List[bytes] = []
     if message.header is not None:
         parts.append(message.header.encode())
@@ -132,6 +138,12 @@ def encode_message(message: Message) -> bytes:
         parts.append(message.properties.encode())
     if message.application_properties is not None:
         parts.append(_section(APPLICATION_PROPERTIES, message.application_properties))
+    return b"".join(parts)
+
+
+def encode_body(message: Message) -> bytes:
+    """The body sections and the footer."""
+    parts: List[bytes] = []
     if message.body_kind == BODY_VALUE:
         parts.append(_section(AMQP_VALUE, message.body))
     elif message.body_kind == BODY_DATA:
@@ -153,25 +165,7 @@ _MAP_SECTIONS = {DELIVERY_ANNOTATIONS, MESSAGE_ANNOTATIONS, APPLICATION_PROPERTI
 def decode_message(data: Buffer) -> Message:
     """Read a message's sections; every violation of part 3, 3.2 is an AmqpDecodeError."""
     message = Message(None, "")
-    pos = 0
-    last = -1
-    view = memoryview(data)
-    while pos < len(view):
-        value, pos = decode_value(view, pos)
-        if not isinstance(value, Described):
-            raise AmqpDecodeError(f"message section is not a described value: {value!r:.60}")
-        code = value.descriptor
-        if isinstance(code, str):
-            code = _SYMBOLIC.get(code)
-        order = _ORDER.get(code) if isinstance(code, int) else None
-        if order is None:
-            raise AmqpDecodeError(f"unknown message section {value.descriptor!r}")
-        if order < last or (order == last and order != 5):
-            raise AmqpDecodeError(f"message section 0x{code:02x} out of order or repeated")
-        last = order
-        v = value.value
-        if code in _MAP_SECTIONS and not (isinstance(v, dict) or v is None):
-            raise AmqpDecodeError(f"message section 0x{code:02x} must be a map")
+    for code, v in _sections(data, skip=False):
         if code == HEADER:
             message.header = Header.from_fields(v)
         elif code == PROPERTIES:
@@ -185,20 +179,74 @@ def decode_message(data: Buffer) -> Message:
         elif code == FOOTER:
             message.footer = v
         else:
-            kind = {DATA: BODY_DATA, AMQP_SEQUENCE: BODY_SEQUENCE, AMQP_VALUE: BODY_VALUE}[code]
-            if message.body_kind and (message.body_kind != kind or kind == BODY_VALUE):
-                raise AmqpDecodeError("a message body mixes section kinds or repeats amqp-value")
-            if kind == BODY_VALUE:
-                message.body = v
-            elif kind == BODY_DATA:
-                if not isinstance(v, bytes):
-                    raise AmqpDecodeError("a data section must be binary")
-                message.body = (message.body or []) + [v]
-            else:
-                if not isinstance(v, list):
-                    raise AmqpDecodeError("an amqp-sequence section must be a list")
-                message.body = (message.body or []) + [v]
-            message.body_kind = kind
+            _add_body(message, code, v)
     if not message.body_kind:
         message.body_kind = BODY_VALUE  # no body section: an absent amqp-value
     return message
+
+
+def decode_body(data: Buffer) -> Message:
+    """A message with only its body (``body_kind``, ``body``) read, as :func:`decode_message`
+    reads it: the other sections are stepped over by their sizes, not decoded (their order
+    is checked).  Cheaper for a consumer of the body alone: the router link reads the
+    ioMessage JSON of every incoming message this way."""
+    message = Message(None, "")
+    for code, v in _sections(data, skip=True):
+        if code in _BODY_KINDS:
+            _add_body(message, code, v)
+    if not message.body_kind:
+        message.body_kind = BODY_VALUE
+    return message
+
+
+_BODY_KINDS = {DATA: BODY_DATA, AMQP_SEQUENCE: BODY_SEQUENCE, AMQP_VALUE: BODY_VALUE}
+_MAP_CODES = {0x40, 0xC1, 0xD1}   # null, map8, map32
+
+
+def _sections(data: Buffer, skip: bool) -> Iterator[Tuple[int, Any]]:
+    """``(section code, value)`` in order, checked against part 3, 3.2; with ``skip``, the
+    values of sections other than the body are ``None`` (stepped over, not decoded)."""
+    pos = 0
+    last = -1
+    view = memoryview(data)
+    while pos < len(view):
+        if view[pos] != 0x00:
+            value, _ = decode_value(view, pos)
+            raise AmqpDecodeError(f"message section is not a described value: {value!r:.60}")
+        descriptor, p = decode_value(view, pos + 1)
+        code = _SYMBOLIC.get(descriptor) if isinstance(descriptor, str) else descriptor
+        order = _ORDER.get(code) if isinstance(code, int) else None
+        if order is None or not isinstance(code, int):
+            raise AmqpDecodeError(f"unknown message section {descriptor!r}")
+        if order < last or (order == last and order != 5):
+            raise AmqpDecodeError(f"message section 0x{code:02x} out of order or repeated")
+        last = order
+        if skip and code not in _BODY_KINDS:
+            if p >= len(view):
+                raise AmqpDecodeError(f"message section 0x{code:02x} without a value")
+            if code in _MAP_SECTIONS and view[p] not in _MAP_CODES:
+                raise AmqpDecodeError(f"message section 0x{code:02x} must be a map")
+            pos = skip_value(view, p)
+            yield code, None
+            continue
+        v, pos = decode_value(view, p)
+        if code in _MAP_SECTIONS and not (isinstance(v, dict) or v is None):
+            raise AmqpDecodeError(f"message section 0x{code:02x} must be a map")
+        yield code, v
+
+
+def _add_body(message: Message, code: int, v: Any) -> None:
+    kind = _BODY_KINDS[code]
+    if message.body_kind and (message.body_kind != kind or kind == BODY_VALUE):
+        raise AmqpDecodeError("a message body mixes section kinds or repeats amqp-value")
+    if kind == BODY_VALUE:
+        message.body = v
+    elif kind == BODY_DATA:
+        if not isinstance(v, bytes):
+            raise AmqpDecodeError("a data section must be binary")
+        message.body = (message.body or []) + [v]
+    else:
+        if not isinstance(v, list):
+            raise AmqpDecodeError("an amqp-sequence section must be a list")
+        message.body = (message.body or []) + [v]
+    message.body_kind = kind

@@ -290,6 +290,11 @@ def _error_of(exc: AmqpError) -> Error:
     return Error(condition, str(getattr(exc, "description", None) or getattr(exc, "message", None) or exc))
 
 
+# Room for a frame header and a transfer performative with every field we set (handles and
+# ids up to 2**32, a 32-byte tag): computed once, not per message sent.
+_TRANSFER_OVERHEAD = 8 + len(f.Transfer(0xFFFFFFFF, 0xFFFFFFFF, b"\0" * 32, 0, False, True).encode())
+
+
 class Connection:
     """One client connection (see the module docstring)."""
 
@@ -788,9 +793,7 @@ class Connection:
         session = link.session
         if not link.remote_attached or link.detached:
             return
-        # Room for a transfer performative with every field we set (ids up to 2**32).
-        overhead = 8 + len(f.Transfer(link.handle, 0xFFFFFFFF, b"\0" * 32, 0, False, True).encode())
-        room = self.remote_max_frame_size - overhead
+        room = self.remote_max_frame_size - _TRANSFER_OVERHEAD
         while link.queue and session.remote_incoming_window > 0:
             delivery = link.queue[0]
             if delivery.sent == 0:
@@ -807,10 +810,11 @@ class Connection:
             delivery.sent += len(chunk)
             more = delivery.sent < len(delivery.payload)
             if first:
-                transfer = f.Transfer(link.handle, delivery.id, delivery.tag, 0, delivery.settled, more)
+                assert delivery.id is not None
+                self._out.append(f.encode_transfer_frame(session.channel, link.handle, delivery.id, delivery.tag,
+                                                         delivery.settled, more, chunk))
             else:
-                transfer = f.Transfer(link.handle, more=more)
-            self._out.append(encode_frame(session.channel, transfer, chunk))
+                self._out.append(encode_frame(session.channel, f.Transfer(link.handle, more=more), chunk))
             session.next_outgoing_id = (session.next_outgoing_id + 1) % _SEQ
             session.remote_incoming_window -= 1
             if not more:
@@ -818,21 +822,36 @@ class Connection:
 
     def settle(self, delivery: Delivery, state: Any = None) -> None:
         """Settle a delivery with an outcome (default: accepted)."""
-        if delivery.settled:
-            return
-        delivery.settled = True
-        if delivery.id is None:
-            return
-        delivery.link.unsettled.pop(delivery.id, None)
-        session = delivery.link.session
-        if delivery.link.is_sender:
-            session.unsettled_out.pop(delivery.id, None)
+        self.settle_many([delivery], state)
+
+    def settle_many(self, deliveries: List[Delivery], state: Any = None) -> None:
+        """Settle deliveries with one outcome (default: accepted): one disposition frame
+        per run of consecutive delivery ids (``first``..``last``), not one per delivery."""
+        runs: List[List[Any]] = []   # [session, role, first, last]
+        for delivery in deliveries:
+            if delivery.settled:
+                continue
+            delivery.settled = True
+            if delivery.id is None:
+                continue
+            link = delivery.link
+            link.unsettled.pop(delivery.id, None)
+            session = link.session
+            if link.is_sender:
+                session.unsettled_out.pop(delivery.id, None)
+            elif delivery.remote_settled:
+                continue   # the peer settled it already: nothing to say
+            run = runs[-1] if runs else None
+            if run is not None and run[0] is session and run[1] is link.role \
+                    and (run[3] + 1) % _SEQ == delivery.id:
+                run[3] = delivery.id
+            else:
+                runs.append([session, link.role, delivery.id, delivery.id])
         if self.state in (CLOSED, CLOSE_SENT):
             return
-        if delivery.remote_settled and not delivery.link.is_sender:
-            return
-        self._write(session.channel, f.Disposition(delivery.link.role, delivery.id, None, True,
-                                                   Accepted() if state is None else state))
+        outcome = Accepted() if state is None else state
+        for session, role, first, last in runs:
+            self._write(session.channel, f.Disposition(role, first, None if last == first else last, True, outcome))
 
     def detach(self, link: Link, error: Optional[Error] = None) -> None:
         if link.detached or self.state in (CLOSED, CLOSE_SENT):

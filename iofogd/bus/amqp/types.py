@@ -412,19 +412,25 @@ _BODIES[LIST0] = lambda buf, pos: ([], pos)
 _MAX_DEPTH = 32
 
 
+def _value_at(buf: Buffer, pos: int, end: Optional[int], depth: int) -> Tuple[int, int]:
+    """``(limit, format code)`` of the value at ``pos``, after the checks every reader makes."""
+    limit = len(buf) if end is None else end
+    if pos >= limit:
+        raise AmqpDecodeError(f"truncated value: nothing at offset {pos}")
+    code = buf[pos]
+    if code == DESCRIBED and depth >= _MAX_DEPTH:
+        raise AmqpDecodeError("described values nested too deeply")
+    return limit, code
+
+
 def decode_value(buf: Buffer, pos: int = 0, end: Optional[int] = None, _depth: int = 0) -> Decoded:
     """Decode the value at ``buf[pos:]``: ``(value, position after it)``.
 
     ``end`` bounds the value (the enclosing compound's end); the default is the
     end of ``buf``.
     """
-    limit = len(buf) if end is None else end
-    if pos >= limit:
-        raise AmqpDecodeError(f"truncated value: nothing at offset {pos}")
-    code = buf[pos]
+    limit, code = _value_at(buf, pos, end, _depth)
     if code == DESCRIBED:
-        if _depth >= _MAX_DEPTH:
-            raise AmqpDecodeError("described values nested too deeply")
         descriptor, p = decode_value(buf, pos + 1, limit, _depth + 1)
         value, p = decode_value(buf, p, limit, _depth + 1)
         return Described(descriptor, value), p
@@ -435,6 +441,36 @@ def decode_value(buf: Buffer, pos: int = 0, end: Optional[int] = None, _depth: i
     if p > limit:
         raise AmqpDecodeError(f"value at offset {pos} runs past its enclosing compound")
     return value, p
+
+
+# Bytes after the format code, by its high nibble (part 1, 1.2): fixed widths, then
+# variable and compound values whose size follows in 1 or 4 bytes.
+_FIXED_WIDTH = {0x4: 0, 0x5: 1, 0x6: 2, 0x7: 4, 0x8: 8, 0x9: 16}
+_SIZE_WIDTH = {0xA: 1, 0xC: 1, 0xE: 1, 0xB: 4, 0xD: 4, 0xF: 4}
+
+
+def skip_value(buf: Buffer, pos: int = 0, end: Optional[int] = None, _depth: int = 0) -> int:
+    """The position after the value at ``buf[pos:]``, found by its sizes, not decoded: for a
+    reader that needs only part of a message.  A size that runs past ``end`` (the end of
+    ``buf`` by default) or an unknown format code is an AmqpDecodeError."""
+    limit, code = _value_at(buf, pos, end, _depth)
+    if code == DESCRIBED:
+        p = skip_value(buf, pos + 1, limit, _depth + 1)
+        return skip_value(buf, p, limit, _depth + 1)
+    if code not in _BODIES:
+        raise AmqpDecodeError(f"unknown format code 0x{code:02x} at offset {pos}")
+    nibble = code >> 4
+    width = _FIXED_WIDTH.get(nibble)
+    if width is not None:
+        p = pos + 1 + width
+    else:
+        size_width = _SIZE_WIDTH[nibble]
+        _need(buf, pos + 1, size_width)
+        size = buf[pos + 1] if size_width == 1 else _u32.unpack_from(buf, pos + 1)[0]
+        p = pos + 1 + size_width + size
+    if p > limit:
+        raise AmqpDecodeError(f"value at offset {pos} runs past its enclosing compound")
+    return p
 
 
 def decode(data: Buffer) -> Any:

@@ -6,10 +6,17 @@ our state machine against an independent implementation without sockets or
 sleeps.  The peer is a tiny broker: what our senders transfer is stored per
 target address (and accepted, unless told otherwise), and what is stored for
 an address goes to our receivers on that address as their credit allows.
+
+:class:`ProtonServer` puts the same engine behind a real loopback socket, for
+tests of the I/O adapter and the router link that must control what the peer
+writes in one go (a burst of transfers in one send).
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional
+import select
+import socket
+import threading
+from typing import Any, Callable, Dict, List, Optional
 
 import proton
 from proton import Collector, Delivery, Event, Transport
@@ -18,7 +25,7 @@ from iofogd.bus.amqp import protocol as p
 
 
 class ProtonPeer:
-    def __init__(self, ours: p.Connection, *, idle_timeout: float = 0.0, sender_credit: int = 100,
+    def __init__(self, ours: Optional[p.Connection], *, idle_timeout: float = 0.0, sender_credit: int = 100,
                  max_frame_size: Optional[int] = None, refuse: tuple[str, ...] = (),
                  settle_incoming: bool = True) -> None:
         self.ours = ours
@@ -42,9 +49,11 @@ class ProtonPeer:
         self.events: List[p.Event] = []  # what our connection reported
         self.silent = False  # drop proton's output: a peer that went quiet
         self.now = 0.0
+        self.on_outcome: Optional[Callable[[], None]] = None  # after each outcome of ours is taken
 
     def pump(self, now: Optional[float] = None) -> List[p.Event]:
         """Move bytes both ways until both engines are idle; returns our new events."""
+        assert self.ours is not None, "pump() moves bytes to our connection in memory"
         if now is not None:
             self.now = now
         self.transport.tick(self.now)
@@ -116,6 +125,8 @@ class ProtonPeer:
                 elif d.remote_state or d.settled:
                     self.outcomes.append(d.remote_state)
                     d.settle()
+                    if self.on_outcome is not None:
+                        self.on_outcome()
             if kind in (Event.LINK_FLOW, Event.LINK_REMOTE_OPEN, Event.DELIVERY, Event.TRANSPORT):
                 self._feed_senders()
         return moved
@@ -152,3 +163,71 @@ class ProtonPeer:
             if link.is_receiver and link.target.address == address:
                 link.flow(credit)
             link = link.next(0)
+
+
+class ProtonServer:
+    """The Proton peer on a loopback port: accepts one connection and serves it in a thread.
+
+    Hold :attr:`lock` to touch :attr:`peer` (offer, credit): the thread then writes
+    everything Proton produced meanwhile in one ``sendall``.  :attr:`frames` lists the
+    performatives Proton received (its frame trace), e.g. ``disposition``."""
+
+    def __init__(self, **peer_args: Any) -> None:
+        self.peer = ProtonPeer(None, **peer_args)
+        self.lock = threading.Lock()
+        self.frames: List[str] = []
+        self.peer.transport.trace(Transport.TRACE_FRM)
+        self.peer.transport.tracer = self._trace
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, name="proton-server", daemon=True)
+
+    def _trace(self, transport: Any, line: str) -> None:
+        if "<- @" in line:   # a frame Proton read
+            for word in ("@disposition", "@flow", "@transfer", "@attach", "@open", "@begin"):
+                if word in line:
+                    self.frames.append(word[1:])
+
+    def start(self) -> "ProtonServer":
+        self._thread.start()
+        return self
+
+    def credit(self, address: str) -> int:
+        """The credit our receiver on ``address`` gave Proton's sender (0 before it attached)."""
+        with self.lock:
+            link = self.peer.connection.link_head(0)
+            while link is not None:
+                if link.is_sender and link.source.address == address:
+                    return int(link.credit)
+                link = link.next(0)
+        return 0
+
+    def _serve(self) -> None:
+        self.listener.settimeout(10)
+        try:
+            conn, _ = self.listener.accept()
+        except OSError:
+            return
+        with conn:
+            while not self._stop.is_set():
+                readable, _, _ = select.select([conn], [], [], 0.01)
+                with self.lock:
+                    if readable:
+                        data = conn.recv(1 << 16)
+                        if not data:
+                            return
+                        self.peer.push(data)
+                    self.peer._proton_events()
+                    out = bytearray()
+                    while (n := self.peer.transport.pending()) > 0:
+                        out += self.peer.transport.peek(n)
+                        self.peer.transport.pop(n)
+                        self.peer._proton_events()
+                    if out:
+                        conn.sendall(bytes(out))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.listener.close()
+        self._thread.join(5)

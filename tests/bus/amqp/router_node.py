@@ -6,8 +6,8 @@
 ``send`` offers ``count`` ioMessages (sequence numbers 0..count-1) and appends
 the number of each one the router accepted to ``ackfile`` (fsynced: that is
 what "acknowledged" means to the test).  ``receive`` stores every message that
-arrives as a line of ``storefile``, fsynced before the link accepts it, as the
-bus's durable store will.  Both run until killed.
+arrives as a line of ``storefile``, fsynced (once per batch) before the link
+accepts it, as the bus's durable store does.  Both run until killed.
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ import os
 import sys
 import threading
 import time
+from typing import List, Optional
 
 from iofogd.bus.router import RouterLink, RouterSink
 from tests.bus.amqp.test_router import iomessage
@@ -24,9 +25,10 @@ class FileSink(RouterSink):
     def __init__(self, path: str) -> None:
         self.fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
 
-    def deliver_local(self, receiver: str, iomessage_json: str) -> None:
-        os.write(self.fd, iomessage_json.encode() + b"\n")
+    def deliver_local(self, receiver: str, iomessage_jsons: List[str]) -> List[Optional[str]]:
+        os.write(self.fd, b"".join(text.encode() + b"\n" for text in iomessage_jsons))
         os.fsync(self.fd)
+        return [None] * len(iomessage_jsons)
 
 
 def main() -> None:

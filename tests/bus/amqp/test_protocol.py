@@ -366,6 +366,8 @@ def test_message_sections_against_proton() -> None:
     assert ours.delivery_annotations == {"x-opt-i": 1}
     assert ours.application_properties == {"a": 1, "b": "x"}
     assert ours.body == ["seq", 1] and ours.body_kind == m.BODY_VALUE
+    body_only = m.decode_body(wire)   # the router link's reader: the other sections stepped over
+    assert (body_only.body, body_only.body_kind) == (ours.body, ours.body_kind) and body_only.properties is None
     back = proton.Message()
     back.decode(m.encode_message(ours))
     for name in ("id", "user_id", "address", "subject", "reply_to", "correlation_id", "content_type",
@@ -385,6 +387,8 @@ def test_body_kinds_decode_in_proton_and_back(message: m.Message) -> None:
     back = proton.Message()
     back.decode(wire)  # proton accepts it
     assert m.decode_message(wire) == message
+    body_only = m.decode_body(wire)
+    assert (body_only.body, body_only.body_kind) == (message.body, message.body_kind)
 
 
 @pytest.mark.parametrize("wire, text", [
@@ -396,10 +400,23 @@ def test_body_kinds_decode_in_proton_and_back(message: m.Message) -> None:
     (b"\x00S\x99\x40", "unknown message section"),
     (b"\xa1\x01x", "not a described value"),
 ])
-def test_malformed_messages(wire: bytes, text: str) -> None:
+@pytest.mark.parametrize("decoder", [m.decode_message, m.decode_body])
+def test_malformed_messages(wire: bytes, text: str, decoder: Any) -> None:
     from iofogd.errors import AmqpDecodeError
     with pytest.raises(AmqpDecodeError, match=text):
-        m.decode_message(wire)
+        decoder(wire)
+
+
+@pytest.mark.parametrize("wire", [
+    b"\x00Sp\xc0\x10\x01\x41\x00Sw\x40",   # a header list8 announcing 16 bytes, holding 1
+    b"\x00Sr\xd1\x00\x00\x00",                # a map32 whose size is cut off
+    b"\x00Sp",                                    # a section without a value
+    b"\x00Sp\x3f\x00Sw\x40",                  # an unknown format code
+])
+def test_sections_stepped_over_must_still_fit(wire: bytes) -> None:
+    from iofogd.errors import AmqpDecodeError
+    with pytest.raises(AmqpDecodeError):
+        m.decode_body(wire)
 
 
 def test_credit_the_peer_lowers_below_what_is_in_flight_is_none() -> None:
@@ -470,3 +487,36 @@ def test_a_multi_frame_delivery_waits_for_the_peers_session_window() -> None:
     assert [fr.body.more for fr in rest][-1] is False and link.queued == 0
     assert b"".join(fr.payload for fr in first + rest) == payload
     assert first[0].body.delivery_id == 0 and rest[0].body.delivery_id is None
+
+
+def test_settle_many_is_one_disposition_per_run_of_ids_and_the_peer_takes_every_outcome() -> None:
+    ours, peer, session = opened()
+    r1 = ours.attach_receiver(session, "r1", "q1", credit=10)
+    r2 = ours.attach_receiver(session, "r2", "q2", credit=10)
+    peer.pump()
+    for i in range(5):
+        peer.offer("q1", m.encode_message(m.Message(i)))
+    peer.offer("q2", m.encode_message(m.Message("other")))   # takes the next delivery id
+    for i in range(5, 7):
+        peer.offer("q1", m.encode_message(m.Message(i)))
+    got = [e.delivery for e in of(peer.pump(), p.MessageReceived)]
+    mine = [d for d in got if d.link is r1]
+    assert len(mine) == 7 and len(got) == 8
+    ours.settle_many(mine)
+    wire = ours.data_to_send()
+    out = bytearray(wire)
+    dispositions = []
+    while out:
+        parsed = f.parse_frame(out, 1 << 20)
+        assert parsed is not None
+        frame, used = parsed
+        del out[:used]
+        if isinstance(frame.body, f.Disposition):
+            dispositions.append((int(frame.body.first), int(frame.body.last if frame.body.last is not None
+                                                            else frame.body.first)))
+    # One frame per run of consecutive ids: the other link's delivery splits the seven in two.
+    assert sorted(dispositions) == [(mine[0].id, mine[4].id), (mine[5].id, mine[6].id)]
+    peer.push(wire)
+    peer.pump()
+    assert peer.outcomes == [proton.Delivery.ACCEPTED] * 7   # Proton reads the ranges
+    assert not r1.unsettled and all(d.settled for d in mine) and len(r2.unsettled) == 1

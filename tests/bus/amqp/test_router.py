@@ -32,20 +32,30 @@ class Sink(RouterSink):
 
     def __init__(self) -> None:
         self.stored: List[Tuple[str, str]] = []
+        self.batches: List[int] = []   # messages per deliver_local call
         self.lock = threading.Lock()
         self.fail_next = 0
         self.delay = 0.0
         self.ready = threading.Event()
 
-    def deliver_local(self, receiver: str, iomessage_json: str) -> None:
+    def deliver_local(self, receiver: str, iomessage_jsons: List[str]) -> List[Optional[str]]:
         if self.delay:
             time.sleep(self.delay)
         with self.lock:
+            self.batches.append(len(iomessage_jsons))
             if self.fail_next:
                 self.fail_next -= 1
                 raise OSError("No space left on device")
-            json.loads(iomessage_json)  # malformed: ValueError, rejected
-            self.stored.append((receiver, iomessage_json))
+            answers: List[Optional[str]] = []
+            for text in iomessage_jsons:
+                try:
+                    json.loads(text)
+                except ValueError as exc:   # malformed: rejected, the others stored
+                    answers.append(str(exc))
+                    continue
+                self.stored.append((receiver, text))
+                answers.append(None)
+            return answers
 
     def router_ready(self) -> None:
         self.ready.set()

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from iofogd.bus.amqp import frames as fr
 from iofogd.bus.amqp import types as t
 from iofogd.errors import AmqpDecodeError, AmqpEncodeError
 
@@ -188,3 +189,11 @@ def test_malformed_encodings_are_clear_errors(data: bytes, message: str) -> None
 def test_values_no_amqp_type_carries_are_encode_errors(make: Any) -> None:
     with pytest.raises(AmqpEncodeError):
         make()
+
+
+@pytest.mark.parametrize("tag", [b"", b"\0" * 8, b"x" * 32, b"y" * 240, b"z" * 300])
+def test_the_transfer_fast_path_writes_the_generic_encoders_bytes(tag: bytes) -> None:
+    for handle, delivery_id in [(0, 0), (1, 255), (255, 256), (256, 70000), (0xFFFFFFFF, 0xFFFFFFFF)]:
+        for settled, more, channel in [(False, False, 0), (True, False, 1), (False, True, 300)]:
+            generic = fr.encode_frame(channel, fr.Transfer(handle, delivery_id, tag, 0, settled, more), b"body")
+            assert fr.encode_transfer_frame(channel, handle, delivery_id, tag, settled, more, b"body") == generic
