@@ -49,6 +49,7 @@ from iofogd.state import (
     STOPPED,
     AgentState,
 )
+from iofogd.system.cpuhome import CpuHome
 from iofogd.system.identity import ContainerAddresses, MicroserviceIdentity
 from iofogd.system.network import NetworkInfo, NetworkWatcher
 from iofogd.system.status import Probe, ResourceSampler
@@ -133,11 +134,13 @@ class RouterSwitch:
 
 
 class Daemon:
-    def __init__(self, paths: Paths, store: ConfigStore, args: DaemonArgs) -> None:
+    def __init__(self, paths: Paths, store: ConfigStore, args: DaemonArgs,
+                 cpu_home: Optional[CpuHome] = None) -> None:
         """Start-up phase 1: everything the Local API needs to answer."""
         self.paths = paths
         self.store = store
         self.args = args
+        self.cpu_home = cpu_home   # None: the threads may run on any CPU (--cpus all)
         self.stop = threading.Event()
         self.reload = threading.Event()
         self.threads: list[threading.Thread] = []
@@ -298,6 +301,8 @@ class Daemon:
             if self.reload.is_set():
                 self.reload.clear()
                 self._reload()
+            if self.cpu_home is not None:
+                self.cpu_home.review(time.monotonic())
         self._shutdown()
         return 0
 
@@ -365,7 +370,8 @@ class Daemon:
             self.stop.set()
 
 
-USAGE = "usage: iofogd [-h] [--root ROOT] [--address ADDRESS] [--port PORT] [--check-config] [--version]"
+USAGE = ("usage: iofogd [-h] [--root ROOT] [--address ADDRESS] [--port PORT] [--cpus {one,all}] "
+         "[--check-config] [--version]")
 HELP = f"""{USAGE}
 
 The ioFog edge agent daemon (foreground).
@@ -375,24 +381,29 @@ options:
   --root ROOT        prefix of every path (default: $IOFOGD_ROOT or /)
   --address ADDRESS  listening address (default: local_api_address in config.xml)
   --port PORT        listening port (default: local_api_port in config.xml)
+  --cpus {{one,all}}   one (default): keep the daemon's threads on one CPU, the least
+                     contended, which spares them cross-core hand-offs of Python's
+                     interpreter lock; all: let them run on any CPU
   --check-config     load config.xml, report, and exit 0 if it is usable, 1 if not
   --version          show the version and exit
 """
 
 
 class DaemonArgs(Record):
-    __slots__ = ("root", "address", "port", "check_config")
+    __slots__ = ("root", "address", "port", "check_config", "one_cpu")
     root: Final[str]
     address: Final[Optional[str]]
     port: Final[Optional[int]]
     check_config: Final[bool]
+    one_cpu: Final[bool]      # --cpus one (the default): see iofogd/system/cpuhome.py
 
     def __init__(self, root: str, address: Optional[str] = None, port: Optional[int] = None,
-                 check_config: bool = False) -> None:
+                 check_config: bool = False, one_cpu: bool = True) -> None:
         self.root = root
         self.address = address
         self.port = port
         self.check_config = check_config
+        self.one_cpu = one_cpu
 
 
 def _usage_error(message: str) -> NoReturn:
@@ -401,7 +412,7 @@ def _usage_error(message: str) -> NoReturn:
 
 
 def parse_args(argv: Optional[Sequence[str]]) -> DaemonArgs:
-    """argparse's behaviour for our five options (exit 2 with the usage on an
+    """argparse's behaviour for our options (exit 2 with the usage on an
     error); not argparse itself, which with gettext costs ~5 ms of every start."""
     args = list(sys.argv[1:] if argv is None else argv)
     values: dict[str, str] = {}
@@ -417,7 +428,7 @@ def parse_args(argv: Optional[Sequence[str]]) -> DaemonArgs:
             raise SystemExit(0)
         if arg == "--check-config":
             check = True
-        elif name in ("--root", "--address", "--port"):
+        elif name in ("--root", "--address", "--port", "--cpus"):
             if not eq:
                 if not args or args[0].startswith("--"):
                     _usage_error(f"argument {name}: expected one argument")
@@ -431,7 +442,11 @@ def parse_args(argv: Optional[Sequence[str]]) -> DaemonArgs:
             port = int(values["--port"])
         except ValueError:
             _usage_error(f"argument --port: invalid int value: {values['--port']!r}")
-    return DaemonArgs(values.get("--root") or default_root(), values.get("--address"), port, check)
+    cpus = values.get("--cpus", "one")
+    if cpus not in ("one", "all"):
+        _usage_error(f"argument --cpus: invalid choice: {cpus!r} (choose from 'one', 'all')")
+    return DaemonArgs(values.get("--root") or default_root(), values.get("--address"), port, check,
+                      one_cpu=cpus == "one")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -456,9 +471,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 1
     logs.apply(cfg)
     store.add_listener(lambda old, new, origin: logs.apply(new))
+    # Before the first thread: every thread inherits the main thread's CPU.
+    cpu_home = CpuHome() if args.one_cpu else None
+    if cpu_home is not None and cpu_home.settle() is None:
+        cpu_home = None
     try:
         os.makedirs(cfg.disk_directory, exist_ok=True)
-        daemon = Daemon(paths, store, args)
+        daemon = Daemon(paths, store, args, cpu_home)
     except (OSError, IofogdError) as exc:
         log.error("cannot start: %s", exc)
         return 1

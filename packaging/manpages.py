@@ -63,8 +63,13 @@ def iofogd_page() -> str:
             ".BR /etc/init.d/iofog\\-agent ,",
             "as user iofog\\-agent. SIGTERM and SIGINT stop it, SIGHUP reloads config.xml."]
     out.append(".SH OPTIONS")
+    options: list[list[str]] = []
     for line in lines[lines.index("options:") + 1:]:
-        flags, text = COLUMNS.split(line.strip(), 1)
+        if line.strip().startswith("-"):
+            options.append(COLUMNS.split(line.strip(), 1))
+        else:   # a help text's continuation line
+            options[-1][1] += " " + line.strip()
+    for flags, text in options:
         out += item(".B " + roff(flags), text)
     out += [".SH FILES",
             ".TP", ".I /etc/iofog\\-agent/config.xml", "configuration and node identity",

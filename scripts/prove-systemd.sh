@@ -124,6 +124,15 @@ wait_cli_running() {  # iofogctl's own wait for RUNNING
 expect "status first line" "$(in_ct iofog-agent status | head -n 1)" "ioFog daemon                : RUNNING"
 PID=$(prop MainPID)
 expect "main process user" "$(in_ct stat -c %U "/proc/$PID")" iofog-agent
+# --cpus one (the default) works under the unit's system-call filter: with two
+# or more CPUs every thread of the daemon is on the same single one.
+if [ "$(in_ct nproc)" -gt 1 ]; then
+    cpus=$(in_ct sh -c "cat /proc/$PID/task/*/status" | sed -n 's/^Cpus_allowed_list:[[:space:]]*//p' | sort -u)
+    case "$cpus" in
+        *[!0-9]*|"") die "daemon threads not on one CPU: $(echo "$cpus" | tr '\n' ' ')" ;;
+    esac
+    log "daemon threads on CPU $cpus"
+fi
 log "exposure: $(in_ct systemd-analyze security iofogd.service 2>/dev/null | tail -n 1)"
 
 in_ct systemctl reload iofogd.service || die "systemctl reload"

@@ -238,10 +238,13 @@ def test_daemon_arguments_both_forms_and_errors(monkeypatch, capsys) -> None:  #
     assert parse_args(["--root", "/r", "--address=127.0.0.1", "--port", "5", "--check-config"]) == \
         DaemonArgs("/r", "127.0.0.1", 5, True)
     assert parse_args(["--root=/r", "--port=0"]) == DaemonArgs("/r", None, 0)
+    assert parse_args(["--root=/r", "--cpus", "all"]) == DaemonArgs("/r", one_cpu=False)
+    assert parse_args(["--root=/r", "--cpus=one"]) == DaemonArgs("/r", one_cpu=True)
     for bad, said in ((["--port", "x"], "argument --port: invalid int value: 'x'"),
                       (["--root"], "argument --root: expected one argument"),
                       (["--address", "--check-config"], "argument --address: expected one argument"),
-                      (["--verbose"], "unrecognized arguments: --verbose")):
+                      (["--verbose"], "unrecognized arguments: --verbose"),
+                      (["--cpus", "two"], "argument --cpus: invalid choice: 'two' (choose from 'one', 'all')")):
         with pytest.raises(SystemExit) as exit_:
             parse_args(bad)
         assert exit_.value.code == 2
