@@ -17,6 +17,10 @@ generator, so the figure is the server's, not the client's) with
 - aiohttp, the asyncio peer (a bench-only dependency, pip-installed when
   missing; not a dependency of iofogd).
 
+Two more rows, outside the aims, say where the difference comes from: iofogd
+with its threads free to run on any CPU (``--cpus all``; by default it keeps
+them on one, docs/host.md#cpu) and the bare server held on one CPU the same way.
+
 POST /v2/config/get answers 200 with a microservice's configuration on all
 three: ``{"status":"okay","config":"<the config string>"}``, the same body
 bytes. The daemon serves it through the real path of a provisioned node
@@ -145,13 +149,13 @@ def config_get_answer(port: int, timeout: float = 30.0) -> bytes:
         time.sleep(0.05)
 
 
-def start_daemon(root: str, port: int) -> tuple[subprocess.Popen[bytes], float]:
+def start_daemon(root: str, port: int, *extra: str) -> tuple[subprocess.Popen[bytes], float]:
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     if PYTHON == sys.executable:
         env["PYTHONPATH"] = REPO
     t0 = time.perf_counter()
     proc = subprocess.Popen([*DAEMON, "--root", root, "--address", "127.0.0.1",
-                             "--port", str(port)], env=env, stdout=subprocess.DEVNULL,
+                             "--port", str(port), *extra], env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     token_path = os.path.join(root, "etc/iofog-agent/local-api")
     while True:
@@ -280,10 +284,13 @@ def start_bare(port: int, python: str = "") -> tuple[subprocess.Popen[bytes], fl
     return start_script(python or PYTHON, BARE_SERVER, port)
 
 
-def start_script(python: str, script: str, port: int) -> tuple[subprocess.Popen[bytes], float]:
+def start_script(python: str, script: str, port: int, one_cpu: bool = False) -> tuple[subprocess.Popen[bytes], float]:
     t0 = time.perf_counter()
+    # one_cpu: the whole process on CPU 0 (its threads inherit it), as iofogd
+    # keeps its own threads by default (docs/host.md#cpu).
+    pin = (lambda: os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})) if one_cpu else None
     proc = subprocess.Popen([python, "-c", script, str(port), MICROSERVICE_ID, CONFIG_GET_BODY],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=pin)
     while True:
         try:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
@@ -412,23 +419,26 @@ def throughput(args: argparse.Namespace) -> None:
         f.write(WRK_SCRIPT)
         script = f.name
     results: dict[str, dict[str, list[tuple[float, float, int, float]]]] = {}
-    servers = ("iofogd", "bare ThreadingHTTPServer", "aiohttp")
+    # The aims compare the first three. The last two say where the difference comes
+    # from: iofogd with its threads free to move (--cpus all), and the bare server
+    # held on one CPU as iofogd holds itself by default (docs/host.md#cpu).
+    servers = ("iofogd", "bare ThreadingHTTPServer", "aiohttp", "iofogd --cpus all", "bare, one CPU")
     try:
         for server in servers:
             # Each server alone on the machine while it is measured.
             with tempfile.TemporaryDirectory() as root:
                 port = free_port()
                 token = ""
-                if server == "iofogd":
+                if server.startswith("iofogd"):
                     provision_offline(root)
-                    proc, _ = start_daemon(root, port)
+                    proc, _ = start_daemon(root, port, *server.split()[1:])
                     with open(os.path.join(root, "etc/iofog-agent/local-api")) as tf:
                         token = tf.read().strip()
                     running_after(port, token, time.perf_counter())   # every layer up before loading
                 elif server == "aiohttp":
                     proc, _ = start_script(sys.executable, AIOHTTP_SERVER, port)
                 else:
-                    proc, _ = start_bare(port, sys.executable)
+                    proc, _ = start_script(sys.executable, BARE_SERVER, port, one_cpu=server == "bare, one CPU")
                 try:
                     config_get_answer(port)   # 200 and the same bytes on every server, or no figures
                     for endpoint in ENDPOINTS:
