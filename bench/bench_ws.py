@@ -245,7 +245,7 @@ def cpu_seconds(pid: int) -> float:
 
 
 def measure_echo(target: Callable[[int], None], clients: int, size: int,
-                 seconds: float, pin: bool = False) -> Tuple[float, float, float, float]:
+                 seconds: float, pin: bool = False, one_cpu: bool = False) -> Tuple[float, float, float, float]:
     """Start ``target`` alone in a process, load it, stop it.
 
     Returns (round trips/s, p99 ms, max ms, server CPU us per round trip). The
@@ -257,12 +257,15 @@ def measure_echo(target: Callable[[int], None], clients: int, size: int,
     scheduler sometimes puts both on one core and sometimes not, and one
     client's rate jumps between ~35,000 and ~60,000 round trips/s for either
     server (measured on this 2-core machine); pinned, every run is placed alike.
+
+    ``one_cpu``: the server on CPU 0, the client free: how the daemon runs its
+    WebSocket sessions (it keeps its threads on one CPU, docs/host.md#cpu).
     """
     ctx = multiprocessing.get_context("spawn")
     port = free_port()
     server = ctx.Process(target=target, args=(port,), daemon=True)
     server.start()
-    if pin:   # before the server has started a thread: they all inherit it
+    if pin or one_cpu:   # before the server has started a thread: they all inherit it
         os.sched_setaffinity(server.pid, {0})  # type: ignore[arg-type]
     try:
         wait_listening(port)
@@ -340,15 +343,22 @@ def python_per_message(size: int, count: int = 100_000) -> Dict[str, float]:
 
 
 def bench_echo(args: argparse.Namespace) -> None:
-    targets: Dict[str, Callable[[int], None]] = {"iofogd.ws": run_ours, "bare": run_bare}
+    # (target, server on one CPU). The aim compares the first two; the last two
+    # place both servers as the daemon places itself (its threads on one CPU,
+    # docs/host.md#cpu), which is how its WebSocket sessions run.
+    targets: Dict[str, Tuple[Callable[[int], None], bool]] = {
+        "iofogd.ws": (run_ours, False), "bare": (run_bare, False)}
+    if not args.pin:
+        targets.update({"ws 1cpu": (run_ours, True), "bare 1cpu": (run_bare, True)})
     print(f"echo of {args.size}-byte binary messages; median of {args.runs} runs of {args.seconds:.1f}s, "
-          "each server alone" + (", server on CPU 0, client on CPU 1" if args.pin else ""))
+          "each server alone" + (", server on CPU 0, client on CPU 1" if args.pin else
+                                 "; '1cpu': the server on one CPU (as the daemon), the client free"))
     print(f"{'server':<10} {'clients':>7} {'round trips/s':>14} {'p99 ms':>8} {'max ms':>8} {'server CPU us/rt':>17}")
     for clients in args.clients:
         results: Dict[str, List[Tuple[float, float, float, float]]] = {name: [] for name in targets}
         for _ in range(args.runs):  # interleaved, so that a noisy minute hits both
-            for name, target in targets.items():
-                results[name].append(measure_echo(target, clients, args.size, args.seconds, args.pin))
+            for name, (target, one_cpu) in targets.items():
+                results[name].append(measure_echo(target, clients, args.size, args.seconds, args.pin, one_cpu))
         rates = {}
         cpus = {}
         for name, runs in results.items():
@@ -359,6 +369,10 @@ def bench_echo(args: argparse.Namespace) -> None:
                   f"{statistics.median(r[2] for r in runs):>8.2f} {cpus[name]:>17.1f}")
         print(f"{'ratio':<10} {clients:>7} iofogd.ws / bare = {rates['iofogd.ws'] / rates['bare']:.2f} "
               f"(rate), {cpus['iofogd.ws'] / cpus['bare']:.2f} (server CPU per round trip)")
+        if "ws 1cpu" in rates:
+            print(f"{'ratio':<10} {clients:>7} ws 1cpu / bare = {rates['ws 1cpu'] / rates['bare']:.2f} "
+                  f"(the daemon's placement vs the baseline's); ws 1cpu / bare 1cpu = "
+                  f"{rates['ws 1cpu'] / rates['bare 1cpu']:.2f} (both on one CPU)")
     python = python_per_message(args.size)
     print(f"Python per message, each loop on an in-memory socket (no kernel, best of 5 x 100,000): "
           f"iofogd.ws {python['iofogd.ws']:.2f} us, bare {python['bare']:.2f} us, "
