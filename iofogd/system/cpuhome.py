@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import logging
 import os
-import random
 
 TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
 if TYPE_CHECKING:
@@ -38,7 +37,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-REVIEW_SECONDS = 2.0      # between reviews, plus up to half of it at random (below)
+REVIEW_SECONDS = 2.0      # between reviews, plus up to half of it for this process (below)
 REVIEW_MARGIN = 0.3       # of one CPU: other work on the home beyond the idlest CPU's
 
 
@@ -102,6 +101,9 @@ class CpuHome:
         self.home: Optional[int] = None
         self._last: Optional[Tuple[CpuTicks, int]] = None
         self._next_review = 0.0
+        # Each process its own interval, so that two daemons on one machine do not
+        # decide in step (and swap CPUs together): no random module for it.
+        self._interval = REVIEW_SECONDS * (1 + (os.getpid() % 97) / 194)
 
     def settle(self, current: Optional[int] = None) -> Optional[int]:
         """Pin the calling thread (at start: the only one) to one allowed CPU,
@@ -118,7 +120,10 @@ class CpuHome:
             log.info("not keeping the daemon on one CPU: %s", exc)
             return None
         self.home = cpu
-        self._sample()
+        try:
+            self._sample()
+        except (OSError, ValueError):
+            self._last = None   # no /proc/stat now: the first review samples again
         return cpu
 
     def review(self, now: float) -> Optional[int]:
@@ -126,8 +131,7 @@ class CpuHome:
         the new home, or None when nothing moved. Cheap between reviews."""
         if self.home is None or now < self._next_review:
             return None
-        # A random part, so that two daemons on one machine do not decide in step.
-        self._next_review = now + REVIEW_SECONDS * (1 + random.random() / 2)
+        self._next_review = now + self._interval
         previous = self._last
         try:
             ticks, own = self._sample()

@@ -113,3 +113,23 @@ def test_daemon_threads_share_one_cpu_unless_told_otherwise(tmp_path) -> None:  
         assert _cpus_of(every.proc.pid) == ours   # type: ignore[union-attr]
     finally:
         every.stop()
+
+
+def test_no_proc_stat_at_start_is_not_fatal() -> None:
+    host = FakeHost()
+    readable = [False]
+
+    def proc_stat() -> str:
+        if not readable[0]:
+            raise FileNotFoundError(2, "No such file or directory", "/proc/stat")
+        return host.proc_stat()
+
+    home = CpuHome(read_proc_stat=proc_stat, read_own_ticks=lambda: host.own,
+                   set_affinity=lambda tid, cpus: host.pinned.__setitem__(tid, set(cpus)),
+                   thread_ids=lambda: host.threads, allowed={0, 1}, clock_ticks=100)
+    assert home.settle(current=0) == 0
+    assert home.review(now=10.0) is None          # still unreadable: nothing moves, nothing raised
+    readable[0] = True
+    assert home.review(now=20.0) is None          # first sample
+    host.advance(busy0=100, busy1=0, own=10)      # 90 % of CPU 0 is someone else's
+    assert home.review(now=30.0) == 1 and host.pinned[101] == {1}
