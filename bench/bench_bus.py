@@ -48,6 +48,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import websocket  # websocket-client (a test dependency)
 
 from bench.peers import ControllerDouble, Daemon, microservice, wait
+from bench.procfs import status_kib
 from iofogd.bus import message as m
 
 GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -337,11 +338,7 @@ def start_node(root: str, controller: ControllerDouble, n_pairs: int) -> Tuple[D
 
 
 def rss_kib(pid: int) -> int:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
+    return status_kib(pid, "VmRSS")
 
 
 def waiting_rss(daemon: Daemon, tx: str, count: int = 10_000) -> Tuple[int, int]:

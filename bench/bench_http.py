@@ -67,6 +67,9 @@ import time
 import venv
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, REPO)
+
+from bench.procfs import cpu_seconds, status_kib  # noqa: E402
 
 
 def free_port() -> int:
@@ -316,20 +319,8 @@ def cpu_ms(pid: int) -> float:
     return total / 1e6
 
 
-def process_cpu_ms(pid: int) -> float:
-    """CPU time of ``pid`` so far, threads that ended included (/proc/<pid>/stat
-    utime + stime, in clock ticks): a connection's thread ends when wrk closes it."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) * 1000 / os.sysconf("SC_CLK_TCK")
-
-
 def rss_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
+    return status_kib(pid, "VmRSS") / 1024
 
 
 # -- load: wrk ----------------------------------------------------------------------------
@@ -396,14 +387,14 @@ def wrk_run(wrk: str, script: str, port: int, endpoint: Endpoint, token: str, cl
     stays put on a machine shared with other work; the wall-clock ones do not."""
     env = dict(os.environ, BENCH_METHOD=endpoint.method, BENCH_BODY=endpoint.body,
                BENCH_TOKEN=token if endpoint.admin else "")
-    cpu_before = process_cpu_ms(pid)
+    cpu_before = cpu_seconds(pid)
     out = subprocess.run([wrk, "-t2", f"-c{clients}", f"-d{seconds:g}s", "-s", script,
                           f"http://127.0.0.1:{port}{endpoint.path}"],
                          env=env, capture_output=True, text=True, timeout=seconds * 3 + 30)
     for line in out.stdout.splitlines():
         if line.startswith("RESULT "):
             requests, duration_us, errors, _, p99_us = line.split()[1:]
-            cpu_us = (process_cpu_ms(pid) - cpu_before) * 1000 / max(1, int(requests))
+            cpu_us = (cpu_seconds(pid) - cpu_before) * 1e6 / max(1, int(requests))
             return int(requests) / (int(duration_us) / 1e6), float(p99_us) / 1000, int(errors), cpu_us
     raise RuntimeError(f"wrk printed no result: {out.stdout} {out.stderr}")
 

@@ -20,6 +20,8 @@ import time
 import uuid
 from typing import Any, Callable, Dict, List, Tuple
 
+from bench import procfs
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # What the Controller answers in agent/config for a fog whose routerMode is "none": the default
@@ -180,10 +182,8 @@ class Daemon:
         return status == 200 and str(body.get("router", "")).startswith("connected")
 
     def cpu_seconds(self) -> float:
-        """user + system CPU time of the daemon so far (/proc/<pid>/stat)."""
-        with open(f"/proc/{self.proc.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """user + system CPU time of the daemon so far."""
+        return procfs.cpu_seconds(self.proc.pid)
 
     def stop(self) -> None:
         self.proc.terminate()
