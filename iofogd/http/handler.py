@@ -497,23 +497,32 @@ class LocalApiHandler(BaseHTTPRequestHandler):
             headers = validate_request(self.command, self.headers, self.request_version)
             # During start-up phase 2 this waits for the layer (503 if it failed).
             endpoints = app.phase2("the WebSocket layer").sockets
-            microservice_id = endpoints.admit(path, peer)
-            # A container of ours may open sockets only for its own id (403).
-            app.identity.check(self.client_address[0], microservice_id, admin=self._authorized())
+            seat = endpoints.admit(path, peer)
         except (HandshakeError, RequestError) as exc:
             extra = exc.headers if isinstance(exc, HandshakeError) else ()
             self._write(error_response(exc.status, exc.message, extra))
             return
-        sock = self.connection
+        # The seat is a place under the session bounds: serve() gives it back at
+        # the session's end, the finally here if the upgrade fails before that.
         try:
-            sock.sendall(handshake_response(headers))
-        except OSError as exc:
-            log.debug("upgrade for %s failed: %s", peer, exc)
-            return
-        log.debug("%s upgraded %r to WebSocket", peer, path)
-        buffered = read_buffered(self.rfile, sock)
-        self.server.release_slot(self)
-        endpoints.serve(sock, buffered, path, peer)
+            # A container of ours may open sockets only for its own id (403).
+            try:
+                app.identity.check(self.client_address[0], seat.microservice_id, admin=self._authorized())
+            except RequestError as exc:
+                self._write(error_response(exc.status, exc.message))
+                return
+            sock = self.connection
+            try:
+                sock.sendall(handshake_response(headers))
+            except OSError as exc:
+                log.debug("upgrade for %s failed: %s", peer, exc)
+                return
+            log.debug("%s upgraded %r to WebSocket", peer, path)
+            buffered = read_buffered(self.rfile, sock)
+            self.server.release_slot(self)
+            endpoints.serve(sock, buffered, seat, peer)
+        finally:
+            seat.release()
 
     # -- output --------------------------------------------------------------------
 

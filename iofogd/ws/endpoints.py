@@ -1,18 +1,19 @@
 """The Local API's WebSocket endpoints: admission, then a session run to its end (docs/websocket.md#handshake, #control).
 
-The HTTP layer (``LocalApiHandler._upgrade``) validates the handshake, asks
-:meth:`SocketEndpoints.admit` whether the path and peer may have a session
-BEFORE it answers 101 (an unknown path is a 404, too many sessions a 503, both
-as plain HTTP), writes the 101, gives up its HTTP connection slot and calls
-:meth:`SocketEndpoints.serve` with the socket, the bytes it had read past the
-request, the path and the peer.  ``serve`` runs the session in that thread
-until it ends.
+The HTTP layer (``LocalApiHandler._upgrade``) validates the handshake and asks
+:meth:`SocketEndpoints.admit` for a :class:`Seat` BEFORE it answers 101 (an
+unknown path is a 404, too many sessions a 503, both as plain HTTP), writes the
+101, gives up its HTTP connection slot and calls :meth:`SocketEndpoints.serve`
+with the socket, the bytes it had read past the request, the seat and the peer.
+``serve`` runs the session in that thread until it ends.
 
 Sessions are bounded per microservice id and in total: each one holds a thread,
 and 300 sockets opened for one id must not starve everyone else.  ``admit``
-checks the bounds; ``serve`` takes the place for real (two upgrades may pass
-``admit`` together), and a session that finds the bound reached after all is
-closed at once with 1013 (try again later).
+takes the place under the lock, so a client that opens its next socket at once
+is refused with a 503 instead of being sent a 101 it could not keep.  The seat
+is the place: ``serve`` gives it back when the session ends, and the HTTP layer
+gives it back if the upgrade fails before ``serve`` (403 from the identity
+check, a peer gone before the 101 left).  Giving it back twice is harmless.
 
 Two kinds of socket share this door, told apart by the path's prefix
 (iofogd/ws/paths.py): the control sockets (:class:`ControlHub`) and the message
@@ -23,20 +24,19 @@ The bounds count sessions per kind and id.
 """
 from __future__ import annotations
 
-import logging
 import threading
 
 from iofogd.errors import NotFound, ServiceUnavailable
 from iofogd.ws.paths import CONTROL_SOCKET_PREFIX, MESSAGE_SOCKET_PREFIX, socket_id
 from iofogd.ws.envelope import SDK_PING, sdk_pong
-from iofogd.ws.frames import CloseCode
-from iofogd.ws.protocol import Message
-from iofogd.ws.session import SessionLimits, SessionRegistry, WebSocketSession, client_log
+from iofogd.ws.session import SessionLimits, SessionRegistry, WebSocketSession
 
 TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
 if TYPE_CHECKING:
     import socket
     from typing import Dict, Optional, Protocol, Tuple
+
+    from iofogd.ws.protocol import Message
 
     class Hub(Protocol):
         """What a kind of socket does with its sessions (ControlHub, the bus's MessageSockets)."""
@@ -44,8 +44,6 @@ if TYPE_CHECKING:
         def register(self, microservice_id: str, session: WebSocketSession) -> None: ...
         def unregister(self, session: WebSocketSession) -> None: ...
         def on_message(self, session: WebSocketSession, message: Message) -> None: ...
-
-log = logging.getLogger(__name__)
 
 MAX_SESSIONS = 512
 MAX_SESSIONS_PER_ID = 16   # an SDK that reconnects opens a new socket before the old one is seen dead
@@ -73,52 +71,46 @@ class SocketEndpoints:
         self._total = 0
         self._per_id: Dict[Tuple[str, str], int] = {}
 
-    def admit(self, path: str, peer: str) -> str:
-        """The microservice id of ``path``; NotFound (404) or ServiceUnavailable
-        (503) if it may not have a session now."""
-        kind, microservice_id, _ = self._route(path)
-        with self._lock:
-            self._check(kind, microservice_id)
-        return microservice_id
-
-    def serve(self, sock: socket.socket, buffered: bytes, path: str, peer: str) -> None:
-        """Run a session on an upgraded socket until it ends (the caller's thread)."""
+    def admit(self, path: str, peer: str) -> Seat:
+        """A place for a session on ``path``; NotFound (404) or ServiceUnavailable
+        (503) if it may not have one now.  The caller passes it to :meth:`serve`,
+        or releases it if the upgrade does not get that far."""
         kind, microservice_id, hub = self._route(path)
         key = (kind, microservice_id)
-        session = WebSocketSession(
-            sock, self.limits, path=path, peer=peer, ping_payload=SDK_PING, pong_payload=sdk_pong
-        )
+        with self._lock:
+            self._check(kind, microservice_id)
+            self._total += 1
+            self._per_id[key] = self._per_id.get(key, 0) + 1
+        return Seat(self, key, path, hub)
+
+    def serve(self, sock: socket.socket, buffered: bytes, seat: Seat, peer: str) -> None:
+        """Run a session on an upgraded socket until it ends (the caller's thread),
+        then give its seat back."""
         try:
-            with self._lock:
-                self._check(kind, microservice_id)
-                self._total += 1
-                self._per_id[key] = self._per_id.get(key, 0) + 1
-        except ServiceUnavailable as exc:
-            client_log.info("%s socket %r from %s: %s", kind, microservice_id, peer, exc.message)
-            session.close(CloseCode.TRY_AGAIN_LATER, "too many sockets")
-            self.registry.add(session)   # its watchdog bounds the closing handshake
+            session = WebSocketSession(
+                sock, self.limits, path=seat.path, peer=peer, ping_payload=SDK_PING, pong_payload=sdk_pong
+            )
+            # Any id is accepted, as upstream does: a microservice may connect before
+            # the Controller has told us about it, and gets its 0x0C when it arrives;
+            # messages may wait for a receiver before its first socket.
+            self.registry.add(session)
+            seat.hub.register(seat.microservice_id, session)
             try:
-                session.run(_ignore, buffered)
+                session.run(seat.hub.on_message, buffered)
             finally:
+                seat.hub.unregister(session)
                 self.registry.discard(session)
-            return
-        # Any id is accepted, as upstream does: a microservice may connect before
-        # the Controller has told us about it, and gets its 0x0C when it arrives;
-        # messages may wait for a receiver before its first socket.
-        self.registry.add(session)
-        hub.register(microservice_id, session)
-        try:
-            session.run(hub.on_message, buffered)
         finally:
-            hub.unregister(session)
-            self.registry.discard(session)
-            with self._lock:
-                self._total -= 1
-                left = self._per_id[key] - 1
-                if left:
-                    self._per_id[key] = left
-                else:
-                    del self._per_id[key]
+            seat.release()
+
+    def _give_back(self, key: Tuple[str, str]) -> None:
+        """Under the lock: one place for ``key`` is free again."""
+        self._total -= 1
+        left = self._per_id[key] - 1
+        if left:
+            self._per_id[key] = left
+        else:
+            del self._per_id[key]
 
     def _route(self, path: str) -> Tuple[str, str, Hub]:
         """The kind of socket, its microservice id and its hub; NotFound (404) if none."""
@@ -144,5 +136,25 @@ class SocketEndpoints:
             )
 
 
-def _ignore(session: WebSocketSession, message: Message) -> None:
-    pass
+class Seat:
+    """One session's place under the bounds, from :meth:`SocketEndpoints.admit` until released."""
+
+    __slots__ = ("_endpoints", "_key", "path", "hub", "_held")
+
+    def __init__(self, endpoints: SocketEndpoints, key: Tuple[str, str], path: str, hub: Hub) -> None:
+        self._endpoints = endpoints
+        self._key = key
+        self.path = path
+        self.hub = hub
+        self._held = True
+
+    @property
+    def microservice_id(self) -> str:
+        return self._key[1]
+
+    def release(self) -> None:
+        """Give the place back; a second call does nothing."""
+        with self._endpoints._lock:
+            if self._held:
+                self._held = False
+                self._endpoints._give_back(self._key)

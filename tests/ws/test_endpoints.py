@@ -8,7 +8,7 @@ import pytest
 
 from iofogd.errors import NotFound, ServiceUnavailable
 from iofogd.ws.control import ControlHub
-from iofogd.ws.endpoints import SocketEndpoints
+from iofogd.ws.endpoints import Seat, SocketEndpoints
 from iofogd.ws.session import SessionLimits, SessionRegistry
 from tests.ws.conftest import frame_bytes, wait_for
 
@@ -37,8 +37,9 @@ def test_message_sockets_go_to_their_hub_and_are_bounded_apart_from_control_sock
     messages = ControlHub()
     ep = SocketEndpoints(ControlHub(), SessionRegistry(), SessionLimits(ping_interval=0),
                          max_per_id=1, messages=messages)
-    assert ep.admit("/v2/message/socket/id/a?x=1", "127.0.0.1:1") == "a"
-    clients = [serve_in_thread(ep, "/v2/message/socket/id/a"), serve_in_thread(ep, "/v2/control/socket/id/a")]
+    seat = ep.admit("/v2/message/socket/id/a?x=1", "127.0.0.1:1")
+    assert seat.microservice_id == "a" and seat.hub is messages
+    clients = [serve_in_thread(ep, seat), serve_in_thread(ep, ep.admit("/v2/control/socket/id/a", "127.0.0.1:1"))]
     assert wait_for(lambda: len(messages.sessions("a")) == 1 and len(ep.hub.sessions("a")) == 1)
     with pytest.raises(ServiceUnavailable, match="Too many message sockets"):
         ep.admit("/v2/message/socket/id/a", "127.0.0.1:1")
@@ -48,20 +49,24 @@ def test_message_sockets_go_to_their_hub_and_are_bounded_apart_from_control_sock
     assert wait_for(lambda: not messages.sessions() and not ep.hub.sessions())
 
 
-def serve_in_thread(ep: SocketEndpoints, path: str) -> tuple[socket.socket, threading.Thread]:
+def serve_in_thread(ep: SocketEndpoints, seat: Seat) -> tuple[socket.socket, threading.Thread]:
     server_side, client_side = socket.socketpair()
-    thread = threading.Thread(target=ep.serve, args=(server_side, b"", path, "127.0.0.1:1"))
+    thread = threading.Thread(target=ep.serve, args=(server_side, b"", seat, "127.0.0.1:1"))
     thread.start()
     return client_side, thread
 
 
+def admitted(ep: SocketEndpoints, microservice_id: str) -> tuple[socket.socket, threading.Thread]:
+    return serve_in_thread(ep, ep.admit(f"/v2/control/socket/id/{microservice_id}", "127.0.0.1:1"))
+
+
 def test_bounds_per_id_and_in_total() -> None:
     ep = endpoints(max_sessions=3, max_per_id=2)
-    clients = [serve_in_thread(ep, "/v2/control/socket/id/a") for _ in range(2)]
+    clients = [admitted(ep, "a") for _ in range(2)]
     assert wait_for(lambda: len(ep.hub.sessions("a")) == 2)
     with pytest.raises(ServiceUnavailable, match="for this microservice"):
         ep.admit("/v2/control/socket/id/a", "127.0.0.1:1")
-    clients.append(serve_in_thread(ep, "/v2/control/socket/id/b"))
+    clients.append(admitted(ep, "b"))
     assert wait_for(lambda: len(ep.hub.sessions()) == 3)
     with pytest.raises(ServiceUnavailable, match="Too many WebSocket sessions"):
         ep.admit("/v2/control/socket/id/c", "127.0.0.1:1")
@@ -70,7 +75,7 @@ def test_bounds_per_id_and_in_total() -> None:
     sock.sendall(frame_bytes(0x8, b"\x03\xe8"))
     thread.join(5)
     sock.close()
-    ep.admit("/v2/control/socket/id/c", "127.0.0.1:1")
+    ep.admit("/v2/control/socket/id/c", "127.0.0.1:1").release()
     for sock, thread in clients:
         sock.close()
         thread.join(5)
@@ -78,19 +83,26 @@ def test_bounds_per_id_and_in_total() -> None:
     ep.admit("/v2/control/socket/id/a", "127.0.0.1:1")
 
 
-def test_a_session_that_loses_the_race_to_the_bound_is_closed_with_1013() -> None:
-    # Two upgrades may pass admit() together; serve() takes the place for real.
+def test_the_place_is_taken_at_admission_before_any_session_runs() -> None:
+    # Two upgrades for one id that come together: the second is refused at
+    # admission (a 503 before its 101), not sent a 101 and closed after it.
     ep = endpoints(max_per_id=1)
-    first, t1 = serve_in_thread(ep, "/v2/control/socket/id/a")
+    first = ep.admit("/v2/control/socket/id/a", "127.0.0.1:1")
+    with pytest.raises(ServiceUnavailable, match="for this microservice"):
+        ep.admit("/v2/control/socket/id/a", "127.0.0.1:2")
+    # An upgrade that fails after admission (403, a peer gone before the 101)
+    # gives the place back; releasing twice gives back one place, not two.
+    first.release()
+    first.release()
+    second = ep.admit("/v2/control/socket/id/a", "127.0.0.1:3")
+    with pytest.raises(ServiceUnavailable):
+        ep.admit("/v2/control/socket/id/a", "127.0.0.1:4")
+    client, thread = serve_in_thread(ep, second)
     assert wait_for(lambda: len(ep.hub.sessions("a")) == 1)
-    second, t2 = serve_in_thread(ep, "/v2/control/socket/id/a")
-    second.settimeout(5)
-    data = second.recv(4096)
-    assert data[:2] == b"\x88\x12" and data[2:4] == (1013).to_bytes(2, "big")
-    assert data[4:] == b"too many sockets"
-    second.sendall(frame_bytes(0x8, b"\x03\xf5"))
-    t2.join(5)
-    assert len(ep.hub.sessions("a")) == 1
-    first.close()
-    second.close()
-    t1.join(5)
+    # serve() gives the seat back at the session's end; a late release() changes nothing.
+    client.close()
+    thread.join(5)
+    second.release()
+    assert not ep.hub.sessions() and ep.admit("/v2/control/socket/id/a", "127.0.0.1:5")
+    with pytest.raises(ServiceUnavailable):
+        ep.admit("/v2/control/socket/id/a", "127.0.0.1:6")
