@@ -32,13 +32,13 @@ import logging
 import os
 import re
 import socket
-import ssl
 from urllib.parse import quote, urlsplit
 
 from iofogd.errors import CertificateError, ControllerError, ControllerUnreachable
 
 TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
 if TYPE_CHECKING:
+    import ssl
     from typing import Any
 
 log = logging.getLogger(__name__)
@@ -72,44 +72,6 @@ class _Connection(http.client.HTTPConnection):
     def connect(self) -> None:
         super().connect()
         self.sock.settimeout(self.read_timeout)
-
-
-class _TLSConnection(http.client.HTTPSConnection):
-    """HTTPS; the handshake runs under the connect timeout, reads under the read timeout."""
-
-    def __init__(
-        self, host: str, port: int | None, connect_timeout: float, read_timeout: float, context: ssl.SSLContext
-    ) -> None:
-        super().__init__(host, port, timeout=connect_timeout, context=context)
-        self.read_timeout = read_timeout
-
-    def connect(self) -> None:
-        super().connect()
-        self.sock.settimeout(self.read_timeout)
-
-
-def tls_context(cert_path: str | None) -> ssl.SSLContext:
-    """System CAs plus the configured controller certificate, PEM or DER (docs/controller-api.md#client).
-
-    Hostname verification stays on. An unreadable certificate file is logged
-    and skipped, as upstream does; the system CAs may still validate the chain.
-    """
-    ctx = ssl.create_default_context()
-    if cert_path:
-        try:
-            with open(cert_path, "rb") as fh:
-                raw = fh.read()
-        except OSError as exc:
-            log.warning("controller certificate %s not readable: %s", cert_path, exc)
-            return ctx
-        try:
-            if b"-----BEGIN" in raw:
-                ctx.load_verify_locations(cadata=raw.decode("ascii", "replace"))
-            else:
-                ctx.load_verify_locations(cadata=raw)
-        except (ssl.SSLError, ValueError) as exc:
-            raise CertificateError(f"controller certificate {cert_path} is not a valid PEM or DER certificate: {exc}") from exc
-    return ctx
 
 
 def _html_text(body: str) -> str:
@@ -156,9 +118,12 @@ class ControllerClient:
                     "unable to connect over non-secure connection: secure mode is on and controller_url is http"
                 )
             return _Connection(self._host, self._port, self.connect_timeout, self.read_timeout)
+        # Imported here: ssl (OpenSSL) is loaded only for an https Controller (docs/host.md#memory).
+        from iofogd.controller.tls import TLSConnection, tls_context
+
         if self._context is None:
             self._context = tls_context(self.cert_path)
-        return _TLSConnection(self._host, self._port, self.connect_timeout, self.read_timeout, self._context)
+        return TLSConnection(self._host, self._port, self.connect_timeout, self.read_timeout, self._context)
 
     def request(self, method: str, route: str, body: Any = None, *, auth: bool = True) -> Any:
         """Send one call to ``<base>route`` and return the parsed JSON answer (``{}`` for an empty one)."""
@@ -176,10 +141,6 @@ class ControllerClient:
                 conn.request(method, url, body=payload, headers=headers)
                 resp = conn.getresponse()
                 raw = resp.read(MAX_RESPONSE + 1)
-            except ssl.SSLCertVerificationError as exc:
-                raise CertificateError(f"controller certificate not trusted: {exc.verify_message}") from exc
-            except ssl.SSLError as exc:
-                raise CertificateError(f"TLS handshake with the controller failed: {exc.reason or exc}") from exc
             except socket.timeout as exc:
                 raise ControllerUnreachable(
                     f"controller at {self.base_url} did not answer {method} {route} in time"

@@ -13,7 +13,6 @@ import struct
 import time
 import traceback
 from email.utils import formatdate
-from http.server import BaseHTTPRequestHandler
 
 from iofogd.errors import (
     BadRequest,
@@ -43,6 +42,7 @@ from iofogd.http.request import (
     parse_header_lines,
     parse_request_line,
 )
+from iofogd.http.stdlib import BaseHTTPRequestHandler   # without OpenSSL: see there
 from iofogd.http.routes import CONTROL_SOCKET_PREFIX, MESSAGE_SOCKET_PREFIX, ROUTES, resolve
 from iofogd.http.server import LocalApiServer
 

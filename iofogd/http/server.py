@@ -35,10 +35,10 @@ import socket
 import socketserver
 import threading
 import time
-from http.server import ThreadingHTTPServer
 
 from iofogd.app import App
 from iofogd.http.peerlog import PeerLog
+from iofogd.http.stdlib import ThreadingHTTPServer   # without OpenSSL: see there
 from iofogd.record import Record
 
 TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py

@@ -48,6 +48,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Iterator
@@ -55,6 +56,7 @@ from typing import Any, Callable, Iterator
 from tests.controller.captures import exchange
 
 API = "/api/v3/"
+TLS_DIR = Path(__file__).parent / "tls"   # a self-signed certificate for 127.0.0.1 and its key
 USER_TOKEN = "standin-user-token"   # the one user token this stand-in accepts (routes API only)
 KEY_LIFETIME = 20 * 60.0  # docs/controller-api.md#controller-settings
 TOKEN_LIFETIME = 3600.0  # FogTokenExpirationIntervalSeconds, sliding
@@ -316,6 +318,13 @@ def _syntax_error_500(message: str) -> _Reply:
     stack = captured["stack"].replace(captured["message"], message, 1)
     return _Reply(500, {"name": "SyntaxError", "message": message, "stack": stack})
 
+
+
+def tls_server() -> ssl.SSLContext:
+    """The stand-in's TLS context (``ControllerStandIn(tls=...)``), with TLS_DIR's certificate."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(TLS_DIR / "cert.pem"), str(TLS_DIR / "key.pem"))
+    return ctx
 
 class ControllerStandIn:
     """The stand-in Controller; use as a context manager or call :meth:`start` / :meth:`stop`."""

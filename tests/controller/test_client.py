@@ -10,9 +10,8 @@ import pytest
 
 from iofogd.controller.client import ControllerClient, explain, normalize_url
 from iofogd.errors import CertificateError, ControllerError, ControllerUnreachable
-from tests.controller.standin import ControllerStandIn
+from tests.controller.standin import TLS_DIR, ControllerStandIn, tls_server
 
-TLS_DIR = Path(__file__).parent / "tls"
 
 
 def client(url: str, token: str | None = None, **kw: object) -> ControllerClient:
@@ -169,12 +168,6 @@ def test_secure_mode_refuses_plain_http(standin: ControllerStandIn) -> None:
         client(standin.url, secure_mode=True).ping()
     assert "non-secure" in info.value.message
     assert standin.recorded() == []
-
-
-def tls_server() -> ssl.SSLContext:
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(str(TLS_DIR / "cert.pem"), str(TLS_DIR / "key.pem"))
-    return ctx
 
 
 def test_https_trusts_the_configured_certificate(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import threading
 import xml.etree.ElementTree as ET
 from typing import Any, Iterator
@@ -20,7 +21,9 @@ import pytest
 import websocket  # websocket-client
 
 from iofogd.daemon import Daemon
-from tests.controller.standin import STATUS_SCHEMA, ControllerStandIn, Recorded, validate, wait_until
+from tests.controller.standin import (
+    STATUS_SCHEMA, TLS_DIR, ControllerStandIn, Recorded, tls_server, validate, wait_until,
+)
 from tests.daemon_process import RunningDaemon
 
 SUCCESS = "Success - tokens, identifiers and keys removed"
@@ -443,3 +446,37 @@ def test_restart_with_the_controller_up_fetches_at_once(node: RunningDaemon, sta
     node.start()
     assert wait_until(lambda: config_get(node, mid) == (200, {"status": "okay", "config": SENSOR_CONFIG}),
                       timeout=5), node.log()
+
+
+# -- TLS on demand (docs/host.md#memory) ------------------------------------------------------
+
+
+def openssl_loaded(d: RunningDaemon) -> bool:
+    """Whether the daemon process has CPython's _ssl module (and so OpenSSL) mapped."""
+    assert d.proc is not None
+    with open(f"/proc/{d.proc.pid}/maps") as f:
+        return any("/_ssl." in line for line in f)
+
+
+def test_openssl_is_loaded_only_for_an_https_controller(daemon: RunningDaemon,
+                                                        fog_tls: tuple[ControllerStandIn, str]) -> None:
+    # A node with a plain-HTTP Controller (or none) never loads OpenSSL: 3.4 MiB of
+    # resident memory on x86-64. The daemon's http.client has no HTTPSConnection, so
+    # provisioning over https here also proves the Controller client's own TLS connection.
+    standin, fog = fog_tls
+    daemon.request("GET", "/v2/status")
+    assert wait_until(lambda: api_connection(daemon) == "not provisioned")   # phase 2 built
+    assert not openssl_loaded(daemon)
+    shutil.copy(TLS_DIR / "cert.pem", os.path.join(daemon.root, "etc/iofog-agent/cert.crt"))
+    point_at(daemon, standin)
+    provision(daemon, standin, fog)
+    assert openssl_loaded(daemon)
+
+
+@pytest.fixture
+def fog_tls() -> Iterator[tuple[ControllerStandIn, str]]:
+    st = ControllerStandIn(tls=tls_server()).start()
+    try:
+        yield st, st.create_fog("e2e-agent-tls")
+    finally:
+        st.stop()

@@ -3,7 +3,8 @@
 Theory of operation
 -------------------
 :meth:`Client.connect` opens the TCP connection (TLS through the ssl module
-when the URL is ``amqps://``), starts one I/O thread and waits until the
+when the URL is ``amqps://``; ssl, and so OpenSSL, is imported only then:
+docs/host.md#memory), starts one I/O thread and waits until the
 connection is open and its one session has begun.  The I/O thread alone
 touches the socket: it reads, feeds the protocol, writes what the protocol
 queued, and runs the protocol's timers (heartbeats, our idle timeout).  Other
@@ -33,7 +34,6 @@ import logging
 import os
 import selectors
 import socket
-import ssl
 import threading
 import time
 import urllib.parse
@@ -44,7 +44,8 @@ from iofogd.errors import AmqpConnectionLost, AmqpError, AmqpRemoteError
 
 TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
 if TYPE_CHECKING:
-    from typing import Any, Callable, Dict, List, Optional, Tuple
+    import ssl
+    from typing import Any, Callable, Dict, List, Optional, Tuple, Type
 
     OnMessage = Callable[["Receiver", p.Delivery], None]
     OnMessages = Callable[["Receiver", List[p.Delivery]], None]
@@ -176,6 +177,9 @@ class Client:
         self._lock = threading.RLock()
         self._changed = threading.Condition(self._lock)
         self._sock: Optional[socket.socket] = None
+        # What a non-blocking send or recv raises when it would block; TLS adds its own two.
+        self._would_block: Tuple[Type[OSError], ...] = (BlockingIOError,)
+        self._tls: Optional[ssl.SSLSocket] = None
         self._wake_r, self._wake_w = os.pipe()
         self._woken = False   # a byte is in the pipe that the I/O thread has not read yet
         self._thread: Optional[threading.Thread] = None
@@ -201,9 +205,12 @@ class Client:
         try:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             if e.tls:
+                import ssl
+
                 context = self.ssl_context or ssl.create_default_context()
-                sock = context.wrap_socket(sock, server_hostname=e.host)
-        except (OSError, ssl.SSLError) as exc:
+                sock = self._tls = context.wrap_socket(sock, server_hostname=e.host)
+                self._would_block = (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError)
+        except OSError as exc:   # ssl.SSLError is one
             sock.close()
             self._release_pipe()
             raise AmqpConnectionLost(f"TLS handshake with {e!r} failed: {exc}") from exc
@@ -386,7 +393,7 @@ class Client:
                     try:
                         sent = sock.send(pending)
                         del pending[:sent]
-                    except (BlockingIOError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
+                    except self._would_block:
                         pass
                 if over and not pending:
                     break
@@ -417,7 +424,7 @@ class Client:
         while True:
             try:
                 data = sock.recv(_RECV_SIZE)
-            except (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            except self._would_block:
                 return
             with self._lock:
                 if not data:
@@ -426,7 +433,7 @@ class Client:
                 self.protocol.receive_data(data, time.monotonic())
             taken += len(data)
             # TLS bytes already decrypted would not wake the selector: those are always taken.
-            if not (isinstance(sock, ssl.SSLSocket) and sock.pending()) and (
+            if not (self._tls is not None and self._tls.pending()) and (
                     len(data) < _RECV_SIZE or taken >= _READ_ROUND):
                 return
 
