@@ -51,7 +51,6 @@ if TYPE_CHECKING:
 
     from iofogd.bus.message import IoMessage
     from iofogd.bus.waiting import Entry, WaitingQueue
-    from iofogd.ws.protocol import Message
 
     class Session(Protocol):
         path: str
@@ -293,9 +292,8 @@ class MessageSockets:
 
     # -- from the client ------------------------------------------------------------------------
 
-    def on_message(self, session: Session, message: Message) -> None:
+    def on_message(self, session: Session, data: Union[str, bytes]) -> None:
         """The ``on_message`` of a message session."""
-        data = message.data
         with self._lock:
             receiver = self._by_session.get(session)
         if receiver is None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import io
 import logging
 import socket
-import struct
 import time
 import traceback
 from email.utils import formatdate
@@ -43,6 +42,7 @@ from iofogd.http.request import (
     parse_request_line,
 )
 from iofogd.http.stdlib import BaseHTTPRequestHandler   # without OpenSSL: see there
+from iofogd.sockettimeouts import set_timeout
 from iofogd.http.routes import CONTROL_SOCKET_PREFIX, MESSAGE_SOCKET_PREFIX, ROUTES, resolve
 from iofogd.http.server import LocalApiServer
 
@@ -87,7 +87,7 @@ class _DeadlineSocketIO(socket.SocketIO):
             left = self.deadline - time.monotonic()
             if left <= 0:
                 raise TimeoutError("request not received in time")
-            _set_timeout(self._conn, socket.SO_RCVTIMEO, min(left, self._idle_timeout))
+            set_timeout(self._conn, socket.SO_RCVTIMEO, min(left, self._idle_timeout))
             self._shortened = True
         try:
             n = self._recv_into(b)
@@ -111,27 +111,14 @@ class _DeadlineSocketIO(socket.SocketIO):
         self.head_limit = self.deadline = None
         if self._shortened:
             self._shortened = False
-            _set_timeout(self._conn, socket.SO_RCVTIMEO, self._idle_timeout)
-
-
-def _set_timeout(sock: socket.socket, option: int, seconds: float) -> None:
-    """SO_RCVTIMEO or SO_SNDTIMEO (a struct timeval; 0 would mean no limit)."""
-    usec = max(1000, int(seconds * 1_000_000))
-    sock.setsockopt(socket.SOL_SOCKET, option, _TIMEVAL.pack(usec // 1_000_000, usec % 1_000_000))
+            set_timeout(self._conn, socket.SO_RCVTIMEO, self._idle_timeout)
 
 
 def set_kernel_timeouts(sock: socket.socket, seconds: Optional[float]) -> None:
     """Bound each read and each write on the blocking ``sock`` by ``seconds``
     (None: no bound, for a connection that leaves HTTP)."""
-    if seconds is None:
-        for option in (socket.SO_RCVTIMEO, socket.SO_SNDTIMEO):
-            sock.setsockopt(socket.SOL_SOCKET, option, _TIMEVAL.pack(0, 0))
-        return
-    _set_timeout(sock, socket.SO_RCVTIMEO, seconds)
-    _set_timeout(sock, socket.SO_SNDTIMEO, seconds)
-
-
-_TIMEVAL = struct.Struct("@ll")   # struct timeval on Linux: time_t and suseconds_t, both long
+    set_timeout(sock, socket.SO_RCVTIMEO, seconds)
+    set_timeout(sock, socket.SO_SNDTIMEO, seconds)
 
 
 # socket.timeout is TimeoutError from Python 3.10 on; on 3.9 it is its own class.

@@ -36,12 +36,11 @@ from iofogd.errors import ConnectionClosed
 from iofogd.ws.envelope import CONTROL_SIGNAL, RESOURCE_SIGNAL, is_control_ack, signal
 from iofogd.ws.frames import CloseCode
 from iofogd.ws.paths import CONTROL_SOCKET_PREFIX, socket_id
-from iofogd.ws.protocol import Message
 from iofogd.ws.session import WebSocketSession
 
 TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
 if TYPE_CHECKING:
-    from typing import Callable, Dict, List, Optional, Tuple
+    from typing import Callable, Dict, List, Optional, Tuple, Union
 
 log = logging.getLogger(__name__)
 
@@ -129,9 +128,8 @@ class ControlHub:
             return False
         return True
 
-    def on_message(self, session: WebSocketSession, message: Message) -> None:
+    def on_message(self, session: WebSocketSession, data: Union[str, bytes]) -> None:
         """The ``on_message`` of a control session: ACKs clear pending signals."""
-        data = message.data
         if isinstance(data, str) or not is_control_ack(data):
             log.debug("control socket: ignoring a %d-byte message", len(data))
             return

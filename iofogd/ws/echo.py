@@ -24,23 +24,22 @@ from iofogd.errors import HandshakeError
 from iofogd.ws import handshake
 from iofogd.ws.control import ControlHub, control_socket_id
 from iofogd.ws.envelope import SDK_PING, sdk_pong
-from iofogd.ws.protocol import Message
 from iofogd.ws.session import SessionLimits, SessionRegistry, WebSocketSession, read_buffered
 
 TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
 if TYPE_CHECKING:
-    from typing import Any, List, Optional, Tuple
+    from typing import Any, List, Optional, Tuple, Union
 
 log = logging.getLogger(__name__)
 
 ECHO_LIMITS = SessionLimits(max_message_size=32 << 20, max_frame_size=32 << 20, max_fragments=1 << 17)
 
 
-def echo(session: WebSocketSession, message: Message) -> None:
-    if isinstance(message.data, str):
-        session.send_text(message.data)
+def echo(session: WebSocketSession, data: Union[str, bytes]) -> None:
+    if isinstance(data, str):
+        session.send_text(data)
     else:
-        session.send_binary(message.data)
+        session.send_binary(data)
 
 
 class EchoServer(ThreadingHTTPServer):

@@ -34,16 +34,15 @@ from iofogd.ws.session import SessionLimits, SessionRegistry, WebSocketSession
 TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
 if TYPE_CHECKING:
     import socket
-    from typing import Dict, Optional, Protocol, Tuple
+    from typing import Dict, Optional, Protocol, Tuple, Union
 
-    from iofogd.ws.protocol import Message
 
     class Hub(Protocol):
         """What a kind of socket does with its sessions (ControlHub, the bus's MessageSockets)."""
 
         def register(self, microservice_id: str, session: WebSocketSession) -> None: ...
         def unregister(self, session: WebSocketSession) -> None: ...
-        def on_message(self, session: WebSocketSession, message: Message) -> None: ...
+        def on_message(self, session: WebSocketSession, data: Union[str, bytes]) -> None: ...
 
 MAX_SESSIONS = 512
 MAX_SESSIONS_PER_ID = 16   # an SDK that reconnects opens a new socket before the old one is seen dead

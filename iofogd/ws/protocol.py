@@ -87,6 +87,8 @@ _CLOSED: Final = State.CLOSED
 
 # The header of every unmasked binary frame of 0-125 bytes, built once.
 _BINARY_HEADS: Final = [bytes((0x80 | Opcode.BINARY, n)) for n in range(126)]
+# For a payload of n < 126 bytes: 1 in the low bit of each of its ceil(n / 4) 32-bit lanes.
+_MASK_REPEAT: Final = [sum(1 << (32 * lane) for lane in range((n + 3) // 4)) for n in range(126)]
 
 
 class Message(Record):
@@ -204,8 +206,10 @@ class Connection:
                 self._fail(exc)
         return self._events.pop(0) if self._events else None
 
-    def whole_message(self, data: bytes) -> Optional[Message]:
-        """The message ``data`` holds when it is exactly one common frame; else ``None``.
+    def whole_message(self, data: bytes) -> Optional[Union[str, bytes]]:
+        """The message ``data`` holds when it is exactly one common frame, as
+        :class:`Message` would hold it (``str`` for text, ``bytes`` for binary;
+        no Message object on this path, ~100 ns); else ``None``.
 
         The common frame: a whole, final text or binary frame from a client,
         masked, with a 7- or 16-bit length within the limits, no RSV bit, and
@@ -239,16 +243,27 @@ class Connection:
             return None
         if n != start + length or length > self.max_frame_size or length > self.max_message_size:
             return None
-        # apply_mask, inlined: a call less per message
-        mask = data[start - 4 : start]
-        payload = (
-            int.from_bytes(data[start:], "little")
-            ^ int.from_bytes(mask * (length >> 2) + mask[: length & 3], "little")
-        ).to_bytes(length, "little")
+        if length < 126:
+            # apply_mask, inlined for the short frame: the mask and the payload read
+            # as ONE little-endian integer (the mask its low 32 bits), and the mask
+            # repeated over the payload by one multiplication (_MASK_REPEAT: a 1 in
+            # every 32-bit lane, no carries), ~100 ns less than building the key.
+            x = int.from_bytes(data[2:], "little")
+            unmasked = (x >> 32) ^ ((x & 0xFFFFFFFF) * _MASK_REPEAT[length])
+            if length & 3:   # the last lane is partly past the payload
+                payload = unmasked.to_bytes((length + 3) & ~3, "little")[:length]
+            else:
+                payload = unmasked.to_bytes(length, "little")
+        else:
+            mask = data[4:8]
+            payload = (
+                int.from_bytes(data[8:], "little")
+                ^ int.from_bytes(mask * (length >> 2) + mask[: length & 3], "little")
+            ).to_bytes(length, "little")
         if b0 == 0x82:
-            return Message(payload)
+            return payload
         try:
-            return Message(payload.decode("utf-8"))
+            return payload.decode("utf-8")
         except UnicodeDecodeError:
             return None
 

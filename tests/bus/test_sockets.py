@@ -332,7 +332,6 @@ class RecordingSession:
 def test_production_schedule_20s_then_every_10s_10_sends_then_1008(tmp_path: Any) -> None:
     from iofogd.bus.sockets import MessageSockets
     from iofogd.bus.waiting import WaitingQueue, encode_entry
-    from iofogd.ws.protocol import Message
 
     queue = WaitingQueue(str(tmp_path), "rx")
     queue.append(encode_entry(m.encode(m.IoMessage(publisher="tx", contentdata=b"x"))))
@@ -359,7 +358,7 @@ def test_production_schedule_20s_then_every_10s_10_sends_then_1008(tmp_path: Any
     # An ACK before the schedule runs out settles it: nothing more is sent.
     session2 = RecordingSession()
     hub.register("rx", session2)   # type: ignore[arg-type]
-    hub.on_message(session2, Message(b"\x0b"))   # type: ignore[arg-type]
+    hub.on_message(session2, b"\x0b")   # type: ignore[arg-type]
     now[0] += 100
     hub.tick()
     assert len(session2.sent) == 1 and queue.consumed == queue.end

@@ -1,6 +1,7 @@
 """iofogd.ws.protocol: the connection state machine, fed whole, byte by byte and with trailing bytes."""
 from __future__ import annotations
 
+import random
 import struct
 from typing import TYPE_CHECKING, List, Optional, Tuple
 
@@ -369,11 +370,22 @@ NOT_WHOLE = [  # frames the general path must see: refused, and nothing changes
 def test_whole_message_agrees_with_the_general_path_and_changes_nothing(data: bytes, message: Message) -> None:
     conn = Connection()
     before = _snapshot(conn)
-    assert conn.whole_message(data) == message
+    assert conn.whole_message(data) == message.data
     assert _snapshot(conn) == before
     general = Connection()
     general.receive_data(data)
     assert general.events() == [message] and general.data_to_send() == b""
+
+
+def test_whole_message_unmasks_every_short_length_and_mask_as_the_general_path_does() -> None:
+    # The short frame's unmasking multiplies the mask across the payload: every
+    # length up to 125 (each remainder mod 4), masks with high bits and zero bytes.
+    rng = random.Random(6455)
+    for length in range(0, 140):
+        for mask in (b"\x00\x00\x00\x00", b"\xff\xff\xff\xff", b"\x80\x00\x01\xfe", bytes(rng.randrange(256) for _ in range(4))):
+            payload = bytes(rng.randrange(256) for _ in range(length))
+            data = serialize_frame(Frame(Opcode.BINARY, payload, True, False), mask=mask)
+            assert Connection().whole_message(data) == payload, (length, mask)
 
 
 @pytest.mark.parametrize("name,data", NOT_WHOLE, ids=[c[0] for c in NOT_WHOLE])
@@ -388,7 +400,7 @@ def test_whole_message_keeps_the_limits() -> None:
     data = client_frame(0x2, b"x" * 100)
     assert Connection(max_frame_size=99).whole_message(data) is None
     assert Connection(max_message_size=99).whole_message(data) is None
-    assert Connection(max_frame_size=100).whole_message(data) == Message(b"x" * 100)
+    assert Connection(max_frame_size=100).whole_message(data) == b"x" * 100
     assert fail_code(data, max_frame_size=99) == 1009
 
 

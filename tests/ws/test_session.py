@@ -14,7 +14,6 @@ from websockets.sync.client import connect
 
 from iofogd.errors import ConnectionClosed
 from iofogd.ws.frames import Opcode
-from iofogd.ws.protocol import Message
 from iofogd.ws.session import SessionLimits, WebSocketSession
 from iofogd.ws import echo as echo_server
 from iofogd.ws.echo import EchoServer
@@ -183,7 +182,7 @@ def test_peer_that_never_answers_our_close_is_dropped(make_server: ServerFactory
 
 def test_handler_error_is_1011(make_server: ServerFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     # A message handler that raises is our bug: the peer gets 1011, not the traceback.
-    def broken(session: WebSocketSession, message: Message) -> None:
+    def broken(session: WebSocketSession, data: str | bytes) -> None:
         raise ZeroDivisionError
 
     monkeypatch.setattr(echo_server, "echo", broken)
@@ -308,6 +307,39 @@ def test_every_frame_leaves_in_one_write() -> None:
     finally:
         thread.join(5)
         b.close()
+        server_side.close()
+
+
+def test_a_peer_that_stops_reading_is_dropped_after_the_write_timeout(caplog: pytest.LogCaptureFixture) -> None:
+    # The kernel bounds a write that makes no progress (SO_SNDTIMEO = write_timeout):
+    # the sender gets ConnectionClosed, the session ends, no thread waits for ever.
+    caplog.set_level(logging.INFO)
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        peer = socket.create_connection(listener.getsockname())
+        server_side, _ = listener.accept()
+    session = WebSocketSession(server_side, SessionLimits(ping_interval=0, write_timeout=0.3))
+    thread = threading.Thread(target=session.run, args=(echo_server.echo,))
+    thread.start()
+    outcome: list = []
+
+    def fill() -> None:   # the peer reads nothing: the buffers fill, then a write blocks
+        try:
+            while True:
+                session.send_binary(b"x" * 65536)
+        except ConnectionClosed as exc:
+            outcome.append(exc)
+
+    sender = threading.Thread(target=fill, daemon=True)
+    try:
+        sender.start()
+        sender.join(10)
+        assert not sender.is_alive(), "the blocked write was never bounded"
+        assert len(outcome) == 1
+        assert session.wait_closed(5) and session.close_code == 1006
+        assert "a write made no progress in 0.3s; dropping the peer" in caplog.text
+    finally:
+        thread.join(5)
+        peer.close()
         server_side.close()
 
 
