@@ -337,20 +337,21 @@ class WebSocketSession:
                     with self._lock:
                         protocol.receive_eof()
                     break
-                size = _RECV_SIZE if len(data) == size else _IDLE_RECV_SIZE
-                self._rx += 1   # the peer is alive: the watchdog notices (no clock read here)
                 # The common read: one whole data frame, decoded without the lock
                 # (whole_message changes nothing); anything else, _feed.
                 payload = whole_message(data)
                 if payload is None:
                     self._feed(data, on_message)
-                    continue
-                try:   # _dispatch, inlined
-                    on_message(self, payload)
-                except ConnectionClosed:
-                    pass
-                except Exception:
-                    self._handler_failed()
+                else:
+                    try:   # _dispatch, inlined
+                        on_message(self, payload)
+                    except ConnectionClosed:
+                        pass
+                    except Exception:
+                        self._handler_failed()
+                # After the reply (an echo leaves a little sooner):
+                self._rx += 1   # the peer is alive: the watchdog notices (no clock read here)
+                size = _RECV_SIZE if len(data) == size else _IDLE_RECV_SIZE
         finally:
             self._finish()
             self._done.set()
