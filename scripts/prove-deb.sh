@@ -94,6 +94,12 @@ expect "config check" "$(in_chroot setpriv --reuid iofog-agent --regid iofog-age
 expect "unit file" "$(in_chroot sh -c 'test -f /lib/systemd/system/iofogd.service && echo present')" present
 
 start_daemon
+# On Debian's Python, the packaged daemon at idle has not loaded OpenSSL: it
+# does only for an https Controller or an amqps router (docs/host.md#memory).
+if grep -Eq '/_ssl\.|libssl\.so' "/proc/$DAEMON_PID/maps"; then
+    die "the idle daemon has OpenSSL mapped"
+fi
+log "ok: the idle daemon has not loaded OpenSSL; $(grep VmRSS "/proc/$DAEMON_PID/status" | tr -s ' \t' ' ')"
 stop_daemon
 
 # sysvinit (no init runs in a chroot; `service` then runs the script): the
