@@ -146,6 +146,25 @@ def test_a_peer_answering_pings_with_any_payload_stays(make_server: ServerFactor
     raw.close()
 
 
+def test_a_peer_whose_messages_keep_coming_is_never_pinged(make_server: ServerFactory) -> None:
+    # What arrives proves the peer alive: the read loop counts its reads and the
+    # watchdog sees the count move, so a chatty peer that never answers pings is
+    # neither pinged nor dropped (ping_interval 0.2 s, pong_timeout 0.3 s).
+    server = make_server(SMALL)
+    raw = RawClient(server)
+    deadline = time.monotonic() + 1.5
+    sent = 0
+    while time.monotonic() < deadline:
+        raw.send(0x2, b"m%d" % sent)
+        frame = raw.recv_frame(timeout=5)
+        assert frame is not None and frame.opcode == 0x2, frame
+        assert frame.payload == b"m%d" % sent
+        sent += 1
+        time.sleep(0.05)
+    assert sent >= 10 and len(server.registry) == 1
+    raw.close()
+
+
 def test_websockets_keepalive_survives_our_pings(make_server: ServerFactory) -> None:
     server = make_server(SMALL)
     with connect(url(server), ping_interval=0.2, ping_timeout=1) as ws:
