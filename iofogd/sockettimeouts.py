@@ -3,8 +3,8 @@
 The daemon's sockets stay blocking, with no Python timeout: CPython polls
 before every recv and send on a socket that has one, two more syscalls per
 call, each dropping and retaking the GIL (measured: iofogd/http/handler.py,
-``_DeadlineSocketIO``). The kernel keeps the time instead: a read or a write that waits longer than the
-bound fails with EAGAIN (``BlockingIOError``).
+``_DeadlineSocketIO``). The kernel keeps the time instead: a read or a write
+that waits longer than the bound fails with EAGAIN (``BlockingIOError``).
 """
 from __future__ import annotations
 

@@ -41,10 +41,10 @@ from iofogd.http.request import (
     parse_header_lines,
     parse_request_line,
 )
-from iofogd.http.stdlib import BaseHTTPRequestHandler   # without OpenSSL: see there
-from iofogd.sockettimeouts import set_timeout
 from iofogd.http.routes import CONTROL_SOCKET_PREFIX, MESSAGE_SOCKET_PREFIX, ROUTES, resolve
 from iofogd.http.server import LocalApiServer
+from iofogd.http.stdlib import BaseHTTPRequestHandler   # without OpenSSL: see there
+from iofogd.sockettimeouts import set_timeout
 
 TYPE_CHECKING = False   # typing is not imported at run time: see iofogd/record.py
 if TYPE_CHECKING:

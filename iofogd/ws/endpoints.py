@@ -36,13 +36,13 @@ if TYPE_CHECKING:
     import socket
     from typing import Dict, Optional, Protocol, Tuple, Union
 
-
     class Hub(Protocol):
         """What a kind of socket does with its sessions (ControlHub, the bus's MessageSockets)."""
 
         def register(self, microservice_id: str, session: WebSocketSession) -> None: ...
         def unregister(self, session: WebSocketSession) -> None: ...
         def on_message(self, session: WebSocketSession, data: Union[str, bytes]) -> None: ...
+
 
 MAX_SESSIONS = 512
 MAX_SESSIONS_PER_ID = 16   # an SDK that reconnects opens a new socket before the old one is seen dead

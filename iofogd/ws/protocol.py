@@ -254,12 +254,8 @@ class Connection:
                 payload = unmasked.to_bytes((length + 3) & ~3, "little")[:length]
             else:
                 payload = unmasked.to_bytes(length, "little")
-        else:
-            mask = data[4:8]
-            payload = (
-                int.from_bytes(data[8:], "little")
-                ^ int.from_bytes(mask * (length >> 2) + mask[: length & 3], "little")
-            ).to_bytes(length, "little")
+        else:   # 126 bytes or more: the call is nothing beside the payload's XOR
+            payload = apply_mask(data[8:], data[4:8])
         if b0 == 0x82:
             return payload
         try:
